@@ -20,6 +20,13 @@ class TicTacToe:
     max_moves = 9
     board_shape = (3, 3)
 
+    # Games are static arguments of jitted functions: equal instances must share compiled code.
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __eq__(self, other) -> bool:
+        return type(other) is type(self)
+
     def init(self) -> GameState:
         return GameState(
             board=jnp.zeros(9, jnp.int8),
