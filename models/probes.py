@@ -1,0 +1,299 @@
+"""Linear probes on frozen activations, their controls, and seed statistics.
+
+Every probe standardises features with *train* statistics, leaves the intercept unpenalised and
+picks its regularisation on a validation split; callers split by game (DESIGN.md, "Science
+protocol"), so train/val/test indices never share a game. Regularisation strengths are per
+example: ridge minimises mean squared error + alpha·||w||², so alpha is on the scale of the
+eigenvalues of the feature correlation matrix (≈1) whatever N is (sklearn's alpha = alpha·N).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+from scipy.optimize import minimize
+from scipy.special import log_softmax
+from scipy.stats import trim_mean
+
+DEFAULT_ALPHAS = tuple(np.logspace(-3, 3, 13))
+DEFAULT_L2S = tuple(np.logspace(0, -5, 6))  # strong -> weak: each fit warm-starts the next
+
+
+def _f64(a) -> np.ndarray:
+    return np.asarray(a, dtype=np.float64)
+
+
+def _standardiser(x_NxD: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Train mean and std; a constant feature gets std 1 so it standardises to 0, not nan."""
+    mean, std = x_NxD.mean(axis=-2), x_NxD.std(axis=-2)
+    return mean, np.where(std > 1e-10 * (1.0 + np.abs(mean)), std, 1.0)
+
+
+# ---------------------------------------------------------------------------------- scores
+
+
+def _r2_per_output(y_MxK: np.ndarray, pred_BxMxK: np.ndarray) -> np.ndarray:
+    """R² of predictions [..., M, K] per output, [..., K]; nan where the target is constant."""
+    ss_tot_K = ((y_MxK - y_MxK.mean(0)) ** 2).sum(0)
+    ok_K = ss_tot_K > 1e-12 * (1.0 + (y_MxK**2).sum(0))
+    ss_res = ((pred_BxMxK - y_MxK) ** 2).sum(-2)
+    return np.where(ok_K, 1.0 - ss_res / np.where(ok_K, ss_tot_K, 1.0), np.nan)
+
+
+def _nanmean_last(a: np.ndarray) -> np.ndarray:
+    """Mean over the last axis ignoring nan; nan (without a warning) where all are nan."""
+    count = (~np.isnan(a)).sum(-1)
+    return np.where(count > 0, np.nansum(a, -1) / np.maximum(count, 1), np.nan)
+
+
+def r2_score(y_true, y_pred, average: bool = True):
+    """Coefficient of determination per output column (nan where y_true is constant).
+
+    ``average=True`` gives the mean over outputs that have one (nan if none do); for 1-D
+    inputs both forms are a float.
+    """
+    y, p = _f64(y_true), _f64(y_pred)
+    r2_K = _r2_per_output(y.reshape(y.shape[0], -1), p.reshape(p.shape[0], -1))
+    return float(_nanmean_last(r2_K)) if average or y.ndim == 1 else r2_K
+
+
+# ---------------------------------------------------------------------------------- ridge
+
+
+@dataclass(frozen=True)
+class RidgeProbe:
+    """A fitted ridge probe: predict = ((x - mean) / std) @ weights + bias."""
+
+    weights: np.ndarray  # [D] or [D, K], in standardised feature space
+    bias: np.ndarray  # [] or [K]
+    mean: np.ndarray  # [D], train feature mean
+    std: np.ndarray  # [D], train feature std
+    alpha: float  # chosen on validation
+    val_r2: float  # validation R² at that alpha (averaged over outputs)
+
+    def predict(self, x_NxD) -> np.ndarray:
+        return ((_f64(x_NxD) - self.mean) / self.std) @ self.weights + self.bias
+
+    def score(self, x_NxD, y) -> float:
+        """R² on (x, y), averaged over outputs."""
+        return r2_score(y, self.predict(x_NxD))
+
+    def direction(self, normalize: bool = True) -> np.ndarray:
+        """The probe's weight vector in the original activation space ([D] or [D, K]).
+
+        It is d(prediction)/dx, so adding ``eps * direction()`` to an activation moves the
+        prediction the most per unit of (Euclidean) change: the vector to steer along.
+        """
+        w = self.weights / (self.std if self.weights.ndim == 1 else self.std[:, None])
+        return w / np.linalg.norm(w, axis=0) if normalize else w
+
+
+def _fit_ridge_stack(x_LxNxD, y_NxK, xv_LxMxD, yv_MxK, alphas):
+    """Ridge for L feature sets at once against one target; alpha picked per set on val.
+
+    One eigendecomposition of each train correlation matrix C = V diag(λ) Vᵀ gives every alpha:
+    w(alpha) = V diag(1/(λ + alpha)) Vᵀ Xᵀy/N.
+    """
+    alphas_A = _f64(alphas)
+    n = x_LxNxD.shape[1]
+    mean_LxD, std_LxD = _standardiser(x_LxNxD)
+    xs = (x_LxNxD - mean_LxD[:, None]) / std_LxD[:, None]
+    y_mean_K = y_NxK.mean(0)
+    cov_LxDxD = xs.transpose(0, 2, 1) @ xs / n
+    xty_LxDxK = xs.transpose(0, 2, 1) @ (y_NxK - y_mean_K) / n
+    evals_LxD, evecs_LxDxD = np.linalg.eigh(cov_LxDxD)
+    evals_LxD = np.clip(evals_LxD, 0.0, None)
+    proj_LxDxK = evecs_LxDxD.transpose(0, 2, 1) @ xty_LxDxK
+    coef_LxAxDxK = proj_LxDxK[:, None] / (evals_LxD[:, None, :, None] + alphas_A[None, :, None, None])
+    xv_rot_LxMxD = ((xv_LxMxD - mean_LxD[:, None]) / std_LxD[:, None]) @ evecs_LxDxD
+    pred_LxAxMxK = xv_rot_LxMxD[:, None] @ coef_LxAxDxK + y_mean_K
+    val_r2_LxA = _nanmean_last(_r2_per_output(yv_MxK, pred_LxAxMxK))
+    # All-nan (constant val target): fall back to the strongest regularisation.
+    best_L = np.where(
+        np.isnan(val_r2_LxA).all(1),
+        int(np.argmax(alphas_A)),
+        np.argmax(np.nan_to_num(val_r2_LxA, nan=-np.inf), axis=1),
+    )
+    layers = np.arange(len(best_L))
+    weights_LxDxK = evecs_LxDxD @ coef_LxAxDxK[layers, best_L]
+    return weights_LxDxK, y_mean_K, mean_LxD, std_LxD, alphas_A[best_L], val_r2_LxA[layers, best_L]
+
+
+def _as_2d(y) -> np.ndarray:
+    y = _f64(y)
+    return y[:, None] if y.ndim == 1 else y.reshape(y.shape[0], -1)
+
+
+def _probes_from_stack(fit, one_d: bool) -> list[RidgeProbe]:
+    weights_LxDxK, bias_K, mean_LxD, std_LxD, alpha_L, val_L = fit
+    sq = (lambda a: a[..., 0]) if one_d else (lambda a: a)
+    return [
+        RidgeProbe(sq(w), sq(bias_K), mean, std, float(alpha), float(val))
+        for w, mean, std, alpha, val in zip(weights_LxDxK, mean_LxD, std_LxD, alpha_L, val_L)
+    ]
+
+
+def fit_ridge_probe(x_train, y_train, x_val, y_val, alphas=DEFAULT_ALPHAS) -> RidgeProbe:
+    """Closed-form ridge probe from x [N, D] to y [N] or [N, K]; one alpha chosen by val R²."""
+    y_tr, y_va = _as_2d(y_train), _as_2d(y_val)
+    fit = _fit_ridge_stack(_f64(x_train)[None], y_tr, _f64(x_val)[None], y_va, alphas)
+    return _probes_from_stack(fit, one_d=_f64(y_train).ndim == 1)[0]
+
+
+class LayerProbes(NamedTuple):
+    """One ridge probe per layer (0 = embeddings … L) and its scores."""
+
+    test_r2: np.ndarray  # [L+1]
+    val_r2: np.ndarray  # [L+1]
+    alpha: np.ndarray  # [L+1]
+    probes: list[RidgeProbe]
+
+
+def probe_layers(resid_LxNxD, y_N, train_idx, val_idx, test_idx, alphas=DEFAULT_ALPHAS) -> LayerProbes:
+    """Fit a ridge probe at every layer of a residual stack; report test R² per layer.
+
+    ``resid_LxNxD`` holds one row per (game, position) example; the index arrays select rows
+    and must come from a split by game. ``y_N`` may be [N] or [N, K]. All layers are solved in
+    one batched eigendecomposition.
+    """
+    resid = np.asarray(resid_LxNxD)
+    y = _as_2d(y_N)
+    tr, va, te = (np.asarray(i) for i in (train_idx, val_idx, test_idx))
+    fit = _fit_ridge_stack(_f64(resid[:, tr]), y[tr], _f64(resid[:, va]), y[va], alphas)
+    probes = _probes_from_stack(fit, one_d=_f64(y_N).ndim == 1)
+    test_r2 = np.array([p.score(resid[l, te], y[te]) for l, p in enumerate(probes)])
+    *_, alpha_L, val_r2_L = fit
+    return LayerProbes(test_r2, val_r2_L, alpha_L, probes)
+
+
+# ---------------------------------------------------------------------------------- logistic
+
+
+@dataclass(frozen=True)
+class LogisticProbe:
+    """A fitted multinomial logistic probe: logits = ((x - mean) / std) @ weights + bias."""
+
+    weights: np.ndarray  # [D, K], standardised feature space
+    bias: np.ndarray  # [K]
+    mean: np.ndarray  # [D]
+    std: np.ndarray  # [D]
+    l2: float  # chosen on validation; objective = mean CE + l2/2 · ||weights||²
+    val_accuracy: float
+    val_cross_entropy: float  # nats
+
+    def logits(self, x_NxD) -> np.ndarray:
+        return ((_f64(x_NxD) - self.mean) / self.std) @ self.weights + self.bias
+
+    def predict_proba(self, x_NxD) -> np.ndarray:
+        return np.exp(log_softmax(self.logits(x_NxD), axis=1))
+
+    def predict(self, x_NxD) -> np.ndarray:
+        return self.logits(x_NxD).argmax(1)
+
+    def score(self, x_NxD, y_N) -> tuple[float, float]:
+        """(accuracy, mean cross-entropy in nats) on (x, y)."""
+        return _acc_ce(self.logits(x_NxD), np.asarray(y_N))
+
+    def direction(self, normalize: bool = True) -> np.ndarray:
+        """Per-class weight vectors in the original activation space, [D, K]."""
+        w = self.weights / self.std[:, None]
+        return w / np.linalg.norm(w, axis=0) if normalize else w
+
+
+def _acc_ce(logits_NxK: np.ndarray, y_N: np.ndarray) -> tuple[float, float]:
+    logp = log_softmax(logits_NxK, axis=1)
+    return float((logits_NxK.argmax(1) == y_N).mean()), float(-logp[np.arange(len(y_N)), y_N].mean())
+
+
+def fit_logistic_probe(
+    x_train, y_train, x_val, y_val, l2s=DEFAULT_L2S, num_classes: int | None = None, max_iter: int = 300
+) -> LogisticProbe:
+    """Multinomial L2 logistic probe from x [N, D] to integer labels y [N]; l2 chosen by val CE.
+
+    L-BFGS (scipy, float64) along the l2 path from strong to weak regularisation, each fit
+    warm-started from the previous one; the bias is unpenalised. sklearn's C = 1 / (l2 · N).
+    """
+    x_tr, x_va = _f64(x_train), _f64(x_val)
+    y_tr, y_va = np.asarray(y_train).astype(int), np.asarray(y_val).astype(int)
+    k = num_classes or int(max(y_tr.max(), y_va.max())) + 1
+    n, d = x_tr.shape
+    mean, std = _standardiser(x_tr)
+    xs_tr, xs_va = (x_tr - mean) / std, (x_va - mean) / std
+    onehot_NxK = np.eye(k)[y_tr]
+    # The two N×D×K matmuls are the whole cost and are memory-bound: float32 halves it.
+    xs32, xs32_T = xs_tr.astype(np.float32), np.ascontiguousarray(xs_tr.T, dtype=np.float32)
+
+    def loss_and_grad(theta, l2):
+        w, b = theta[: d * k].reshape(d, k), theta[d * k :]
+        logp = log_softmax(xs32 @ w.astype(np.float32) + b, axis=1)  # float64 from here on
+        resid = (np.exp(logp) - onehot_NxK) / n
+        loss = -(logp * onehot_NxK).sum() / n + 0.5 * l2 * (w * w).sum()
+        grad_w = xs32_T @ resid.astype(np.float32) + l2 * w
+        return loss, np.concatenate([grad_w.ravel(), resid.sum(0)])
+
+    theta, best = np.zeros(d * k + k), None
+    for l2 in l2s:
+        theta = minimize(
+            loss_and_grad, theta, args=(float(l2),), jac=True, method="L-BFGS-B",
+            options=dict(maxiter=max_iter, gtol=1e-6),
+        ).x
+        w, b = theta[: d * k].reshape(d, k), theta[d * k :]
+        acc, ce = _acc_ce(xs_va @ w + b, y_va)
+        if best is None or ce < best.val_cross_entropy:
+            best = LogisticProbe(w.copy(), b.copy(), mean, std, float(l2), acc, ce)
+    return best
+
+
+# ---------------------------------------------------------------------------------- controls
+
+
+def shuffled(y, groups, rng) -> np.ndarray:
+    """Labels permuted across rows within each group (e.g. move number): the control.
+
+    Keeps the label marginal of every group (a probe that only reads position scores the
+    same) but breaks the link to each game's activations. Rows of a 2-D ``y`` move together.
+    ``groups=None`` permutes all rows. ``rng``: a numpy Generator or a seed.
+    """
+    rng = np.random.default_rng(rng)
+    y = np.asarray(y)
+    groups = np.zeros(len(y), dtype=int) if groups is None else np.asarray(groups)
+    out = y.copy()
+    for g in np.unique(groups):
+        rows = np.flatnonzero(groups == g)
+        out[rows] = y[rng.permutation(rows)]
+    return out
+
+
+def selectivity(score, control_score):
+    """Emergence over a control (random-init network or shuffled labels): score − control."""
+    return np.asarray(score) - np.asarray(control_score)
+
+
+# ---------------------------------------------------------------------------------- seeds
+
+
+class CI(NamedTuple):
+    mean: np.ndarray | float
+    low: np.ndarray | float
+    high: np.ndarray | float
+
+
+def bootstrap_ci(values_over_seeds, level: float = 0.95, n_boot: int = 2000, rng=0) -> CI:
+    """Percentile-bootstrap CI of the mean over seeds (axis 0); works per entry of [S, ...]."""
+    v = _f64(values_over_seeds)
+    s = v.shape[0]
+    rng = np.random.default_rng(rng)
+    means = v[rng.integers(0, s, size=(n_boot, s))].mean(1)
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(means, [tail, 100 - tail], axis=0)
+    mean = v.mean(0)
+    if v.ndim == 1:
+        return CI(float(mean), float(low), float(high))
+    return CI(mean, low, high)
+
+
+def iqm(values, axis: int = 0):
+    """Interquartile mean: the mean of the middle 50% of values (25% trimmed from each end)."""
+    return trim_mean(_f64(values), 0.25, axis=axis)

@@ -1,0 +1,170 @@
+import numpy as np
+import pytest
+
+from models.probes import (
+    bootstrap_ci,
+    fit_logistic_probe,
+    fit_ridge_probe,
+    iqm,
+    probe_layers,
+    r2_score,
+    selectivity,
+    shuffled,
+)
+
+N, D = 4000, 32
+TR, VA, TE = slice(0, 2400), slice(2400, 3200), slice(3200, 4000)
+
+
+def _planted(seed=0, scales=None, noise=0.1, k=None):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(N, D))
+    w = rng.normal(size=(D,) if k is None else (D, k))
+    if scales is not None:  # features of very different scales; w in the original space
+        x, w = x * scales, (w / scales) if k is None else w / scales[:, None]
+    y = x @ w + noise * rng.normal(size=(N,) if k is None else (N, k))
+    return x, y, w
+
+
+def _fit(x, y):
+    return fit_ridge_probe(x[TR], y[TR], x[VA], y[VA])
+
+
+def test_ridge_recovers_planted_feature_and_not_shuffled_labels():
+    x, y, _ = _planted()
+    probe = _fit(x, y)
+    assert probe.score(x[TE], y[TE]) > 0.98
+    positions = np.arange(N) % 9
+    y_ctrl = shuffled(y, positions, np.random.default_rng(1))
+    control = _fit(x, y_ctrl)
+    assert control.score(x[TE], y_ctrl[TE]) < 0.05
+    assert selectivity(probe.score(x[TE], y[TE]), control.score(x[TE], y_ctrl[TE])) > 0.9
+    # Pure noise is best predicted by shrinking hard; a real feature by barely shrinking.
+    noise = _fit(x, np.random.default_rng(2).normal(size=N))
+    assert noise.alpha > probe.alpha
+    assert noise.alpha >= 10.0 and probe.alpha <= 0.1
+
+
+def test_ridge_multi_output():
+    x, y, w = _planted(k=3)
+    probe = _fit(x, y)
+    assert probe.weights.shape == (D, 3) and probe.predict(x[TE]).shape == (len(y[TE]), 3)
+    assert np.all(r2_score(y[TE], probe.predict(x[TE]), average=False) > 0.98)
+    cos = np.sum(probe.direction() * w, 0) / np.linalg.norm(w, axis=0)
+    assert np.all(cos > 0.99)
+
+
+def test_direction_is_in_the_original_space():
+    scales = np.logspace(-2, 2, D)
+    x, y, w = _planted(scales=scales)
+    probe = _fit(x, y)
+    assert probe.score(x[TE], y[TE]) > 0.98
+    d = probe.direction()
+    assert np.linalg.norm(d) == pytest.approx(1.0)
+    assert d @ w / np.linalg.norm(w) > 0.99
+    # Unnormalised it is d(prediction)/dx.
+    assert np.allclose(probe.direction(normalize=False), w, rtol=0.05, atol=0.05 * np.abs(w).max())
+
+
+def test_ridge_matches_brute_force_normal_equations():
+    x, y, _ = _planted(seed=3, scales=np.linspace(0.5, 3.0, D), noise=2.0)
+    x = x + 5.0
+    alpha = 0.7
+    probe = fit_ridge_probe(x[TR], y[TR], x[VA], y[VA], alphas=(alpha,))
+    xt, yt = x[TR], y[TR]
+    xs = (xt - xt.mean(0)) / xt.std(0)
+    n = len(xs)
+    w_ref = np.linalg.solve(xs.T @ xs / n + alpha * np.eye(D), xs.T @ (yt - yt.mean()) / n)
+    assert probe.alpha == alpha
+    assert np.allclose(probe.weights, w_ref, rtol=1e-8, atol=1e-10)
+    assert probe.bias == pytest.approx(yt.mean())
+    assert np.allclose(probe.predict(x[TE]), ((x[TE] - xt.mean(0)) / xt.std(0)) @ w_ref + yt.mean())
+
+
+def test_constant_feature_does_not_break_ridge():
+    x, y, _ = _planted()
+    x[:, 0] = 3.0
+    probe = _fit(x, y)
+    assert np.all(np.isfinite(probe.weights)) and probe.score(x[TE], y[TE]) > 0.9
+
+
+def test_r2_score():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=100)
+    assert r2_score(y, y) == 1.0
+    assert r2_score(y, np.full_like(y, y.mean())) == pytest.approx(0.0)
+    assert np.isnan(r2_score(np.ones(50), rng.normal(size=50)))
+    y2 = np.stack([y, np.ones(100)], 1)  # second output constant: nan there, ignored in the mean
+    per = r2_score(y2, np.stack([y, y], 1), average=False)
+    assert per[0] == 1.0 and np.isnan(per[1])
+    assert r2_score(y2, np.stack([y, y], 1)) == 1.0
+    # Outputs of different variance are each scored against their own variance, then averaged.
+    y3 = np.stack([y, 100 * rng.normal(size=100)], 1)
+    p3 = y3 + np.array([0.5, 20.0]) * rng.normal(size=(100, 2))
+    ref = [1 - np.sum((y3[:, j] - p3[:, j]) ** 2) / np.sum((y3[:, j] - y3[:, j].mean()) ** 2) for j in (0, 1)]
+    assert np.allclose(r2_score(y3, p3, average=False), ref)
+    assert r2_score(y3, p3) == pytest.approx(np.mean(ref))
+
+
+def test_logistic_probe_recovers_classes_and_is_at_chance_on_shuffled():
+    rng = np.random.default_rng(0)
+    k = 4
+    centres = rng.normal(size=(k, D)) * 1.5
+    labels = rng.integers(0, k, size=N)
+    x = (centres[labels] + rng.normal(size=(N, D))) * np.logspace(-1, 1, D)
+    probe = fit_logistic_probe(x[TR], labels[TR], x[VA], labels[VA])
+    acc, ce = probe.score(x[TE], labels[TE])
+    assert acc > 0.95 and ce < 0.2
+    assert probe.predict_proba(x[TE]).shape == (800, k)
+    ctrl = shuffled(labels, None, 1)
+    shuf = fit_logistic_probe(x[TR], ctrl[TR], x[VA], ctrl[VA])
+    acc_s, ce_s = shuf.score(x[TE], ctrl[TE])
+    assert abs(acc_s - 1 / k) < 0.06
+    assert ce_s > 0.95 * np.log(k)
+    assert shuf.l2 > probe.l2  # chance labels want the strongest regularisation
+
+
+def test_probe_layers_finds_the_layer_with_the_feature():
+    rng = np.random.default_rng(0)
+    resid = rng.normal(size=(4, N, D))
+    w = rng.normal(size=D)
+    y = resid[2] @ w + 0.1 * rng.normal(size=N)
+    idx = rng.permutation(N)
+    out = probe_layers(resid, y, idx[:2400], idx[2400:3200], idx[3200:])
+    assert out.test_r2.shape == (4,) and len(out.probes) == 4
+    assert out.test_r2[2] > 0.98
+    assert np.all(np.delete(out.test_r2, 2) < 0.05)
+    assert out.alpha[2] < out.alpha[0]
+    # Same answer as fitting the layer alone.
+    tr, va = idx[:2400], idx[2400:3200]
+    alone = fit_ridge_probe(resid[2, tr], y[tr], resid[2, va], y[va])
+    assert np.allclose(out.probes[2].weights, alone.weights)
+
+
+def test_shuffled_keeps_per_position_marginals_and_changes_assignment():
+    rng = np.random.default_rng(0)
+    positions = np.tile(np.arange(9), 200)
+    y = positions * 10 + rng.integers(0, 3, size=len(positions))  # label depends on position
+    ys = shuffled(y, positions, 0)
+    for p in range(9):
+        assert sorted(ys[positions == p]) == sorted(y[positions == p])
+    assert np.mean(ys != y) > 0.3
+    assert np.array_equal(ys, shuffled(y, positions, 0))  # reproducible from the seed
+    y2 = np.stack([y, -y], 1)  # rows move together
+    y2s = shuffled(y2, positions, 0)
+    assert np.array_equal(y2s[:, 1], -y2s[:, 0])
+
+
+def test_bootstrap_ci_and_iqm():
+    few, many = np.linspace(-1, 1, 5) + 3.0, np.linspace(-1, 1, 50) + 3.0
+    ci_few, ci_many = bootstrap_ci(few, rng=0), bootstrap_ci(many, rng=0)
+    for v, ci in ((few, ci_few), (many, ci_many)):
+        assert ci.mean == pytest.approx(v.mean())
+        assert ci.low <= ci.mean <= ci.high
+    assert ci_many.high - ci_many.low < 0.5 * (ci_few.high - ci_few.low)
+    assert bootstrap_ci(few, level=0.5, rng=0).high - bootstrap_ci(few, level=0.5, rng=0).low < ci_few.high - ci_few.low
+    curves = np.stack([few, 2 * few], 1)  # [seeds, layers]: per-entry intervals
+    ci2 = bootstrap_ci(curves, rng=0)
+    assert ci2.mean.shape == (2,) and np.all(ci2.low < ci2.mean) and np.all(ci2.mean < ci2.high)
+    assert iqm([1, 2, 3, 4, 5, 6, 7, 8]) == pytest.approx(4.5)
+    assert iqm([0, 1, 1, 1, 1, 1, 1, 100]) == pytest.approx(1.0)
