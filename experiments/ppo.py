@@ -1,0 +1,215 @@
+"""The agent regimes: PPO from scratch (``rl``) or from a simulator (``pretrain_rl``).
+
+PureJaxRL's skeleton: one jitted chunk = ``scan`` over iterations, each = ``scan`` over
+rollout steps (games vmapped, same-step autoreset) then ``scan`` over epochs ⊃ minibatches;
+seeds are vmapped around it. The policy is the transformer's next-move head masked to legal
+moves; the value comes from the separate critic (default) or the shared head. ``pretrain_rl``
+may add ``kl_coef × KL(π ‖ π_pretrained)`` to the loss (the RLHF analogue).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from envs import make_game
+from envs.dataset import Layout
+from envs.personas import make_persona
+from experiments import arena as A
+from experiments.config import Config
+from experiments.evaluate import make_match_eval
+from experiments.next_token import Trainer
+from models.transformer import apply, init_params
+
+NEG = -1e9
+
+
+class Turn(NamedTuple):
+    """One agent decision of every game in the batch (leading axis = game)."""
+
+    position: jax.Array  # int32: token position whose output chose the move
+    legal: jax.Array  # bool[A]
+    action: jax.Array
+    logp: jax.Array
+    value: jax.Array
+    reward: jax.Array  # the agent's result if the game ended on this turn, else 0
+    done: jax.Array  # the game ended on this turn
+    live: jax.Array  # the game was still on before this turn (the turn is real)
+
+
+def policy_at(graphdef, params, tokens_BxT, position_BxK, legal_BxKxA, num_actions: int):
+    """One forward pass per game; (masked logits [B, K, A], value [B, K]) at K positions."""
+    out = apply(graphdef, params, tokens_BxT)
+    rows = jnp.arange(tokens_BxT.shape[0])[:, None]
+    logits = out.logits_KxBxTxV[0][rows, position_BxK, :num_actions]
+    value = out.value_BxT[rows, position_BxK]
+    return jnp.where(legal_BxKxA, logits, NEG), value
+
+
+def gae(rewards, values, dones, last_value, gamma: float, lam: float):
+    """Generalised advantage estimation over a [time, env] rollout; returns (adv, targets)."""
+
+    def back(carry, x):
+        next_adv, next_value = carry
+        r, v, d = x
+        delta = r + gamma * next_value * (1 - d) - v
+        adv = delta + gamma * lam * (1 - d) * next_adv
+        return (adv, v), adv
+
+    _, adv = jax.lax.scan(back, (jnp.zeros_like(last_value), last_value),
+                          (rewards, values, dones.astype(jnp.float32)), reverse=True)
+    return adv, adv + values
+
+
+def ppo_loss(logits, value, batch, clip: float, vf_coef: float, ent_coef: float):
+    """Clipped PPO objective over the real turns (``batch["live"]``); returns (loss, metrics)."""
+    w = batch["live"].astype(jnp.float32)
+    n = jnp.maximum(w.sum(), 1.0)
+
+    def mean(x):
+        return jnp.sum(x * w) / n
+
+    logp_all = jax.nn.log_softmax(logits)
+    logp = jnp.take_along_axis(logp_all, batch["action"][..., None], -1)[..., 0]
+    log_ratio = logp - batch["logp"]
+    ratio = jnp.exp(log_ratio)
+    adv = batch["adv"]
+    adv_mean = mean(adv)
+    adv = (adv - adv_mean) / (jnp.sqrt(mean((adv - adv_mean) ** 2)) + 1e-8)
+    pg = -mean(jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - clip, 1 + clip) * adv))
+    v_clipped = batch["value"] + jnp.clip(value - batch["value"], -clip, clip)
+    v_loss = 0.5 * mean(jnp.maximum((value - batch["target"]) ** 2, (v_clipped - batch["target"]) ** 2))
+    p = jnp.exp(logp_all)
+    entropy = mean(-jnp.sum(jnp.where(p > 0, p * logp_all, 0.0), axis=-1))
+    loss = pg + vf_coef * v_loss - ent_coef * entropy
+    metrics = {"losses/policy_loss": pg, "losses/value_loss": v_loss, "losses/entropy": entropy,
+               "losses/approx_kl": mean((ratio - 1) - log_ratio),
+               "losses/clipfrac": mean((jnp.abs(ratio - 1) > clip).astype(jnp.float32))}
+    return loss, metrics
+
+
+def make_ppo(cfg: Config, layout: Layout, init_from=None, ref_params=None) -> Trainer:
+    """PPO trainer. ``init_from``: seed-stacked params to start from (pretrain_rl);
+    ``ref_params``: the frozen policy of the KL tie (defaults to ``init_from``)."""
+    p, m, t = cfg.ppo, cfg.model, cfg.train
+    if m.value_head == "none":
+        raise ValueError("model.value_head: PPO needs a value head (critic or shared)")
+    game = make_game(cfg.data.game)
+    names = tuple(n for n, w in p.opponents.items() if w > 0)
+    weights = np.array([p.opponents[n] for n in names])
+    arena = A.Arena(game, layout, tuple(make_persona(n, game) for n in names))
+    opp_logits = jnp.log(jnp.asarray(weights / weights.sum(), jnp.float32))
+    num_a = game.num_actions
+    turns = (game.max_moves + 1) // 2  # most decisions one side makes in a game
+    mb_size = p.num_envs // p.minibatches
+    total = t.steps * p.epochs * p.minibatches
+    tx = optax.chain(optax.clip_by_global_norm(p.max_grad_norm),
+                     optax.adam(optax.linear_schedule(p.lr, 0.0, max(total, 1)), eps=1e-5))
+    graphdef, _ = init_params(m, layout.vocab_size, layout.seq_len, jax.random.split(jax.random.key(0), 1))
+    if ref_params is None:
+        ref_params = init_from
+    use_kl = p.kl_coef > 0 and ref_params is not None
+    match_eval = make_match_eval(cfg, layout, graphdef, ("random", "perfect"), games_per_cell=128)
+
+    def init(keys):
+        params = init_from
+        if params is None:
+            _, params = init_params(m, layout.vocab_size, layout.seq_len, keys)
+
+        def per_seed(key, params):
+            return {"params": params, "opt": tx.init(params),
+                    "key": jax.random.key_data(jax.random.fold_in(key, 2)), "step": jnp.int32(0)}
+
+        return jax.vmap(per_seed)(keys, params)
+
+    def iteration(state, ref):
+        params = state["params"]
+        key, k_reset, k_play, k_epochs = jax.random.split(jax.random.wrap_key_data(state["key"]), 4)
+
+        # COLLECT TRAJECTORIES: num_envs whole games, one agent decision per scan step.
+        envs = jax.vmap(lambda k: A.reset(arena, k, opp_logits))(jax.random.split(k_reset, p.num_envs))
+
+        def turn(envs, key):
+            k_act, k_env = jax.random.split(key)
+            obs = jax.vmap(A.observe, (None, 0))(arena, envs)
+            logits, value = policy_at(graphdef, params, obs.tokens, obs.position[:, None],
+                                      obs.legal[:, None], num_a)
+            logits, value = logits[:, 0], value[:, 0]
+            action = jax.random.categorical(k_act, logits)
+            logp = jnp.take_along_axis(jax.nn.log_softmax(logits), action[:, None], 1)[:, 0]
+            live = ~envs.game.done
+            new, reward, done = jax.vmap(A.step, (None, 0, 0, 0))(
+                arena, envs, action, jax.random.split(k_env, p.num_envs))
+            envs = jax.tree.map(lambda a, b: jnp.where(live.reshape((-1,) + (1,) * (a.ndim - 1)), a, b),
+                                new, envs)
+            return envs, Turn(obs.position, obs.legal, action, logp, value,
+                              jnp.where(live, reward, 0.0), done & live, live)
+
+        envs, traj = jax.lax.scan(turn, envs, jax.random.split(k_play, turns))  # [K, E]
+        adv, target = gae(traj.reward, traj.value, traj.done | ~traj.live,
+                          jnp.zeros(p.num_envs), p.gamma, p.gae_lambda)
+
+        # UPDATE NETWORK: one forward pass per game covers all of its decisions.
+        per_game = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), {
+            "position": traj.position, "legal": traj.legal, "action": traj.action, "logp": traj.logp,
+            "value": traj.value, "adv": adv, "target": target, "live": traj.live})
+        per_game["tokens"] = envs.tokens
+
+        def minibatch_update(carry, mb):
+            params, opt = carry
+
+            def loss_fn(params):
+                logits, value = policy_at(graphdef, params, mb["tokens"], mb["position"], mb["legal"], num_a)
+                loss, metrics = ppo_loss(logits, value, mb, p.clip, p.vf_coef, p.ent_coef)
+                if use_kl:
+                    ref_logits, _ = policy_at(graphdef, ref, mb["tokens"], mb["position"], mb["legal"], num_a)
+                    lp, lq = jax.nn.log_softmax(logits), jax.nn.log_softmax(ref_logits)
+                    kl = jnp.sum(jnp.where(mb["legal"], jnp.exp(lp) * (lp - lq), 0.0), -1)
+                    kl = jnp.sum(kl * mb["live"]) / jnp.maximum(mb["live"].sum(), 1)
+                    loss = loss + p.kl_coef * kl
+                    metrics["losses/kl_to_pretrained"] = kl
+                return loss, metrics
+
+            (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+            updates, opt = tx.update(grads, opt, params)
+            return (optax.apply_updates(params, updates), opt), metrics
+
+        def epoch(carry, key):
+            perm = jax.random.permutation(key, p.num_envs)
+            mbs = jax.tree.map(lambda x: x[perm].reshape((p.minibatches, mb_size) + x.shape[1:]), per_game)
+            return jax.lax.scan(minibatch_update, carry, mbs)
+
+        (params, opt), metrics = jax.lax.scan(epoch, (params, state["opt"]), jax.random.split(k_epochs, p.epochs))
+        metrics = jax.tree.map(jnp.mean, metrics)
+        live = traj.live.astype(jnp.float32)
+        resid = jnp.sum(live * (target - traj.value) ** 2) / live.sum()
+        tmean = jnp.sum(live * target) / live.sum()
+        tvar = jnp.sum(live * (target - tmean) ** 2) / live.sum()
+        metrics["losses/explained_variance"] = 1 - resid / jnp.maximum(tvar, 1e-8)
+        result = traj.reward.sum(0)
+        metrics["charts/episodic_return"] = result.mean()
+        metrics["charts/win_rate"] = (result > 0).mean()
+        metrics["charts/loss_rate"] = (result < 0).mean()
+        metrics["charts/agent_steps"] = traj.live.sum().astype(jnp.float32)
+        new = dict(state, params=params, opt=opt, key=jax.random.key_data(key), step=state["step"] + 1)
+        return new, metrics
+
+    @jax.jit
+    def _chunk(state, ref):
+        def one_seed(s, r):
+            s, metrics = jax.lax.scan(lambda c, _: iteration(c, r), s, None, length=t.chunk)
+            return s, jax.tree.map(jnp.mean, metrics)
+
+        return jax.vmap(one_seed)(state, ref)
+
+    def chunk(state):
+        return _chunk(state, ref_params if use_kl else None)
+
+    def evaluate(state):
+        return match_eval(state["params"])
+
+    return Trainer(graphdef, init, chunk, evaluate, t.chunk)

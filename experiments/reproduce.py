@@ -1,0 +1,187 @@
+"""`agentsim reproduce`: train every regime, evaluate, probe, and write figures, results and
+a report whose verdicts follow from the numbers by a stated rule.
+
+Layout of ``OUT``: ``runs/<regime>/`` (ordinary run directories), ``figures/``,
+``results.json`` (every number in the figures, win rates, simulator gap) and ``REPORT.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from experiments.config import ConfigError, load_config
+from experiments.figures import value_probe_by_layer
+from experiments.probe import VALUE_TARGETS, probe_run
+from experiments.runs import RunError, read_status
+from experiments.train import train
+from models.probes import bootstrap_ci
+
+# Per-preset overrides for each regime, applied over the preset (order matters: pretrain_rl
+# starts from next_token's checkpoint).
+STAGES = {
+    "quick": {
+        "next_token": ["train.steps=2000", "train.chunk=250", "data.num_games=100000"],
+        "random_init": [],
+        "rl": ["train.steps=160", "train.chunk=20"],
+        "pretrain_rl": ["train.steps=160", "train.chunk=20", "ppo.kl_coef=0.0"],
+    },
+    "tiny": {
+        "next_token": [],
+        "random_init": [],
+        "rl": [],
+        "pretrain_rl": [],
+    },
+}
+EMERGENCE_THRESHOLD = 0.05  # R² above the random-init control that counts as "represented"
+
+
+def reproduce(preset: str, out: str | Path, *, force: bool = False, resume: bool = False,
+              overrides: tuple[str, ...] = (), progress=None, on_message=print,
+              probe_games: int = 3000) -> dict:
+    out = Path(out)
+    if preset not in STAGES:
+        raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(STAGES)}")
+    if out.exists() and any(out.iterdir()) and not (force or resume):
+        raise RunError(f"{out} is not empty; pass --resume to finish it or --force to replace it")
+    if force and out.exists() and not resume:
+        shutil.rmtree(out)
+    started = time.time()
+    timings, finals, probes = {}, {}, {}
+    for regime, stage in STAGES[preset].items():
+        run_dir = out / "runs" / regime
+        extra = [f"train.regime={regime!r}"] + list(stage) + list(overrides)
+        if regime == "pretrain_rl":
+            extra.append(f"ppo.pretrained={str(out / 'runs' / 'next_token')!r}")
+        cfg = load_config(preset, overrides=extra)
+        t0 = time.time()
+        if read_status(run_dir).get("status") != "finished":
+            train(cfg, run_dir, resume=(run_dir / "config.json").exists(), progress=progress,
+                  on_message=on_message)
+        t1 = time.time()
+        probes[regime] = probe_run(run_dir, num_games=probe_games)
+        timings[regime] = {"train_s": round(t1 - t0, 1), "probe_s": round(time.time() - t1, 1)}
+        finals[regime] = json.loads((run_dir / "final.json").read_text())
+    figures = value_probe_by_layer(probes, out / "figures")
+    results = summarise(probes, finals)
+    results.update(preset=preset, timings=timings, total_s=round(time.time() - started, 1),
+                   figures=[str(p.relative_to(out)) for p in figures])
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "REPORT.md").write_text(report(results))
+    return results
+
+
+def _ci(values) -> dict:
+    c = bootstrap_ci(np.asarray(values, float))
+    return {"mean": np.round(c.mean, 4).tolist(), "low": np.round(c.low, 4).tolist(),
+            "high": np.round(c.high, 4).tolist()}
+
+
+def summarise(probes: dict, finals: dict) -> dict:
+    regimes = {}
+    for regime, res in probes.items():
+        entry = {"probe": {}, "matches": {}, "simulator": finals[regime]["simulator"]}
+        for target, scores in res["targets"].items():
+            trained = np.asarray(scores["trained"])
+            emergence = trained - np.asarray(scores["random_init"])
+            best = int(np.argmax(emergence.mean(0)))
+            entry["probe"][target] = {
+                "r2_by_layer": _ci(trained), "random_init_by_layer": _ci(scores["random_init"]),
+                "shuffled_by_layer": _ci(scores["shuffled"]), "emergence_by_layer": _ci(emergence),
+                "best_layer": best, "best_emergence": _ci(emergence[:, best]),
+                "per_seed": scores,
+            }
+        m = finals[regime]["matches"]
+        for persona in ("random", "greedy", "perfect", "center", "corner"):
+            entry["matches"][persona] = {o: _ci(m[f"eval/{o}_vs_{persona}"]) if f"eval/{o}_vs_{persona}" in m
+                                         else _ci(np.asarray(m[f"eval/{o}_vs_{persona}_as_x"]) * 0.5
+                                                  + np.asarray(m[f"eval/{o}_vs_{persona}_as_o"]) * 0.5)
+                                         for o in ("win", "draw", "loss")}
+        regimes[regime] = entry
+    return {"regimes": regimes, "claims": {"1": verdict_claim1(regimes)}}
+
+
+def verdict(low: float, high: float, threshold: float = EMERGENCE_THRESHOLD) -> str:
+    """supported if the whole CI is above the threshold, contradicted if wholly below, else
+    inconclusive."""
+    if low > threshold:
+        return "supported"
+    if high < threshold:
+        return "contradicted"
+    return "inconclusive"
+
+
+def verdict_claim1(regimes: dict) -> dict:
+    """Claim 1: an agent trained toward a terminal goal represents it (value decodable above the
+    random-init control). Judged on the expected-outcome target at the agent's best layer."""
+    out = {}
+    for regime in ("rl", "pretrain_rl", "next_token"):
+        if regime in regimes:
+            e = regimes[regime]["probe"]["expected_outcome"]["best_emergence"]
+            out[regime] = {"emergence": e, "layer": regimes[regime]["probe"]["expected_outcome"]["best_layer"],
+                           "verdict": verdict(e["low"], e["high"])}
+    agent = out.get("rl", {}).get("verdict", "inconclusive")
+    return {"by_regime": out, "verdict": agent,
+            "rule": (f"per regime: 'supported' if the 95% bootstrap CI (over seeds) of the best layer's "
+                     f"R² above the random-init control lies wholly above {EMERGENCE_THRESHOLD}, "
+                     f"'contradicted' if wholly below, else 'inconclusive'; the claim's verdict is "
+                     f"the rl agent's.")}
+
+
+def _fmt(ci: dict, i: int | None = None) -> str:
+    m, lo, hi = (ci[k] if i is None else ci[k][i] for k in ("mean", "low", "high"))
+    return f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def report(results: dict) -> str:
+    regs = results["regimes"]
+    c1 = results["claims"]["1"]
+    lines = [
+        "# agentsim reproduction report",
+        "",
+        f"Preset `{results['preset']}`; {len(next(iter(regs.values()))['probe']['expected_outcome']['per_seed']['trained'])} seeds per regime; "
+        f"total {results['total_s']:.0f} s. Every number is recomputed from the run directories "
+        "under `runs/` and listed in `results.json`. Intervals are 95% bootstrap CIs over seeds.",
+        "",
+        "## Claim 1: an agent represents its terminal goal; a simulator need not",
+        "",
+        f"Figure: `{results['figures'][0]}`. Verdict: **{c1['verdict']}**.",
+        f"Rule: {c1['rule']}",
+        "",
+        "| regime | best layer | R² expected outcome (best layer) | random-init control | emergence | verdict |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for regime, v in c1["by_regime"].items():
+        p = regs[regime]["probe"]["expected_outcome"]
+        layer = v["layer"]
+        lines.append(f"| {regime} | {layer} | {_fmt(p['r2_by_layer'], layer)} | "
+                     f"{_fmt(p['random_init_by_layer'], layer)} | {_fmt(v['emergence'])} | {v['verdict']} |")
+    lines += ["", "R² of the value probes by layer (0 = embeddings):", "",
+              "| regime | target | " + " | ".join(f"layer {i}" for i in range(len(next(iter(regs.values()))['probe']['minimax']['r2_by_layer']['mean']))) + " |",
+              "| --- | --- | " + " | ".join("---" for _ in next(iter(regs.values()))['probe']['minimax']['r2_by_layer']['mean']) + " |"]
+    for regime, r in regs.items():
+        for target in VALUE_TARGETS:
+            ci = r["probe"][target]["r2_by_layer"]
+            lines.append(f"| {regime} | {target} | " + " | ".join(_fmt(ci, i) for i in range(len(ci["mean"]))) + " |")
+    lines += ["", "Shuffled-label control (best layer of each regime) stays near 0: " + ", ".join(
+        f"{k} {regs[k]['probe']['expected_outcome']['shuffled_by_layer']['mean'][c1['by_regime'].get(k, {'layer': 0})['layer']]:.3f}"
+        for k in regs if k in c1["by_regime"]) + ".", "",
+        "## Behaviour", "",
+        "| regime | loss vs random | loss vs greedy | loss vs perfect | draw vs perfect | simulator gap (nats/move) |",
+        "| --- | --- | --- | --- | --- | --- |"]
+    for regime, r in regs.items():
+        m = r["matches"]
+        gap = _ci(r["simulator"]["gap"])
+        lines.append(f"| {regime} | {_fmt(m['random']['loss'])} | {_fmt(m['greedy']['loss'])} | "
+                     f"{_fmt(m['perfect']['loss'])} | {_fmt(m['perfect']['draw'])} | {_fmt(gap)} |")
+    lines += ["", "Loss rates are over games as X and as O (greedy arg-max play, 256 games per side "
+              "per persona per seed). The simulator gap is the held-out next-move loss minus the "
+              f"Bayes-optimal loss of the persona mixture ({regs[next(iter(regs))]['simulator']['bayes_optimal_loss']:.4f} nats/move).", "",
+              "## Timings", "", "| regime | train s | probe s |", "| --- | --- | --- |"]
+    for regime, t in results["timings"].items():
+        lines.append(f"| {regime} | {t['train_s']} | {t['probe_s']} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,171 @@
+"""Run directories: the source of truth for everything a figure or comparison shows.
+
+A run directory holds ``config.json``, ``metrics.jsonl`` (one JSON object per seed per logged
+step), ``status.json``, orbax checkpoints under ``checkpoints/step_N`` and, unless disabled, a
+wandb run mirrored offline under ``wandb/``. Nothing is ever read back from wandb.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from experiments.config import Config, config_from_dict
+
+
+class RunError(ValueError):
+    """A run directory that cannot be used as asked (exists, unwritable, corrupt)."""
+
+
+def _json_default(x: Any):
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(type(x))
+
+
+class Run:
+    """One training run (all its seeds) on disk."""
+
+    def __init__(self, path: str | Path, cfg: Config, *, resume: bool = False, force: bool = False):
+        self.path = Path(path)
+        self.cfg = cfg
+        exists = (self.path / "config.json").exists()
+        if exists and not (resume or force):
+            raise RunError(f"{self.path} already holds a run; pass --resume to continue it or "
+                           "--force to replace it")
+        if resume and not exists:
+            raise RunError(f"{self.path} holds no run to resume")
+        if exists and force and not resume:
+            shutil.rmtree(self.path)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / ".write_test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as e:
+            raise RunError(f"cannot write to {self.path}: {e.strerror}") from None
+        if resume:
+            saved = json.loads((self.path / "config.json").read_text())
+            if saved != json.loads(json.dumps(cfg.to_dict(), default=_json_default)):
+                self.cfg = config_from_dict(saved)
+        else:
+            (self.path / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=_json_default))
+        self._start = time.time()
+        self._wandb = None
+
+    # METRICS
+    def log(self, step: int, metrics: dict[str, np.ndarray], wall_time: float | None = None) -> None:
+        """Append one line per seed; ``metrics`` values are arrays over the seed axis.
+
+        Wall time goes to ``timing.jsonl`` so that ``metrics.jsonl`` is bit-identical for
+        the same config and seed."""
+        seeds = self.cfg.train.seeds
+        wall = time.time() - self._start if wall_time is None else wall_time
+        with open(self.path / "timing.jsonl", "a") as f:
+            f.write(json.dumps({"step": int(step), "wall_time": round(float(wall), 3)}) + "\n")
+        with open(self.path / "metrics.jsonl", "a") as f:
+            for i, seed in enumerate(seeds):
+                row = {"step": int(step), "seed": int(seed)}
+                row.update({k: float(np.asarray(v).reshape(len(seeds), -1)[i, 0]) for k, v in metrics.items()})
+                f.write(json.dumps(row) + "\n")
+        if self._wandb is not None:
+            mean = {k: float(np.mean(v)) for k, v in metrics.items()}
+            self._wandb.log(mean, step=int(step))
+
+    def truncate_metrics(self, after_step: int) -> None:
+        """Drop lines logged after a checkpoint (a resumed run re-logs them identically)."""
+        for name in ("metrics.jsonl", "timing.jsonl"):
+            path = self.path / name
+            if path.exists():
+                keep = [l for l in path.read_text().splitlines() if l and json.loads(l)["step"] <= after_step]
+                path.write_text("".join(l + "\n" for l in keep))
+
+    def set_status(self, status: str, **extra) -> None:
+        payload = {"status": status, "time": time.time(), **extra}
+        tmp = self.path / "status.json.tmp"
+        tmp.write_text(json.dumps(payload, default=_json_default))
+        os.replace(tmp, self.path / "status.json")
+
+    # WANDB MIRROR
+    def start_wandb(self) -> None:
+        mode = self.cfg.log.wandb
+        if mode == "disabled":
+            return
+        os.environ.setdefault("WANDB_SILENT", "true")
+        import wandb
+
+        self._wandb = wandb.init(project=self.cfg.log.project, mode=mode, dir=str(self.path),
+                                 name=self.path.name, config=self.cfg.to_dict(), reinit="finish_previous")
+
+    def finish_wandb(self) -> None:
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
+
+    # CHECKPOINTS
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    def save_checkpoint(self, step: int, state: Any) -> None:
+        from experiments import checkpoints
+
+        checkpoints.save(self.checkpoint_dir, step, state)
+
+    def restore_checkpoint(self, like: Any) -> tuple[int, Any] | None:
+        from experiments import checkpoints
+
+        return checkpoints.restore_latest(self.checkpoint_dir, like)
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    p = Path(path) / "metrics.jsonl"
+    if not p.exists():
+        return []
+    return [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
+
+
+def read_config(path: str | Path) -> Config:
+    p = Path(path) / "config.json"
+    try:
+        return config_from_dict(json.loads(p.read_text()))
+    except FileNotFoundError:
+        raise RunError(f"{path} is not a run directory (no config.json)") from None
+    except json.JSONDecodeError as e:
+        raise RunError(f"{p} is corrupt: {e}") from None
+
+
+def read_status(path: str | Path) -> dict:
+    p = Path(path) / "status.json"
+    try:
+        return json.loads(p.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {"status": "unknown"}
+
+
+def last_metrics(path: str | Path) -> dict[str, list[float]]:
+    """Metric -> its value at the last logged step, one per seed."""
+    rows = read_metrics(path)
+    if not rows:
+        return {}
+    last = max(r["step"] for r in rows)
+    out: dict[str, list[float]] = {}
+    for r in rows:
+        if r["step"] == last:
+            for k, v in r.items():
+                if k not in ("step", "seed"):
+                    out.setdefault(k, []).append(v)
+    return out
+
+
+def to_host(tree):
+    return jax.tree.map(np.asarray, jax.device_get(tree))
