@@ -107,9 +107,17 @@ def cmd_data(args) -> int:
 
 
 def cmd_train(args) -> int:
+    import time
+
     from experiments.train import train
 
-    cfg = _config(args, [f"train.regime={args.regime!r}"] if args.regime else [])
+    extra = ([f"train.regime={args.regime!r}"] if args.regime else []) + list(args.positional)
+    cfg = _config(args, extra)
+    if bool(args.out) == bool(args.out_root):
+        raise UserError("give exactly one of --out DIR or --out-root ROOT")
+    if args.out_root:  # CleanRL-style unique name
+        args.out = str(Path(args.out_root) / f"{cfg.data.game}__{cfg.train.regime}__"
+                       f"{'-'.join(map(str, cfg.train.seeds))}__{int(time.time())}")
     with _progress(not args.quiet) as progress:
         result = train(cfg, args.out, resume=args.resume, force=args.force, progress=progress)
     if result.interrupted:
@@ -146,6 +154,71 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
+def cmd_runs(args) -> int:
+    from experiments.store import list_runs
+
+    rows = list_runs(args.paths, args.where, args.status, args.regime)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("run", "regime", "status", "step", "seeds", "headline (seed mean)")
+    for r in rows:
+        head = ", ".join(f"{k.split('/')[-1]}={v:.3f}" for k, v in r["headline"].items())
+        table.add_row(r["path"], str(r["regime"]), str(r["status"]), str(r["step"]), str(r["seeds"]), head)
+    Console().print(table)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from experiments.store import compare, plot_comparison
+
+    groups = compare(args.runs, args.metric)
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("config (what differs)", "seeds", "final mean ± std", "IQM", "95% CI of mean", title=args.metric)
+    for g in groups:
+        table.add_row(g["label"], str(g["n_seeds"]), f"{g['mean']:.4f} ± {g['std']:.4f}", f"{g['iqm']:.4f}",
+                      f"[{g['ci_low']:.4f}, {g['ci_high']:.4f}]")
+    Console().print(table)
+    out = Path(args.out) if args.out else Path("compare") / args.metric.replace("/", "_")
+    paths = plot_comparison(groups, args.metric, out)
+    summary = [{k: v for k, v in g.items() if k != "curves"} for g in groups]
+    out.with_suffix(".json").write_text(json.dumps(summary, indent=2))
+    print("wrote " + ", ".join(str(p) for p in paths + [out.with_suffix(".json")]))
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from experiments.sweep import export_wandb, run_sweep
+
+    if args.export:
+        if args.export != "wandb":
+            raise UserError(f"--export supports only 'wandb', got {args.export!r}")
+        out = args.out or str(Path(args.spec).with_suffix(".wandb.yaml"))
+        export_wandb(args.spec, out)
+        print(f"wrote {out}; run it with: wandb sweep {out} && wandb agent SWEEP_ID")
+        return 0
+    if not args.out:
+        raise UserError("--out DIR is required to run a sweep")
+    table = run_sweep(args.spec, args.out, backend=args.backend, parallel=args.parallel,
+                      address=args.address, resume=args.resume)
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table("member", "status", "seconds", "headline metrics (seed mean)", "error")
+    for m in table:
+        t.add_row(m["name"], m["status"], str(m["seconds"]),
+                  ", ".join(f"{k.split('/')[-1]}={v:.3f}" for k, v in m["metrics"].items()), m["error"])
+    Console().print(t)
+    failed = sum(m["status"] != "finished" for m in table)
+    print(f"{len(table) - failed}/{len(table)} members finished; table in {args.out}/sweep.json")
+    return 1 if failed else 0
+
+
 def cmd_config(args) -> int:
     from dataclasses import fields
 
@@ -175,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (must be new or empty)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override a config field in every regime")
-    p.add_argument("--probe-games", type=int, default=3000, help="held-out games for the probes")
+    p.add_argument("--probe-games", type=int, default=2000, help="held-out games for the probes")
     p.add_argument("--resume", action="store_true", help="finish an interrupted reproduction")
     p.add_argument("--force", action="store_true", help="replace an existing OUT")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -187,7 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=EPILOG_CONFIG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--regime", choices=["next_token", "rl", "pretrain_rl", "random_init"],
                    help="shortcut for --set train.regime=...")
-    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--out", help="run directory")
+    p.add_argument("--out-root", help="make a uniquely named run directory under this folder")
+    p.add_argument("positional", nargs="*", metavar="SECTION.FIELD=VALUE",
+                   help="more overrides, as with --set (the form wandb agents pass)")
     _add_config_args(p, "quick")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--force", action="store_true", help="replace an existing run directory")
@@ -214,6 +290,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     _add_config_args(p)
     p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("sweep", help="grid/random search over config fields × seeds",
+                       description="Run every member of a sweep spec (TOML; see experiments/sweep.py "
+                       "and the README) as its own `agentsim train` process, locally or on a Ray "
+                       "cluster; a failing member does not stop the others. Ends with a table.")
+    p.add_argument("spec", help="sweep spec .toml")
+    p.add_argument("--out", help="sweep directory (one run directory per member)")
+    p.add_argument("--backend", default="local", choices=["local", "ray"])
+    p.add_argument("--address", help="Ray cluster address (e.g. 127.0.0.1:6379) for --backend ray")
+    p.add_argument("--parallel", type=int, default=1, help="local member processes at once")
+    p.add_argument("--resume", action="store_true", help="rerun only unfinished members")
+    p.add_argument("--export", metavar="wandb", help="write a wandb sweep YAML instead of running")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("runs", help="list run directories (filter by field, status, regime)")
+    p.add_argument("paths", nargs="*", default=["runs"], help="folders or globs to search (default: runs)")
+    p.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE",
+                   help="keep runs whose config has this value, e.g. model.num_layers=2")
+    p.add_argument("--status", help="finished, running, interrupted, failed")
+    p.add_argument("--regime", help="next_token, rl, pretrain_rl, random_init")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("compare", help="compare runs grouped by config: table + curves with seed bands",
+                       description="Group runs by config (seeds pooled across run directories), "
+                       "print the final value of a metric as mean ± std, IQM and a bootstrap CI, and "
+                       "plot its curves against steps and wall time (PNG + PDF).")
+    p.add_argument("runs", nargs="+", help="run directories, parents of runs, or globs")
+    p.add_argument("--metric", required=True, help="a key of metrics.jsonl, e.g. eval/simulator_gap")
+    p.add_argument("--out", help="output path prefix for the figure and JSON (default compare/METRIC)")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("config", help="print the resolved config with every field documented")
     _add_config_args(p, "quick")

@@ -25,7 +25,7 @@ from models.probes import bootstrap_ci
 # starts from next_token's checkpoint).
 STAGES = {
     "quick": {
-        "next_token": ["train.steps=2000", "train.chunk=250", "data.num_games=100000"],
+        "next_token": ["train.steps=1500", "train.chunk=250", "data.num_games=100000"],
         "random_init": [],
         "rl": ["train.steps=160", "train.chunk=20"],
         "pretrain_rl": ["train.steps=160", "train.chunk=20", "ppo.kl_coef=0.0"],
@@ -42,7 +42,7 @@ EMERGENCE_THRESHOLD = 0.05  # R² above the random-init control that counts as "
 
 def reproduce(preset: str, out: str | Path, *, force: bool = False, resume: bool = False,
               overrides: tuple[str, ...] = (), progress=None, on_message=print,
-              probe_games: int = 3000) -> dict:
+              probe_games: int = 2000) -> dict:
     out = Path(out)
     if preset not in STAGES:
         raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(STAGES)}")
@@ -167,7 +167,8 @@ def report(results: dict) -> str:
         for target in VALUE_TARGETS:
             ci = r["probe"][target]["r2_by_layer"]
             lines.append(f"| {regime} | {target} | " + " | ".join(_fmt(ci, i) for i in range(len(ci["mean"]))) + " |")
-    lines += ["", "Shuffled-label control (best layer of each regime) stays near 0: " + ", ".join(
+    lines += ["", "Shuffled-label control (labels permuted across games at the same move number, so "
+              "only what the move number predicts survives), at each regime's best layer: " + ", ".join(
         f"{k} {regs[k]['probe']['expected_outcome']['shuffled_by_layer']['mean'][c1['by_regime'].get(k, {'layer': 0})['layer']]:.3f}"
         for k in regs if k in c1["by_regime"]) + ".", "",
         "## Behaviour", "",

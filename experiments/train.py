@@ -153,6 +153,8 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
                 run.set_status("interrupted", step=step)
                 on_message(f"interrupted: checkpoint saved at step {step}; continue with --resume")
                 return Result(run, state, trainer, interrupted=True)
+        if progress:
+            progress.update(task, completed=max(total, 1))
         final = final_evaluation(cfg, layout, trainer.graphdef, state["params"])
         (run.path / "final.json").write_text(json.dumps(final, indent=2))
         run.set_status("finished", step=step)

@@ -1,0 +1,165 @@
+"""The run store: find, filter and compare run directories (never a wandb server).
+
+Runs are grouped by their config with the seeds removed, so seeds from several run
+directories of the same config pool together.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+from pathlib import Path
+
+import numpy as np
+
+from experiments.runs import RunError, read_metrics, read_status
+from models.probes import bootstrap_ci, iqm
+
+
+def find_runs(patterns: list[str]) -> list[Path]:
+    """Run directories (holding config.json) named by paths or globs, searched recursively."""
+    found: list[Path] = []
+    for pattern in patterns:
+        matches = glob.glob(pattern) or []
+        if not matches:
+            raise RunError(f"no run directory matches {pattern!r}")
+        for m in matches:
+            p = Path(m)
+            found += [c.parent for c in sorted(p.rglob("config.json"))] if p.is_dir() else []
+    unique = list(dict.fromkeys(found))
+    if not unique:
+        raise RunError(f"no run directories under {', '.join(patterns)}")
+    return unique
+
+
+def flat_config(path: Path) -> dict:
+    cfg = json.loads((path / "config.json").read_text())
+    return {f"{s}.{k}": v for s, fields in cfg.items() for k, v in fields.items()}
+
+
+def group_key(flat: dict) -> str:
+    """The config minus what does not change the experiment (seeds, logging, pretrained path)."""
+    skip = ("train.seeds", "log.", "ppo.pretrained")
+    return json.dumps({k: v for k, v in sorted(flat.items()) if not k.startswith(skip)}, sort_keys=True)
+
+
+def describe_differences(keys: list[str]) -> list[str]:
+    """A short label per group: only the fields that differ between groups."""
+    dicts = [json.loads(k) for k in keys]
+    varying = sorted({f for d in dicts for f in d if len({json.dumps(x.get(f)) for x in dicts}) > 1})
+    return [", ".join(f"{f}={json.dumps(d.get(f))}" for f in varying) or "all" for d in dicts]
+
+
+def matches_filter(flat: dict, status: str, where: list[str]) -> bool:
+    for cond in where:
+        field, _, value = cond.partition("=")
+        if field not in flat:
+            raise RunError(f"--where: unknown field {field!r}")
+        if str(flat[field]).strip("'\"") != value.strip("'\"") and json.dumps(flat[field]) != value:
+            return False
+    return True
+
+
+def list_runs(patterns: list[str], where: list[str] = (), status: str | None = None,
+              regime: str | None = None) -> list[dict]:
+    rows = []
+    for path in find_runs(patterns):
+        flat = flat_config(path)
+        st = read_status(path)
+        if status and st.get("status") != status:
+            continue
+        if regime and flat.get("train.regime") != regime:
+            continue
+        if not matches_filter(flat, st.get("status"), list(where)):
+            continue
+        metrics = read_metrics(path)
+        last = max((r["step"] for r in metrics), default=0)
+        head = {}
+        for r in metrics:
+            if r["step"] == last:
+                for k in ("eval/simulator_gap", "eval/loss_vs_random", "eval/loss_vs_perfect"):
+                    if k in r:
+                        head.setdefault(k, []).append(r[k])
+        rows.append({"path": str(path), "regime": flat.get("train.regime"), "status": st.get("status"),
+                     "step": last, "seeds": flat.get("train.seeds"),
+                     "headline": {k: float(np.mean(v)) for k, v in head.items()}})
+    return rows
+
+
+def curves(path: Path, metric: str) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+    """(steps, wall times, seed -> values) of one metric in one run."""
+    rows = [r for r in read_metrics(path) if metric in r]
+    steps = np.array(sorted({r["step"] for r in rows}))
+    timing = {}
+    tpath = path / "timing.jsonl"
+    if tpath.exists():
+        for line in tpath.read_text().splitlines():
+            if line.strip():
+                t = json.loads(line)
+                timing[t["step"]] = t["wall_time"]
+    walls = np.array([timing.get(int(s), np.nan) for s in steps])
+    per_seed: dict[int, list] = {}
+    for r in sorted(rows, key=lambda r: r["step"]):
+        per_seed.setdefault(r["seed"], []).append(r[metric])
+    return steps, walls, {s: np.array(v) for s, v in per_seed.items()}
+
+
+def compare(patterns: list[str], metric: str) -> list[dict]:
+    """Per config group: final value per seed, mean ± std, IQM and bootstrap CI, and curves."""
+    groups: dict[str, list[Path]] = {}
+    for path in find_runs(patterns):
+        groups.setdefault(group_key(flat_config(path)), []).append(path)
+    labels = describe_differences(list(groups))
+    out = []
+    for (key, paths), label in zip(groups.items(), labels):
+        finals, seed_curves = [], []
+        for path in paths:
+            steps, walls, per_seed = curves(path, metric)
+            for seed, values in per_seed.items():
+                finals.append(values[-1])
+                seed_curves.append((steps[: len(values)], walls[: len(values)], values))
+        if not finals:
+            continue
+        finals = np.array(finals, float)
+        ci = bootstrap_ci(finals) if len(finals) > 1 else None
+        out.append({"label": label, "runs": [str(p) for p in paths], "n_seeds": len(finals),
+                    "final": finals.tolist(), "mean": float(finals.mean()), "std": float(finals.std(ddof=0)),
+                    "iqm": float(iqm(finals)),
+                    "ci_low": float(ci.low) if ci else float("nan"),
+                    "ci_high": float(ci.high) if ci else float("nan"),
+                    "curves": seed_curves})
+    if not out:
+        raise RunError(f"metric {metric!r} is in none of these runs")
+    return out
+
+
+def plot_comparison(groups: list[dict], metric: str, out_prefix: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for g in groups:
+        n = min(len(c[2]) for c in g["curves"])
+        values = np.stack([c[2][:n] for c in g["curves"]])
+        steps = g["curves"][0][0][:n]
+        walls = np.nanmean(np.stack([c[1][:n] for c in g["curves"]]), 0)
+        ci = bootstrap_ci(values) if len(values) > 1 else None
+        for ax, x in zip(axes, (steps, walls)):
+            line, = ax.plot(x, values.mean(0), label=f"{g['label']} (n={len(values)})")
+            if ci is not None:
+                ax.fill_between(x, ci.low, ci.high, color=line.get_color(), alpha=0.2, lw=0)
+    axes[0].set_xlabel("step")
+    axes[1].set_xlabel("wall time (s)")
+    for ax in axes:
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    out_prefix.parent.mkdir(parents=True, exist_ok=True)
+    paths = [out_prefix.with_suffix(".png"), out_prefix.with_suffix(".pdf")]
+    for p in paths:
+        fig.savefig(p, dpi=130)
+    plt.close(fig)
+    return paths

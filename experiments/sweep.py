@@ -1,0 +1,208 @@
+"""Sweeps: grid or random search over config fields × seeds.
+
+A sweep spec (TOML) names a preset, fixed overrides, and the fields to vary:
+
+    preset = "quick"
+    method = "grid"               # or "random" with num_samples
+    seeds = [0, 1, 2]             # vmapped inside every member
+    [set]
+    "train.regime" = "next_token"
+    [grid]
+    "model.num_layers" = [1, 2]
+    "train.lr" = [1e-3, 3e-3]
+    [random]                      # method = "random": {choice = [...]}, {uniform = [a, b]}, {log_uniform = [a, b]}
+    "train.lr" = { log_uniform = [1e-4, 1e-2] }
+
+Every member is an ordinary ``agentsim train`` in its own process (so one failing member
+cannot stop the others), run by local processes or by tasks on an existing Ray cluster; seeds
+are vmapped inside each member.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+import tomllib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from experiments.config import ConfigError, load_config
+from experiments.runs import last_metrics
+
+HEADLINE = ("eval/simulator_gap", "eval/move_loss", "eval/loss_vs_random", "eval/loss_vs_perfect",
+            "charts/episodic_return")
+
+
+def load_spec(path: str | Path) -> dict:
+    try:
+        spec = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"sweep spec {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"sweep spec {path}: {e}") from None
+    known = {"preset", "method", "seeds", "num_samples", "seed", "set", "grid", "random", "name"}
+    for k in spec:
+        if k not in known:
+            raise ConfigError(f"sweep spec: unknown key {k!r}; known: {', '.join(sorted(known))}")
+    method = spec.get("method", "grid")
+    if method not in ("grid", "random"):
+        raise ConfigError(f"sweep spec: method must be grid or random, got {method!r}")
+    if method == "random" and int(spec.get("num_samples", 0)) <= 0:
+        raise ConfigError("sweep spec: method = 'random' needs num_samples > 0")
+    return spec
+
+
+def _literal(v) -> str:
+    return json.dumps(v) if not isinstance(v, str) else repr(v)
+
+
+def _sample(dist, rng: np.random.Generator, field: str):
+    if not isinstance(dist, dict) or len(dist) != 1:
+        raise ConfigError(f"sweep spec: random.{field} must be one of {{choice|uniform|log_uniform = [...]}}")
+    (kind, arg), = dist.items()
+    if kind == "choice":
+        return arg[int(rng.integers(len(arg)))]
+    if kind == "uniform":
+        return float(rng.uniform(arg[0], arg[1]))
+    if kind == "log_uniform":
+        return float(math.exp(rng.uniform(math.log(arg[0]), math.log(arg[1]))))
+    raise ConfigError(f"sweep spec: random.{field}: unknown distribution {kind!r}")
+
+
+def members(spec: dict) -> list[dict]:
+    """Each member: a name and its overrides; every member's config is validated here."""
+    fixed = [f"{k}={_literal(v)}" for k, v in spec.get("set", {}).items()]
+    if "seeds" in spec:
+        fixed.append(f"train.seeds={_literal(list(spec['seeds']))}")
+    points: list[dict] = []
+    if spec.get("method", "grid") == "grid":
+        grid = spec.get("grid", {})
+        for k, v in grid.items():
+            if not isinstance(v, list) or not v:
+                raise ConfigError(f"sweep spec: grid.{k} must be a non-empty list")
+        for values in itertools.product(*grid.values()):
+            points.append(dict(zip(grid, values)))
+    else:
+        rng = np.random.default_rng(spec.get("seed", 0))
+        for _ in range(int(spec["num_samples"])):
+            points.append({k: _sample(d, rng, k) for k, d in spec.get("random", {}).items()})
+    out = []
+    for i, point in enumerate(points or [{}]):
+        overrides = fixed + [f"{k}={_literal(v)}" for k, v in point.items()]
+        load_config(spec.get("preset"), overrides=overrides)  # validate before any work
+        label = "__".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                          for k, v in point.items()) or "base"
+        out.append({"name": f"{i:03d}__{label}", "point": point, "overrides": overrides})
+    return out
+
+
+def member_command(spec: dict, member: dict, out: Path) -> list[str]:
+    cmd = [sys.executable, "-m", "experiments.cli", "train", "--quiet", "--out", str(out / member["name"])]
+    if spec.get("preset"):
+        cmd += ["--preset", spec["preset"]]
+    for o in member["overrides"]:
+        cmd += ["--set", o]
+    return cmd
+
+
+def _run_local(cmd: list[str]) -> dict:
+    t0 = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+    err = (proc.stderr.strip().splitlines() or [""])[-1]
+    return {"returncode": proc.returncode, "error": err if proc.returncode else "", "seconds": time.time() - t0}
+
+
+def run_sweep(spec_path: str | Path, out: str | Path, *, backend: str = "local", parallel: int = 1,
+              address: str | None = None, resume: bool = False, on_result=None) -> list[dict]:
+    spec = load_spec(spec_path)
+    mems = members(spec)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise ConfigError(f"{out} is not empty; pass --resume to rerun unfinished members")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sweep.toml").write_text(Path(spec_path).read_text())
+    todo = []
+    for m in mems:
+        status_file = out / m["name"] / "status.json"
+        done = status_file.exists() and json.loads(status_file.read_text()).get("status") == "finished"
+        cmd = member_command(spec, m, out)
+        if resume and (out / m["name"] / "config.json").exists() and not done:
+            cmd.append("--resume")
+        todo.append((m, cmd, done))
+    started = time.time()
+    if backend == "local":
+        with ThreadPoolExecutor(max(1, parallel)) as pool:
+            results = list(pool.map(lambda t: {"returncode": 0, "error": "", "seconds": 0.0} if t[2]
+                                    else _run_local(t[1]), todo))
+    elif backend == "ray":
+        results = _run_ray([t[1] for t in todo], [t[2] for t in todo], address)
+    else:
+        raise ConfigError(f"--backend must be local or ray, got {backend!r}")
+    table = []
+    for (m, _, _), res in zip(todo, results):
+        metrics = last_metrics(out / m["name"])
+        table.append({"name": m["name"], "point": m["point"],
+                      "status": "finished" if res["returncode"] == 0 else "failed",
+                      "error": res["error"], "seconds": round(res["seconds"], 1),
+                      "metrics": {k: float(np.mean(v)) for k, v in metrics.items() if k in HEADLINE}})
+    summary = {"spec": str(spec_path), "backend": backend, "wall_s": round(time.time() - started, 1),
+               "members": table}
+    (out / "sweep.json").write_text(json.dumps(summary, indent=2))
+    return table
+
+
+def _run_ray(cmds: list[list[str]], done: list[bool], address: str | None) -> list[dict]:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--backend ray needs ray: pip install 'agentsim[ray]'") from None
+    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False,
+             runtime_env={"working_dir": None, "env_vars": {"PYTHONPATH": os.pathsep.join(sys.path)}})
+
+    @ray.remote(num_cpus=1)
+    def remote(cmd):
+        return _run_local(cmd)
+
+    futures = [None if d else remote.remote(c) for c, d in zip(cmds, done)]
+    results = [{"returncode": 0, "error": "", "seconds": 0.0} if f is None else ray.get(f) for f in futures]
+    ray.shutdown()
+    return results
+
+
+def export_wandb(spec_path: str | Path, out_yaml: str | Path, run_root: str = "runs/wandb") -> str:
+    """A wandb sweep YAML whose command runs ``agentsim train`` (for labs using wandb agents)."""
+    spec = load_spec(spec_path)
+    members(spec)  # validate
+    params = {}
+    for k, v in spec.get("grid", {}).items():
+        params[k] = {"values": v}
+    for k, d in spec.get("random", {}).items():
+        (kind, arg), = d.items()
+        params[k] = ({"values": arg} if kind == "choice" else
+                     {"distribution": "uniform" if kind == "uniform" else "log_uniform_values",
+                      "min": arg[0], "max": arg[1]})
+    fixed = spec.get("set", {})
+    lines = [f"program: agentsim", f"method: {spec.get('method', 'grid')}",
+             "metric:", "  name: eval/loss_vs_random", "  goal: minimize", "command:",
+             "  - agentsim", "  - train", "  - --out-root", f"  - {run_root}"]
+    if spec.get("preset"):
+        lines += ["  - --preset", f"  - {spec['preset']}"]
+    for k, v in fixed.items():
+        lines += ["  - --set", f"  - {json.dumps(f'{k}={_literal(v)}')}"]
+    if "seeds" in spec:
+        lines += ["  - --set", f"  - {json.dumps('train.seeds=' + _literal(list(spec['seeds'])))}"]
+    lines += ["  - --set", "  - \"log.wandb='online'\"", "  - ${args_no_hyphens}", "parameters:"]
+    for k, p in params.items():
+        lines.append(f"  {k}:")
+        for pk, pv in p.items():
+            lines.append(f"    {pk}: {json.dumps(pv)}")
+    text = "\n".join(lines) + "\n"
+    Path(out_yaml).write_text(text)
+    return text
