@@ -52,7 +52,11 @@ class TrainConfig:
     checkpoint_every: int = 5
     """Save a checkpoint every this many chunks (and always at the end)."""
     eval_games: int = 2000
-    """Held-out games used for the simulator loss and the probes."""
+    """Held-out games used for the simulator loss during training."""
+    log_checkpoints: int = 0
+    """Extra checkpoints at about this many log-spaced steps (for probes over training time)."""
+    init_from: str = ""
+    """next_token: start from this run's final params (continued pretraining) instead of init."""
 
 
 @dataclass(frozen=True)
@@ -289,6 +293,10 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"ppo.opponents: weight of {name!r} must be >= 0")
     if t.regime in ("rl", "pretrain_rl") and cfg.data.persona_prompt:
         raise ConfigError("data.persona_prompt: RL regimes play without persona prompts; set it false")
+    if t.log_checkpoints < 0:
+        raise ConfigError(f"train.log_checkpoints must be >= 0, got {t.log_checkpoints}")
+    if t.init_from and t.regime != "next_token":
+        raise ConfigError("train.init_from applies to next_token only (pretrain_rl uses ppo.pretrained)")
     if t.regime == "pretrain_rl" and not p.pretrained:
         raise ConfigError("ppo.pretrained: pretrain_rl needs the run directory of a next_token run")
     if cfg.log.wandb not in ("offline", "online", "disabled"):

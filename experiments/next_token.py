@@ -68,7 +68,8 @@ class Trainer:
     updates_per_chunk: int
 
 
-def make_next_token(cfg: Config, layout: Layout, train: Dataset | None, val: Dataset | None) -> Trainer:
+def make_next_token(cfg: Config, layout: Layout, train: Dataset | None, val: Dataset | None,
+                    init_from=None) -> Trainer:
     """Next-token trainer; without datasets it can only ``init`` (a template for restoring)."""
     t, m = cfg.train, cfg.model
     schedule = optax.warmup_cosine_decay_schedule(
@@ -86,6 +87,8 @@ def make_next_token(cfg: Config, layout: Layout, train: Dataset | None, val: Dat
 
     def init(keys):
         _, params = init_params(m, layout.vocab_size, layout.seq_len, keys)
+        if init_from is not None:  # continued pretraining starts from another run's params
+            params = init_from
         data_keys = jax.vmap(lambda k: jax.random.key_data(jax.random.fold_in(k, 1)))(keys)
         return {"params": params, "opt": jax.vmap(tx.init)(params), "key": data_keys,
                 "step": jnp.zeros(len(keys), jnp.int32)}

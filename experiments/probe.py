@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from envs.dataset import Dataset, Layout, generate, split_by_game
-from experiments.train import PROBE_SEED_OFFSET, load_params, seed_keys
+from envs.dataset import Dataset, generate, split_by_game
+from experiments.activations import LoadedModel
+from experiments.train import PROBE_SEED_OFFSET
 from models.probes import probe_layers, shuffled
-from models.transformer import apply, init_params
 
 VALUE_TARGETS = {
     "expected_outcome": "exact expected result for the player to move under the personas playing",
@@ -34,25 +31,11 @@ def targets(data: Dataset) -> dict[str, np.ndarray]:
     return {"expected_outcome": data["expected_x"] * sign, "minimax": data["minimax_x"] * sign}
 
 
-@partial(jax.jit, static_argnums=0)
-def _resid(graphdef, params, tokens):
-    return jax.vmap(lambda p: apply(graphdef, p, tokens).resid_LxBxTxD)(params)
-
-
-def residuals(graphdef, params, layout: Layout, tokens: np.ndarray, batch: int = 1024) -> np.ndarray:
-    """float32[S, L+1, N, M, D]: the residual stream at every move position, every layer."""
-    pos = layout.move_positions()
-    out = [np.asarray(_resid(graphdef, params, jnp.asarray(tokens[i:i + batch])))[:, :, :, pos]
-           for i in range(0, len(tokens), batch)]
-    return np.concatenate(out, axis=2)
-
-
 def probe_run(run_dir: str | Path, num_games: int = 3000, seed: int = 0) -> dict:
     """Value-probe R² per seed and layer for a run, its random-init control and shuffled labels."""
-    cfg, graphdef, params = load_params(run_dir)
-    layout = Layout.for_config(cfg.data)
+    model = LoadedModel.from_run(run_dir)
+    cfg, layout = model.cfg, model.layout
     data = generate(replace(cfg.data, num_games=num_games, seed=cfg.data.seed + PROBE_SEED_OFFSET))
-    _, init = init_params(cfg.model, layout.vocab_size, layout.seq_len, seed_keys(cfg))
     mask = data["move_mask"]
     game_of_row = np.broadcast_to(np.arange(len(data))[:, None], mask.shape)[mask]
     move_of_row = np.broadcast_to(np.arange(layout.max_moves)[None], mask.shape)[mask]
@@ -63,8 +46,8 @@ def probe_run(run_dir: str | Path, num_games: int = 3000, seed: int = 0) -> dict
     def flat(resid):  # [S, L+1, N, M, D] -> [S, L+1, rows, D]
         return resid[:, :, mask]
 
-    trained = flat(residuals(graphdef, params, layout, data["tokens"]))
-    control = flat(residuals(graphdef, init, layout, data["tokens"]))
+    trained = flat(model.run_with_cache(data["tokens"], ("resid",))["resid"])
+    control = flat(model.at_init().run_with_cache(data["tokens"], ("resid",))["resid"])
     out = {"seeds": list(cfg.train.seeds), "regime": cfg.train.regime, "num_games": num_games,
            "num_positions": int(mask.sum()), "targets": {}}
     for name, y in targets(data).items():
@@ -78,3 +61,8 @@ def probe_run(run_dir: str | Path, num_games: int = 3000, seed: int = 0) -> dict
         out["targets"][name] = scores
     (Path(run_dir) / "probes.json").write_text(json.dumps(out, indent=2))
     return out
+
+
+def residuals(graphdef, params, layout, tokens: np.ndarray) -> np.ndarray:
+    """float32[S, L+1, N, M, D]: the residual stream at every move position (see activations)."""
+    return LoadedModel(None, layout, graphdef, params).run_with_cache(tokens, ("resid",))["resid"]

@@ -39,7 +39,7 @@ def flat_config(path: Path) -> dict:
 
 def group_key(flat: dict) -> str:
     """The config minus what does not change the experiment (seeds, logging, pretrained path)."""
-    skip = ("train.seeds", "log.", "ppo.pretrained")
+    skip = ("train.seeds", "log.", "ppo.pretrained", "train.init_from")
     return json.dumps({k: v for k, v in sorted(flat.items()) if not k.startswith(skip)}, sort_keys=True)
 
 

@@ -52,13 +52,21 @@ def seed_keys(cfg: Config) -> jax.Array:
     return jax.vmap(jax.random.key)(jnp.asarray(cfg.train.seeds, jnp.uint32))
 
 
-def load_params(run_dir: str | Path, expect_seeds: int | None = None):
-    """(config, graphdef, seed-stacked params) of a run's latest readable checkpoint."""
+def load_params(run_dir: str | Path, expect_seeds: int | None = None, step: int | None = None):
+    """(config, graphdef, seed-stacked params) of a run's checkpoint at ``step`` (default: the
+    latest readable one)."""
     cfg = read_config(run_dir)
     layout = Layout.for_config(cfg.data)
     trainer = make_trainer(cfg, layout, for_restore=True)
+    template = trainer.init(seed_keys(cfg))
+    ckdir = Path(run_dir) / "checkpoints"
     try:
-        restored = checkpoints.restore_latest(Path(run_dir) / "checkpoints", trainer.init(seed_keys(cfg)))
+        if step is None:
+            restored = checkpoints.restore_latest(ckdir, template)
+        elif step in checkpoints.steps(ckdir):
+            restored = step, checkpoints.restore(ckdir, step, template)
+        else:
+            raise RunError(f"{run_dir} has no checkpoint at step {step}; it has {checkpoints.steps(ckdir)}")
     except checkpoints.CheckpointError as e:
         raise RunError(str(e)) from None
     if restored is None:
@@ -74,7 +82,12 @@ def make_trainer(cfg: Config, layout: Layout, train: Dataset | None = None,
     """The regime's trainer; ``for_restore`` builds only what ``init`` needs (a template)."""
     regime = cfg.train.regime
     if regime == "next_token":
-        return make_next_token(cfg, layout, train, val)
+        init_from = None
+        if cfg.train.init_from and not for_restore:
+            pre_cfg, _, init_from = load_params(cfg.train.init_from, len(cfg.train.seeds))
+            if pre_cfg.model != cfg.model or Layout.for_config(pre_cfg.data) != layout:
+                raise ConfigError("train.init_from: that run's model or token layout differs from this run's")
+        return make_next_token(cfg, layout, train, val, init_from=init_from)
     if regime in ("rl", "pretrain_rl"):
         from experiments.ppo import make_ppo
 
@@ -92,6 +105,14 @@ def make_trainer(cfg: Config, layout: Layout, train: Dataset | None = None,
         return {"params": init_params(cfg.model, layout.vocab_size, layout.seq_len, keys)[1]}
 
     return Trainer(graphdef, init, lambda s: (s, {}), lambda s: {}, 0)
+
+
+def log_spaced_steps(total: int, chunk: int, count: int) -> set[int]:
+    """About ``count`` chunk-aligned steps spaced evenly in log(step), for training-time views."""
+    if count <= 0 or chunk <= 0 or total <= 0:
+        return set()
+    raw = np.geomspace(chunk, total, count)
+    return {int(min(total, max(chunk, round(x / chunk) * chunk))) for x in raw}
 
 
 def _finite(metrics: dict) -> bool:
@@ -126,7 +147,8 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
 
     old_handler = signal.signal(signal.SIGINT, on_sigint)
     task = progress.add_task(f"{t.regime} {run.path.name}", total=max(total, 1), completed=step) if progress else None
-    chunks_done = 0
+    chunks_done = step // max(trainer.updates_per_chunk, 1)
+    log_steps = log_spaced_steps(total, trainer.updates_per_chunk, t.log_checkpoints)
     try:
         if step == 0:
             run.save_checkpoint(0, state)
@@ -147,7 +169,8 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
             run.log(step, metrics)
             if progress:
                 progress.update(task, completed=step)
-            if chunks_done % t.checkpoint_every == 0 or step == total or stop["sigint"]:
+            if (chunks_done % t.checkpoint_every == 0 or step == total or stop["sigint"]
+                    or step in log_steps):
                 run.save_checkpoint(step, state)
             if stop["sigint"] and step < total:
                 run.set_status("interrupted", step=step)

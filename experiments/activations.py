@@ -1,0 +1,98 @@
+"""One way to open any checkpoint: run it on games and get named activations.
+
+    model = LoadedModel.from_run("runs/quick/runs/rl")          # latest checkpoint, all seeds
+    acts = model.run_with_cache(tokens)                         # {"resid": [S, L+1, N, M, D], ...}
+
+Activations are read at the move positions (the output that predicts move t, i.e. the state
+before move t) unless ``positions="all"``. They come from ``models.transformer.apply`` — the
+forward pass used in training — so analyses never re-implement it. ``cache=True`` stores them
+under ``RUN/activations/`` keyed by checkpoint step and a hash of the tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from envs.dataset import Layout
+from experiments.config import Config
+from experiments.train import load_params, seed_keys
+from models.transformer import apply, init_params
+
+NAMES = ("resid", "attn", "mlp")
+
+
+@partial(jax.jit, static_argnums=(0, 3))
+def _forward(graphdef, params, tokens, names: tuple[str, ...]):
+    def one(p):
+        out = apply(graphdef, p, tokens)
+        acts = {"resid": out.resid_LxBxTxD, "attn": out.attn_LxBxTxD, "mlp": out.mlp_LxBxTxD}
+        return {k: acts[k] for k in names}, out.logits_KxBxTxV[0]
+
+    return jax.vmap(one)(params)
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint's seed-stacked params with the config and layout that give them meaning."""
+
+    cfg: Config
+    layout: Layout
+    graphdef: object
+    params: object
+    run_dir: Path | None = None
+    step: int | None = None
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, step: int | None = None) -> "LoadedModel":
+        from experiments import checkpoints
+
+        cfg, graphdef, params = load_params(run_dir, step=step)
+        if step is None:
+            step = checkpoints.steps(Path(run_dir) / "checkpoints")[-1]
+        return cls(cfg, Layout.for_config(cfg.data), graphdef, params, Path(run_dir), step)
+
+    def at_init(self) -> "LoadedModel":
+        """The same architecture and seeds at random init (the control of every probe)."""
+        _, params = init_params(self.cfg.model, self.layout.vocab_size, self.layout.seq_len, seed_keys(self.cfg))
+        return LoadedModel(self.cfg, self.layout, self.graphdef, params, None, None)
+
+    def with_params(self, params) -> "LoadedModel":
+        return LoadedModel(self.cfg, self.layout, self.graphdef, params, None, None)
+
+    @property
+    def num_seeds(self) -> int:
+        return len(self.cfg.train.seeds)
+
+    def logits(self, tokens: np.ndarray, batch: int = 1024) -> np.ndarray:
+        """float32[S, N, T, V] of the policy/next-token head."""
+        return np.concatenate([np.asarray(_forward(self.graphdef, self.params, jnp.asarray(tokens[i:i + batch]), ())[1])
+                               for i in range(0, len(tokens), batch)], axis=1)
+
+    def run_with_cache(self, tokens: np.ndarray, names: tuple[str, ...] = NAMES, positions: str = "moves",
+                       batch: int = 1024, cache: bool = False) -> dict[str, np.ndarray]:
+        """{name: float32[S, layers, N, P, D]} at the move positions (P = max_moves) or all (P = T)."""
+        path = None
+        if cache and self.run_dir is not None:
+            digest = hashlib.sha1(np.ascontiguousarray(tokens).tobytes() + repr((names, positions)).encode()).hexdigest()[:16]
+            path = self.run_dir / "activations" / f"step_{self.step}_{digest}.npz"
+            if path.exists():
+                with np.load(path) as z:
+                    return {k: z[k] for k in z.files}
+        pos = self.layout.move_positions() if positions == "moves" else np.arange(self.layout.seq_len)
+        chunks: dict[str, list] = {k: [] for k in names}
+        for i in range(0, len(tokens), batch):
+            acts, _ = _forward(self.graphdef, self.params, jnp.asarray(tokens[i:i + batch]), tuple(names))
+            for k in names:
+                chunks[k].append(np.asarray(acts[k])[:, :, :, pos])
+        out = {k: np.concatenate(v, axis=2) for k, v in chunks.items()}
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path, **out)
+        return out
