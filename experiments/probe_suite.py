@@ -160,7 +160,7 @@ def analyse_probes(run_dir: str | Path, num_games: int = 2000, targets=REGRESSIO
 
 
 def analyse_timeline(run_dir: str | Path, num_games: int = 2000,
-                     targets=("value_mover", "minimax_mover", "persona_mover")) -> dict:
+                     targets=("value_mover", "minimax_mover", "persona_mover", "board_mover")) -> dict:
     """What-when-where: probe scores at every saved checkpoint × layer (McGrath et al. 2022)."""
     ckdir = Path(run_dir) / "checkpoints"
     steps = checkpoints.steps(ckdir)

@@ -21,28 +21,45 @@ from experiments.runs import RunError, read_status
 from experiments.train import train
 from models.probes import bootstrap_ci
 
-# Per-preset overrides for each regime, applied over the preset (order matters: pretrain_rl
-# starts from next_token's checkpoint).
+# Each preset is a list of stages: (run name, overrides over the preset). A stage may refer to
+# an earlier stage's run directory as {run:NAME}. Stages run in order.
 STAGES = {
-    "quick": {
-        "next_token": ["train.steps=1500", "train.chunk=250", "data.num_games=100000"],
-        "random_init": [],
-        "rl": ["train.steps=160", "train.chunk=20"],
-        "pretrain_rl": ["train.steps=160", "train.chunk=20", "ppo.kl_coef=0.0"],
-    },
-    "tiny": {
-        "next_token": [],
-        "random_init": [],
-        "rl": [],
-        "pretrain_rl": [],
-    },
+    "quick": [
+        ("next_token", ["train.regime='next_token'", "train.steps=1500", "train.chunk=250", "data.num_games=100000"]),
+        ("random_init", ["train.regime='random_init'"]),
+        ("rl", ["train.regime='rl'", "train.steps=160", "train.chunk=20"]),
+        ("pretrain_rl", ["train.regime='pretrain_rl'", "train.steps=160", "train.chunk=20",
+                         "ppo.pretrained='{run:next_token}'"]),
+    ],
+    "paper": [
+        ("next_token", ["train.regime='next_token'", "train.steps=1500", "train.chunk=100",
+                        "data.num_games=100000", "train.log_checkpoints=8"]),
+        ("random_init", ["train.regime='random_init'"]),
+        ("rl", ["train.regime='rl'", "train.steps=160", "train.chunk=10", "train.log_checkpoints=8"]),
+        ("pretrain_rl", ["train.regime='pretrain_rl'", "train.steps=160", "train.chunk=10",
+                         "train.log_checkpoints=8", "ppo.pretrained='{run:next_token}'"]),
+        ("continued_next_token", ["train.regime='next_token'", "train.steps=1000", "train.chunk=250",
+                                  "data.num_games=100000", "train.init_from='{run:next_token}'"]),
+        ("next_token_mtp", ["train.regime='next_token'", "train.steps=1500", "train.chunk=250",
+                            "data.num_games=100000", "model.mtp_heads=2"]),
+        ("rl_shared_value", ["train.regime='rl'", "train.steps=160", "train.chunk=20", "model.value_head='shared'"]),
+    ],
+    "tiny": [
+        ("next_token", ["train.regime='next_token'"]),
+        ("random_init", ["train.regime='random_init'"]),
+        ("rl", ["train.regime='rl'"]),
+        ("pretrain_rl", ["train.regime='pretrain_rl'", "ppo.pretrained='{run:next_token}'"]),
+    ],
 }
+PRESET_SEEDS = {"quick": None, "tiny": None, "paper": [0, 1, 2, 3, 4]}
 EMERGENCE_THRESHOLD = 0.05  # R² above the random-init control that counts as "represented"
 
 
 def reproduce(preset: str, out: str | Path, *, force: bool = False, resume: bool = False,
               overrides: tuple[str, ...] = (), progress=None, on_message=print,
-              probe_games: int = 2000) -> dict:
+              probe_games: int = 2000, full: bool | None = None) -> dict:
+    """Train every stage of the preset, then analyse; ``full`` runs every analysis (default:
+    only for the paper preset)."""
     out = Path(out)
     if preset not in STAGES:
         raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(STAGES)}")
@@ -50,29 +67,52 @@ def reproduce(preset: str, out: str | Path, *, force: bool = False, resume: bool
         raise RunError(f"{out} is not empty; pass --resume to finish it or --force to replace it")
     if force and out.exists() and not resume:
         shutil.rmtree(out)
+    full = (preset == "paper") if full is None else full
+    base_preset = "quick" if preset == "paper" else preset
+    seeds = PRESET_SEEDS[preset]
     started = time.time()
-    timings, finals, probes = {}, {}, {}
-    for regime, stage in STAGES[preset].items():
-        run_dir = out / "runs" / regime
-        extra = [f"train.regime={regime!r}"] + list(stage) + list(overrides)
-        if regime == "pretrain_rl":
-            extra.append(f"ppo.pretrained={str(out / 'runs' / 'next_token')!r}")
-        cfg = load_config(preset, overrides=extra)
+    timings, finals, probes, dirs = {}, {}, {}, {}
+    for name, stage in STAGES[preset]:
+        run_dir = out / "runs" / name
+        dirs[name] = run_dir
+        extra = [_resolve(o, out) for o in stage]
+        if seeds:
+            extra.append(f"train.seeds={seeds}")
+        cfg = load_config(base_preset, overrides=extra + list(overrides))
         t0 = time.time()
         if read_status(run_dir).get("status") != "finished":
             train(cfg, run_dir, resume=(run_dir / "config.json").exists(), progress=progress,
                   on_message=on_message)
         t1 = time.time()
-        probes[regime] = probe_run(run_dir, num_games=probe_games)
-        timings[regime] = {"train_s": round(t1 - t0, 1), "probe_s": round(time.time() - t1, 1)}
-        finals[regime] = json.loads((run_dir / "final.json").read_text())
+        probes[name] = probe_run(run_dir, num_games=probe_games)
+        timings[name] = {"train_s": round(t1 - t0, 1), "probe_s": round(time.time() - t1, 1)}
+        finals[name] = json.loads((run_dir / "final.json").read_text())
     figures = value_probe_by_layer(probes, out / "figures")
     results = summarise(probes, finals)
+    if full:
+        from experiments.analyses import run_all
+
+        t0 = time.time()
+        extra_results, extra_figures = run_all(dirs, out / "figures", probe_games, on_message)
+        results["analyses"] = extra_results
+        figures += extra_figures
+        timings["analyses"] = {"train_s": 0.0, "probe_s": round(time.time() - t0, 1)}
+        from experiments.claims import judge_all
+
+        results["claims"].update(judge_all(results))
     results.update(preset=preset, timings=timings, total_s=round(time.time() - started, 1),
                    figures=[str(p.relative_to(out)) for p in figures])
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "REPORT.md").write_text(report(results))
     return results
+
+
+def _resolve(override: str, out: Path) -> str:
+    while "{run:" in override:
+        i = override.index("{run:")
+        j = override.index("}", i)
+        override = override[:i] + str(out / "runs" / override[i + 5:j]) + override[j + 1:]
+    return override
 
 
 def _ci(values) -> dict:
@@ -119,7 +159,7 @@ def verdict_claim1(regimes: dict) -> dict:
     """Claim 1: an agent trained toward a terminal goal represents it (value decodable above the
     random-init control). Judged on the expected-outcome target at the agent's best layer."""
     out = {}
-    for regime in ("rl", "pretrain_rl", "next_token"):
+    for regime in ("rl", "pretrain_rl", "next_token", "rl_shared_value", "next_token_mtp"):
         if regime in regimes:
             e = regimes[regime]["probe"]["expected_outcome"]["best_emergence"]
             out[regime] = {"emergence": e, "layer": regimes[regime]["probe"]["expected_outcome"]["best_layer"],
@@ -130,6 +170,42 @@ def verdict_claim1(regimes: dict) -> dict:
                      f"R² above the random-init control lies wholly above {EMERGENCE_THRESHOLD}, "
                      f"'contradicted' if wholly below, else 'inconclusive'; the claim's verdict is "
                      f"the rl agent's.")}
+
+
+CLAIM_TITLES = {
+    "2": "A simulator holds characters; the current one is inferable from its residual stream",
+    "3": "Later layers finish developing later than earlier ones",
+    "4": "RL fine-tuning changes mostly later layers and reuses early concepts",
+    "5": "More RL makes a larger fraction of the network do agentic processing",
+    "6": "Multi-token prediction raises agentic processing",
+}
+
+
+def claims_section(results: dict) -> list[str]:
+    lines = []
+    for number, title in CLAIM_TITLES.items():
+        c = results["claims"].get(number)
+        if c is None:
+            continue
+        lines += [f"## Claim {number}: {title}", ""]
+        lines.append(f"Verdict: **{c['verdict']}**." + (f" Figure: `{c['figure']}`." if c.get("figure") else ""))
+        if "statistic" in c:
+            v = c["value"]
+            lines.append(f"Statistic: {c['statistic']} = {v['mean']:.3f} [{v['low']:.3f}, {v['high']:.3f}] "
+                         "(95% bootstrap CI over seeds).")
+        for key, val in c.items():
+            if key in ("verdict", "figure", "statistic", "value"):
+                continue
+            if isinstance(val, dict) and {"mean", "low", "high"} <= set(val) and np.ndim(val["mean"]) == 0:
+                lines.append(f"- {key.replace('_', ' ')}: {val['mean']:.3f} [{val['low']:.3f}, {val['high']:.3f}]")
+            elif isinstance(val, (int, float, str)):
+                lines.append(f"- {key.replace('_', ' ')}: {val}")
+        lines.append("")
+    if results["claims"].keys() - {"1"}:
+        lines += ["Rule for claims 2–6: the per-seed statistic's 95% bootstrap CI wholly past the stated "
+                  "threshold in the claim's direction gives 'supported', wholly on the other side "
+                  "'contradicted', else 'inconclusive' (experiments/claims.py).", ""]
+    return lines
 
 
 def _fmt(ci: dict, i: int | None = None) -> str:
@@ -182,7 +258,9 @@ def report(results: dict) -> str:
     lines += ["", "Loss rates are over games as X and as O (greedy arg-max play, 256 games per side "
               "per persona per seed). The simulator gap is the held-out next-move loss minus the "
               f"Bayes-optimal loss of the persona mixture ({regs[next(iter(regs))]['simulator']['bayes_optimal_loss']:.4f} nats/move).", "",
-              "## Timings", "", "| regime | train s | probe s |", "| --- | --- | --- |"]
+              ]
+    lines += claims_section(results)
+    lines += ["## Timings", "", "| stage | train s | probe s |", "| --- | --- | --- |"]
     for regime, t in results["timings"].items():
         lines.append(f"| {regime} | {t['train_s']} | {t['probe_s']} |")
     return "\n".join(lines) + "\n"

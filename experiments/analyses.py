@@ -1,0 +1,59 @@
+"""Every analysis of the paper preset, run on the run directories of a reproduction.
+
+Each analysis is also its own CLI subcommand usable on any run directory; this module only
+sequences them and collects their JSON results and figures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from experiments import figures as F
+from experiments.probe_suite import analyse_probes, analyse_timeline
+
+
+def run_all(dirs: dict[str, Path], fig_dir: Path, probe_games: int, on_message=print) -> tuple[dict, list[Path]]:
+    results: dict = {}
+    paths: list[Path] = []
+    have = {k: v for k, v in dirs.items()}
+
+    # WHAT AND WHERE: the probe suite on every trained model (F2, F3, F8).
+    suites = {name: analyse_probes(d, num_games=probe_games) for name, d in have.items() if name != "random_init"}
+    results["probe_suite"] = suites
+    main = {k: suites[k] for k in ("next_token", "rl", "pretrain_rl") if k in suites}
+    paths += F.probe_grid(main, fig_dir)
+    paths += F.persona_by_move({k: suites[k] for k in ("next_token", "next_token_mtp", "pretrain_rl") if k in suites}, fig_dir)
+    if "next_token_mtp" in suites:
+        paths += F.mtp_vs_ntp({k: suites[k] for k in ("next_token", "next_token_mtp")}, fig_dir)
+
+    # WHEN: probes at every checkpoint (F1).
+    timelines = {k: analyse_timeline(have[k], num_games=probe_games) for k in ("next_token", "rl", "pretrain_rl") if k in have}
+    results["timeline"] = timelines
+    paths += F.timeline(timelines, fig_dir)
+    paths += F.timeline({k: timelines[k] for k in timelines}, fig_dir, target="minimax_mover",
+                        name="f1b_minimax_probe_layer_by_checkpoint")
+
+    if "pretrain_rl" in have and "next_token" in have:
+        from experiments import change, layer_reset
+
+        # WHERE RL CHANGES THE NETWORK (F4) and how that grows with RL (F7).
+        results["change"] = change.analyse_change(have["next_token"], have["pretrain_rl"],
+                                                  control_dir=have.get("continued_next_token"), num_games=probe_games)
+        paths += change.plot_change(results["change"], fig_dir)
+        results["rl_amount"] = change.analyse_rl_amount(have["next_token"], have["pretrain_rl"], timelines.get("pretrain_rl"))
+        paths += F.rl_amount(results["rl_amount"], fig_dir)
+        # LAYER RESET (F5).
+        results["layer_reset"] = layer_reset.analyse_layer_reset(have["next_token"], have["pretrain_rl"],
+                                                                 num_games=probe_games)
+        paths += layer_reset.plot_layer_reset(results["layer_reset"], fig_dir)
+
+    # STEERING (F6) and BEHAVIOUR (F9).
+    from experiments import behaviour, steering
+
+    results["steering"] = {k: steering.analyse_steering(have[k]) for k in ("next_token", "pretrain_rl") if k in have}
+    paths += steering.plot_steering(results["steering"], fig_dir)
+    results["behaviour"] = behaviour.analyse_behaviour(
+        {k: str(v) for k, v in have.items()}, pretrained_dir=str(have["next_token"]) if "next_token" in have else None,
+        num_games=probe_games)
+    paths += behaviour.plot_behaviour(results["behaviour"], fig_dir)
+    return results, paths

@@ -1,0 +1,100 @@
+"""Verdicts on the six claims of DESIGN.md, derived from numbers by rules stated here.
+
+Every rule reads a per-seed statistic, takes its 95% bootstrap CI over seeds, and says
+'supported' when the whole CI is on the claim's side of a threshold, 'contradicted' when the
+whole CI is on the other side, 'inconclusive' otherwise. Nothing here is written by hand.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.probes import bootstrap_ci
+
+
+def _ci(values) -> dict:
+    c = bootstrap_ci(np.asarray(values, float))
+    return {"mean": float(c.mean), "low": float(c.low), "high": float(c.high)}
+
+
+def three_way(ci: dict, above: float, below: float | None = None) -> str:
+    below = above if below is None else below
+    if ci["low"] > above:
+        return "supported"
+    if ci["high"] < below:
+        return "contradicted"
+    return "inconclusive"
+
+
+def _scores(per_seed) -> np.ndarray:
+    return np.asarray([r["score"] for r in per_seed], float)
+
+
+def claim2(results: dict) -> dict:
+    """A simulator's current character is inferable from its residual stream."""
+    suite = results["analyses"]["probe_suite"]["next_token"]
+    entry = suite["targets"]["persona_mover"]
+    trained, ctrl, task = _scores(entry["trained"]), _scores(entry["random_init"]), _scores(entry["control_task"])
+    best = int(np.argmax(trained.mean(0)))
+    stat = _ci(trained[:, best] - ctrl[:, best])
+    ceiling = float(np.mean(suite["bayes_ceiling"]["x"] + suite["bayes_ceiling"]["o"]))
+    return {"statistic": "persona-probe accuracy above the random-init control at the best layer (next_token)",
+            "value": stat, "layer": best, "accuracy": _ci(trained[:, best]),
+            "selectivity_vs_control_task": _ci(trained[:, best] - task[:, best]),
+            "bayes_ceiling_mean_over_moves": ceiling, "threshold": 0.02,
+            "verdict": three_way(stat, 0.02), "figure": "figures/f3_persona_probe_by_move.png"}
+
+
+def _t90(steps: np.ndarray, curve: np.ndarray) -> float:
+    """log10 of the first step at which a score has made 90% of its total change."""
+    start, end = curve[0], curve[-1]
+    if abs(end - start) < 1e-9:
+        return float("nan")
+    reached = np.flatnonzero((curve - start) / (end - start) >= 0.9)
+    return float(np.log10(max(steps[reached[0]], 1)))
+
+
+def claim3(results: dict, stage: str = "next_token", target: str = "board_mover") -> dict:
+    """Later layers finish developing later than earlier ones."""
+    tl = results["analyses"]["timeline"][stage]
+    data = np.asarray(tl["targets"][target], float)  # [ckpt, seed, layer]
+    steps = np.asarray(tl["steps"])
+    t90 = np.array([[_t90(steps, data[:, s, layer]) for layer in range(data.shape[2])]
+                    for s in range(data.shape[1])])
+    diff = t90[:, -1] - t90[:, 1]  # last block vs first block, in log10 steps
+    diff = diff[np.isfinite(diff)]
+    stat = _ci(diff) if len(diff) else {"mean": float("nan"), "low": float("nan"), "high": float("nan")}
+    verdict = three_way(stat, 0.0) if len(diff) else "inconclusive"
+    return {"statistic": f"log10 step at which the last block's {target} probe reached 90% of its change "
+                         f"minus the first block's ({stage}); > 0 means later layers finish later",
+            "value": stat, "t90_log10_by_layer": _ci(t90) if len(diff) else None,
+            "checkpoints": steps.tolist(), "verdict": verdict,
+            "figure": "figures/f1_value_probe_layer_by_checkpoint.png"}
+
+
+def claim6(results: dict) -> dict:
+    """Multi-token prediction raises agentic processing (value emergence) over next-token."""
+    suites = results["analyses"]["probe_suite"]
+    if "next_token_mtp" not in suites:
+        return {"verdict": "inconclusive", "note": "no next_token_mtp run in this preset"}
+    emergence = {}
+    for k in ("next_token", "next_token_mtp"):
+        e = suites[k]["targets"]["value_mover"]
+        emergence[k] = (_scores(e["trained"]) - _scores(e["random_init"])).max(1)  # best layer per seed
+    diff = emergence["next_token_mtp"] - emergence["next_token"]
+    stat = _ci(diff)
+    regs = results["regimes"]
+    loss = {k: regs[k]["matches"]["perfect"]["loss"] for k in ("next_token", "next_token_mtp") if k in regs}
+    return {"statistic": "value-probe emergence (best layer, over random init): MTP minus NTP, paired by seed",
+            "value": stat, "loss_vs_perfect": loss, "verdict": three_way(stat, 0.0),
+            "figure": "figures/f8_mtp_vs_ntp.png"}
+
+
+def judge_all(results: dict) -> dict:
+    out = {}
+    for number, fn in (("2", claim2), ("3", claim3), ("4", claim4), ("5", claim5), ("6", claim6)):
+        try:
+            out[number] = fn(results)
+        except KeyError as e:  # an analysis this preset did not run
+            out[number] = {"verdict": "inconclusive", "note": f"missing analysis {e}"}
+    return out
