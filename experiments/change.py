@@ -40,11 +40,12 @@ def _key(entry):
 
 
 def layer_of(path) -> str | None:
-    """The layer a parameter belongs to: 'emb', 'block1'…'blockL', 'head' or 'critic'.
+    """The layer a parameter belongs to: 'emb', 'block1'…'blockL', 'head', 'critic' or 'value'.
 
     Block i (0-based in the tree) is layer i+1 so that weight groups line up with the residual
     stream index (resid[i+1] is the stream after block i). The final LayerNorm feeds only the
-    heads, so it counts as the head. The separate critic and its value head are 'critic'.
+    next-token heads, so it counts as the head. The separate critic trunk is 'critic' and the
+    value head (on the critic or, in the shared variant, on the trunk) is 'value'.
     """
     keys = [_key(e) for e in path]
     if keys[0] == "trunk":
@@ -56,7 +57,7 @@ def layer_of(path) -> str | None:
     if keys[0] == "heads":
         return "head"
     if keys[0] in ("critic", "value"):
-        return "critic"
+        return keys[0]
     return None
 
 
@@ -175,8 +176,9 @@ def compare(pre: LoadedModel, tuned: LoadedModel, held: HeldOut, pre_resid=None,
            "cka": lin.tolist(), "cka_debiased": deb.tolist(),
            "probe_r2": {k: v.tolist() for k, v in tuned_r2.items()},
            "delta_probe_r2": {k: (tuned_r2[k] - pre_r2[k]).tolist() for k in tuned_r2}}
-    if pre.cfg.model.value_head == "critic":
-        out["critic_weight_change"] = weight_change(pre.params, tuned.params, ["critic"])[:, 0].tolist()
+    others = [n for n in ("critic", "value") if n in {layer_of(p) for p, _ in _leaves(pre.params)}]
+    if others:  # not part of the policy, so not in the figure; for the record
+        out["other_weight_change"] = dict(zip(others, weight_change(pre.params, tuned.params, others).T.tolist()))
     return out
 
 
@@ -190,6 +192,7 @@ def analyse_change(pretrained_dir, tuned_dir, control_dir=None, num_games: int =
     if control_dir is not None:
         control = LoadedModel.from_run(control_dir)
         check_compatible(pre, control, f"control {control_dir} vs {pretrained_dir}")
+    layers = layer_names(pre.cfg.model.num_layers)
     held = HeldOut.make(pre, num_games, seed)
     pre_resid = held.resid(pre)
     pre_r2 = held.probe_r2(pre_resid)
@@ -202,10 +205,12 @@ def analyse_change(pretrained_dir, tuned_dir, control_dir=None, num_games: int =
         "regimes": {"tuned": tuned.cfg.train.regime, "control": control and control.cfg.train.regime},
         "steps": {"pretrained": pre.step, "tuned": tuned.step, "control": control and control.step},
         "seeds": list(pre.cfg.train.seeds),
-        "layers": layer_names(pre.cfg.model.num_layers),
+        "layers": layers,
         "resid_layers": layer_names(pre.cfg.model.num_layers, head=False),
         "num_games": num_games, "num_positions": int(held.mask_NxM.sum()), "cka_rows": len(held.cka_rows),
         "pretrained_probe_r2": {k: v.tolist() for k, v in pre_r2.items()},
+        # ‖W_pre − W_init‖ / ‖W_init‖: how far pretraining moved each layer, the scale for ΔW/W.
+        "pretraining_weight_change": weight_change(pre.at_init().params, pre.params, layers).tolist(),
         "seed_floor": seed_floor(pre_resid[:, :, held.cka_rows]),
         "comparisons": comparisons,
         "seconds": time.perf_counter() - t0,
@@ -217,7 +222,8 @@ def analyse_change(pretrained_dir, tuned_dir, control_dir=None, num_games: int =
 COLORS = {"tuned": "tab:purple", "control": "tab:blue"}
 
 
-def plot_change(result: dict, out_dir, target: str = "expected_outcome", name: str = "f4_where_rl_changes") -> list[Path]:
+def plot_change(result: dict, out_dir, target: str = "expected_outcome",
+                name: str = "f4_where_rl_changes") -> list[Path]:
     """F4: ΔW/W, CKA to the pretrained model (seed floor dashed) and Δ probe R², by layer."""
     from experiments.figures import _band, plt
 
@@ -234,7 +240,8 @@ def plot_change(result: dict, out_dir, target: str = "expected_outcome", name: s
         axes[1].plot(x_r, floor.mean(0), "--", color="black", label="seed floor (pretrained seed i vs j)")
     titles = ("relative weight change ‖ΔW‖/‖W_pre‖", "linear CKA to the pretrained model",
               f"Δ value-probe R² ({target.replace('_', ' ')})")
-    for ax, x, names, title in zip(axes, (x_w, x_r, x_r), (result["layers"],) + (result["resid_layers"],) * 2, titles):
+    ticks = (result["layers"], result["resid_layers"], result["resid_layers"])
+    for ax, x, names, title in zip(axes, (x_w, x_r, x_r), ticks, titles):
         ax.set_xticks(x, names)
         ax.set_xlabel("layer")
         ax.set_title(title)
@@ -301,3 +308,19 @@ def add_cli(subparsers) -> None:
     p.add_argument("--out", help="output JSON (default TUNED/change.json); the figure goes next to it")
     p.add_argument("--games", type=int, default=2000, help="held-out games")
     p.set_defaults(func=cmd_change)
+
+
+def analyse_rl_amount(pretrained_dir, tuned_dir, timeline: dict | None = None) -> dict:
+    """Claim 5: at every checkpoint of an RL fine-tuning run, the per-layer weight change from
+    the pretrained model and (from the run's timeline) the value probe's R² per layer."""
+    from experiments import checkpoints
+
+    pre = LoadedModel.from_run(pretrained_dir)
+    steps = checkpoints.steps(Path(tuned_dir) / "checkpoints")
+    names = layer_names(pre.cfg.model.num_layers, head=False)
+    dw = [weight_change(pre.params, LoadedModel.from_run(tuned_dir, step=s).params, names).tolist()
+          for s in steps]
+    out = {"steps": steps, "layer_names": names, "weight_change": dw}
+    if timeline is not None and timeline.get("steps") == steps:
+        out["value_r2"] = timeline["targets"]["value_mover"]
+    return out

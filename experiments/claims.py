@@ -72,6 +72,42 @@ def claim3(results: dict, stage: str = "next_token", target: str = "board_mover"
             "figure": "figures/f1_value_probe_layer_by_checkpoint.png"}
 
 
+def claim4(results: dict) -> dict:
+    """RL fine-tuning changes mostly later layers and reuses early concepts."""
+    ch = results["analyses"]["change"]
+    tuned = np.asarray(ch["comparisons"]["tuned"]["cka"], float)  # [seed, resid layer]
+    stat = _ci(tuned[:, 1] - tuned[:, -1])  # CKA drop at the last block minus at the first block
+    out = {"statistic": "representation change (1 − CKA to the pretrained model) at the last block minus "
+                        "at the first block, RL-tuned (> 0: later layers change more)",
+           "value": stat, "verdict": three_way(stat, 0.0),
+           "weight_change_last_minus_first_block": _ci(
+               np.asarray(ch["comparisons"]["tuned"]["weight_change"], float)[:, -2]
+               - np.asarray(ch["comparisons"]["tuned"]["weight_change"], float)[:, 1]),
+           "first_block_cka_minus_seed_floor": _ci(tuned[:, 1] - np.mean(np.asarray(ch["seed_floor"]["cka"], float)[:, 1])),
+           "figure": "figures/f4_where_rl_changes.png"}
+    if "control" in ch["comparisons"]:
+        control = np.asarray(ch["comparisons"]["control"]["cka"], float)
+        out["last_block_cka_drop_rl_minus_continued_pretraining"] = _ci(control[:, -1] - tuned[:, -1])
+    reset = results["analyses"].get("layer_reset")
+    if reset:
+        out["note"] = "layer-reset effects are in figures/f5_layer_reset.png and results.json"
+    return out
+
+
+def claim5(results: dict) -> dict:
+    """More RL makes a larger fraction of the network do agentic processing."""
+    amount = results["analyses"]["rl_amount"]
+    r2 = np.asarray(amount["value_r2"], float)  # [ckpt, seed, layer]
+    gain = r2[:, :, 1:] - r2[:1, :, 1:]  # blocks only, relative to the pretrained start
+    stat = _ci(gain[-1].mean(-1) - gain[1].mean(-1))
+    frac = (gain > 0.02).mean(-1)  # [ckpt, seed]
+    return {"statistic": "mean over blocks of the value-probe R² gain over the pretrained model, at the last "
+                         "RL checkpoint minus at the first (> 0: value spreads with more RL)",
+            "value": stat, "verdict": three_way(stat, 0.0),
+            "fraction_of_blocks_gaining_first": _ci(frac[1]), "fraction_of_blocks_gaining_last": _ci(frac[-1]),
+            "checkpoints": amount["steps"], "figure": "figures/f7_rl_amount.png"}
+
+
 def claim6(results: dict) -> dict:
     """Multi-token prediction raises agentic processing (value emergence) over next-token."""
     suites = results["analyses"]["probe_suite"]

@@ -88,9 +88,11 @@ def cmd_data(args) -> int:
             except ValueError:
                 raise UserError(f"--mix: weight of {name!r} is not a number: {w!r}") from None
     out = Path(args.out)
+    if out.is_dir():
+        raise UserError(f"{out} is a directory; give a file path such as {out / 'games.npz'}")
     if out.exists() and not args.force:
         raise UserError(f"{out} exists; pass --force to overwrite it")
-    if not out.parent.exists():
+    if not out.parent.is_dir():
         raise UserError(f"directory {out.parent} does not exist")
     if not os.access(out.parent, os.W_OK):
         raise UserError(f"directory {out.parent} is not writable")
@@ -99,8 +101,12 @@ def cmd_data(args) -> int:
                   outcome_token=args.outcome_token, **({"mixture": mixture} if mixture else {}))
     data = generate(cfg)
     tmp = out.with_name(out.name + ".tmp")
-    data.save(tmp)
-    os.replace(tmp, out)
+    try:
+        data.save(tmp)
+        os.replace(tmp, out)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {out}: {e.strerror}") from None
     summary = data.summary()
     print(json.dumps(summary, indent=2, default=str))
     return 0
@@ -219,6 +225,19 @@ def cmd_sweep(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_bench(args) -> int:
+    from experiments.bench import run_bench
+
+    if args.seeds <= 0:
+        raise UserError(f"--seeds must be positive, got {args.seeds}")
+    res = run_bench(args.preset, args.seeds)
+    for k, v in res.items():
+        print(f"{k:28s} {v:,.4g}" if isinstance(v, float) else f"{k:28s} {v}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(res, indent=2))
+    return 0
+
+
 def cmd_config(args) -> int:
     from dataclasses import fields
 
@@ -235,8 +254,16 @@ def cmd_config(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument errors are one line (the promise of every agentsim command), exit code 2."""
+
+    def error(self, message):
+        print(f"agentsim: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="agentsim", description=DESCRIPTION,
+    parser = _Parser(prog="agentsim", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -321,6 +348,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", required=True, help="a key of metrics.jsonl, e.g. eval/simulator_gap")
     p.add_argument("--out", help="output path prefix for the figure and JSON (default compare/METRIC)")
     p.set_defaults(func=cmd_compare)
+
+    from experiments import change, layer_reset
+
+    change.add_cli(sub)
+    layer_reset.add_cli(sub)
+
+    p = sub.add_parser("bench", help="throughput on this machine (solver, data, env, training, PPO, MFU)")
+    p.add_argument("--preset", default="quick")
+    p.add_argument("--seeds", type=int, default=3, help="seeds vmapped during the timing")
+    p.add_argument("--out", help="also write the numbers as JSON")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("config", help="print the resolved config with every field documented")
     _add_config_args(p, "quick")

@@ -293,6 +293,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"ppo.opponents: weight of {name!r} must be >= 0")
     if t.regime in ("rl", "pretrain_rl") and cfg.data.persona_prompt:
         raise ConfigError("data.persona_prompt: RL regimes play without persona prompts; set it false")
+    if t.regime != "random_init" and t.steps % t.chunk:
+        raise ConfigError(f"train.chunk ({t.chunk}) must divide train.steps ({t.steps})")
     if t.log_checkpoints < 0:
         raise ConfigError(f"train.log_checkpoints must be >= 0, got {t.log_checkpoints}")
     if t.init_from and t.regime != "next_token":

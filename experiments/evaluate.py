@@ -56,8 +56,9 @@ def make_match_eval(cfg, layout: Layout, graphdef, persona_names, games_per_cell
                                 new, envs)
             return (envs, result), None
 
-        # An already-finished opening (impossible in practice) would keep result 0.
-        (_, result), _ = jax.lax.scan(turn, (envs, jnp.zeros(n)), jax.random.split(k_play, game.max_moves))
+        # A game the opponent's opening move already ended is scored from its returns.
+        opening = jnp.where(envs.game.done, jax.vmap(lambda g, s: game.returns(g)[s])(envs.game, envs.agent_side), 0.0)
+        (_, result), _ = jax.lax.scan(turn, (envs, opening), jax.random.split(k_play, game.max_moves))
         return result.reshape(num_p, 2, games_per_cell)
 
     @jax.jit

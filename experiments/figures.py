@@ -147,7 +147,7 @@ def rl_amount(amount: dict, out_dir: Path, name: str = "f7_rl_amount") -> list[P
     becomes decodable (probe R² per layer), against RL steps."""
     steps = np.maximum(np.asarray(amount["steps"]), 1)
     dw = np.asarray(amount["weight_change"], float)  # [ckpt, seed, layer]
-    r2 = np.asarray(amount["value_r2"], float)
+    r2 = np.asarray(amount.get("value_r2", np.full_like(dw, np.nan)), float)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     cmap = plt.get_cmap("viridis", dw.shape[2])
     for layer in range(dw.shape[2]):

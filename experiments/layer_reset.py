@@ -52,7 +52,8 @@ def make_scorer(model: LoadedModel, held: HeldOut, games_per_cell: int):
 
     def score(params) -> dict[str, np.ndarray]:
         m = matches(params)
-        out = {f"{o}_vs_{p}": np.asarray(m[f"eval/{o}_vs_{p}"], np.float64) for p in OPPONENTS for o in ("loss", "win")}
+        out = {f"{o}_vs_{p}": np.asarray(m[f"eval/{o}_vs_{p}"], np.float64)
+               for p in OPPONENTS for o in ("loss", "win")}
         resid = held.resid(model.with_params(params))[:, -1:]  # [S, 1, rows, D]
         for target, r2 in held.probe_r2(resid).items():
             out[f"probe_r2_last/{target}"] = r2[:, 0]
@@ -83,8 +84,9 @@ def layer_reset(pre: LoadedModel, tuned: LoadedModel, held: HeldOut, games_per_c
         moved = perturb(tuned.params, layer, delta_norm[:, i], seed=seed + i)
         perturb_norm[layer] = np.sqrt(sq_norms(diff(moved, tuned.params), [layer])[:, 0]).tolist()
         reset["perturb"][layer] = _lists(score(moved))
-    return {"layers": layers, "metrics": list(baseline["tuned"]), "baseline": {k: _lists(v) for k, v in baseline.items()},
-            "reset": reset, "delta_norm": {l: delta_norm[:, i].tolist() for i, l in enumerate(layers)},
+    return {"layers": layers, "metrics": list(baseline["tuned"]),
+            "baseline": {k: _lists(v) for k, v in baseline.items()}, "reset": reset,
+            "delta_norm": {name: delta_norm[:, i].tolist() for i, name in enumerate(layers)},
             "perturb_norm": perturb_norm}
 
 
@@ -146,13 +148,15 @@ def plot_layer_reset(result: dict, out_dir, name: str = "f5_layer_reset") -> lis
 
 
 def _table(result: dict) -> str:
+    """Seed means: the unmodified baselines, then every (layer, variant)."""
     metrics = [m for m, _ in PANELS]
+
+    def row(layer, variant, values):
+        return f"{layer:7s} {variant[:11]:11s} " + " ".join(f"{np.mean(values[m]):15.3f}" for m in metrics)
+
     lines = [f"{'layer':7s} {'variant':11s} " + " ".join(f"{m.split('/')[0]:>15s}" for m in metrics)]
-    for base in ("tuned", "pretrained", "init", "all_to_pretrained"):
-        lines.append(f"{'-':7s} {base[:11]:11s} " + " ".join(f"{np.mean(result['baseline'][base][m]):15.3f}" for m in metrics))
-    for layer in result["layers"]:
-        for v in VARIANTS:
-            lines.append(f"{layer:7s} {v:11s} " + " ".join(f"{np.mean(result['reset'][v][layer][m]):15.3f}" for m in metrics))
+    lines += [row("-", base, result["baseline"][base]) for base in result["baseline"]]
+    lines += [row(layer, v, result["reset"][v][layer]) for layer in result["layers"] for v in VARIANTS]
     return "\n".join(lines)
 
 

@@ -83,7 +83,7 @@ def make_next_token(cfg: Config, layout: Layout, train: Dataset | None, val: Dat
         train_tokens = jnp.asarray(train["tokens"])
         val_tokens = jnp.asarray(val["tokens"])
         val_mask = jnp.asarray(val["move_mask"])
-        val_bayes = float(-val["bayes_logp"][val["move_mask"]].mean())
+        val_bayes = val.bayes_optimal_loss()
 
     def init(keys):
         _, params = init_params(m, layout.vocab_size, layout.seq_len, keys)

@@ -122,12 +122,14 @@ def _finite(metrics: dict) -> bool:
 def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = False,
           progress=None, on_message=print) -> Result:
     """Train (or resume) the run in ``out``; returns the final state."""
-    run = Run(out, cfg, resume=resume, force=force)
-    cfg = run.cfg
+    if resume and (Path(out) / "config.json").exists():
+        cfg = read_config(out)  # a resumed run keeps the config it started with
     t = cfg.train
     layout = Layout.for_config(cfg.data)
+    # Build everything that can fail on bad input before the run directory is touched.
     train_set, val_set, _ = datasets(cfg) if t.regime == "next_token" else (None, None, None)
     trainer = make_trainer(cfg, layout, train_set, val_set)
+    run = Run(out, cfg, resume=resume, force=force)
     keys = seed_keys(cfg)
     state = trainer.init(keys)
     step = 0

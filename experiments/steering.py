@@ -1,0 +1,398 @@
+"""Causal steering: add α·d to the residual stream after layer ℓ and watch behaviour.
+
+A probe shows that a value or a persona can be *read* from the residual stream (claims 1, 2);
+steering along the probe's direction asks whether the network *uses* it: does pushing the
+"good for the mover" direction change how well it plays, does pushing persona P's direction
+make it play more like P? Every effect stands beside two controls of the same norm: random
+unit directions, and the same probe fit on the same architecture at random init.
+
+Scale: a direction is a unit vector times ``alpha · scale[ℓ]``, where scale[ℓ] is the
+residual's per-coordinate RMS at that layer (mean ‖resid‖ / √D over move positions of the
+steered network). So α is in "typical coordinates": |α| = √D (8 for D = 64) moves the stream
+by a whole residual norm, and every direction at a layer gets the same norm for the same α.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from envs.dataset import split_by_game
+from experiments.activations import LoadedModel
+from experiments.behaviour import OPPONENTS, held_out, make_playout, mover_persona, outcome_rates, persona_tables
+from experiments.probe import targets
+from models.probes import fit_logistic_probe, fit_ridge_probe
+from models.transformer import Output
+
+ALPHAS = (-8.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0)
+CHUNK = 32  # steering configurations evaluated per jitted call (bounds memory)
+
+
+def apply_with_steering(graphdef, params, tokens_BxT, layer, direction_D, alpha) -> Output:
+    """``models.transformer.apply`` with ``alpha · direction_D`` added to the residual stream
+    after ``layer`` (0 = embeddings … L = last block) at every position.
+
+    It calls the model's own modules in the order of ``Trunk.__call__`` and
+    ``Transformer.__call__`` (tests check that alpha = 0 reproduces ``apply`` exactly). ``layer``
+    and ``alpha`` may be traced, so one compile serves every layer and strength. The returned
+    residuals include the shift; a separate critic reads the unsteered tokens, as it does in play.
+    """
+    model = nnx.merge(graphdef, params)
+    trunk = model.trunk
+    shift_D = alpha * direction_D
+
+    def steer(x, i):
+        return x + jnp.where(layer == i, shift_D, 0.0).astype(x.dtype)
+
+    # Trunk.__call__
+    x = steer(trunk.tok(tokens_BxT) + trunk.pos(jnp.arange(tokens_BxT.shape[-1])), 0)
+    mask = nnx.make_causal_mask(tokens_BxT)
+    resid, attns, mlps = [x], [], []
+    for i, block in enumerate(trunk.blocks, start=1):
+        x, attn, mlp = block(x, mask)
+        x = steer(x, i)
+        resid.append(x)
+        attns.append(attn)
+        mlps.append(mlp)
+    h = trunk.ln_f(x)
+    # Transformer.__call__
+    logits = jnp.stack([head(h) for head in model.heads])
+    value = None
+    if model.cfg.value_head == "shared":
+        value = model.value(h)[..., 0]
+    elif model.cfg.value_head == "critic":
+        value = model.value(model.critic(tokens_BxT)[0])[..., 0]
+    return Output(logits, value, jnp.stack(resid), jnp.stack(attns), jnp.stack(mlps))
+
+
+# ---------------------------------------------------------------------------------- directions
+
+
+def unit(v, axis=-1):
+    return v / np.linalg.norm(v, axis=axis, keepdims=True)
+
+
+def fit_directions(resid_LxRxD, value_R, persona_R, rows, num_personas: int) -> dict:
+    """Per layer: the unit value direction [L', D] (ridge), the unit persona directions
+    [L', P, D] (multinomial logistic) and the probes' held-out scores.
+
+    A softmax probe is invariant to adding one vector to every class, so only contrasts are
+    identified: persona p's direction is w_p − mean_q w_q (raises p's log-odds against the rest).
+    ``rows``: (train, val, test) row indices from a split by game.
+    """
+    tr, va, te = rows
+    value, persona, r2, acc = [], [], [], []
+    for x in resid_LxRxD:
+        ridge = fit_ridge_probe(x[tr], value_R[tr], x[va], value_R[va])
+        value.append(ridge.direction())
+        r2.append(ridge.score(x[te], value_R[te]))
+        logit = fit_logistic_probe(x[tr], persona_R[tr], x[va], persona_R[va], num_classes=num_personas)
+        w_DxP = logit.direction(normalize=False)
+        persona.append(unit((w_DxP - w_DxP.mean(1, keepdims=True)).T))
+        acc.append(logit.score(x[te], persona_R[te])[0])
+    return {"value": np.stack(value), "persona": np.stack(persona), "value_r2": r2, "persona_accuracy": acc}
+
+
+# ---------------------------------------------------------------------------------- measurements
+
+
+def _chunked(fn, params, *configs, chunk: int = CHUNK):
+    """fn(params, *configs[i:i+chunk]) over fixed-size chunks (the last padded), concatenated."""
+    n = len(configs[0])
+    pad = -n % chunk
+    padded = [np.concatenate([c, np.repeat(c[-1:], pad, 0)]) for c in configs]
+    outs = [np.asarray(fn(params, *(jnp.asarray(c[i:i + chunk]) for c in padded))) for i in range(0, n + pad, chunk)]
+    return np.concatenate(outs)[:n]
+
+
+def make_steered_play(model: LoadedModel, games_per_cell: int, seed: int = 1234):
+    """(params, layer_C, direction_CxD, alpha_C) -> results float[C, opponents, 2, G] of greedy
+    play against random and perfect under each steering configuration."""
+    play = make_playout(model.cfg.data.game, model.layout, OPPONENTS, games_per_cell, greedy=True, seed=seed)
+
+    def one(params, layer, d, alpha):
+        return play(lambda tok: apply_with_steering(model.graphdef, params, tok, layer, d, alpha).logits_KxBxTxV[0])
+
+    return jax.jit(jax.vmap(one, (None, 0, 0, 0)))
+
+
+def make_steered_loglik(model: LoadedModel, tokens_NxT, game_idx, move_idx, legal_RxA, pi_RxPxA):
+    """(params, layer_C, direction_CxD, alpha_C) -> float[C, P]: mean over the given positions of
+    E_{persona p}[log q(move)], q = the steered model's distribution over legal moves."""
+    pos = model.layout.move_positions()[move_idx]
+    a = legal_RxA.shape[-1]
+    tokens, legal, pi = jnp.asarray(tokens_NxT), jnp.asarray(legal_RxA), jnp.asarray(pi_RxPxA)
+
+    def one(params, layer, d, alpha):
+        logits = apply_with_steering(model.graphdef, params, tokens, layer, d, alpha).logits_KxBxTxV[0]
+        logq = jax.nn.log_softmax(jnp.where(legal, logits[game_idx, pos, :a], -jnp.inf), -1)
+        return jnp.einsum("rpa,ra->p", pi, jnp.where(legal, logq, 0.0)) / len(pos)
+
+    return jax.jit(jax.vmap(one, (None, 0, 0, 0)))
+
+
+def _seed(tree, s):
+    return jax.tree.map(lambda x: x[s], tree)
+
+
+def steering_experiment(model: LoadedModel, probe_model: LoadedModel | None = None, layers=None,
+                        alphas=ALPHAS, num_games: int = 2000, games_per_cell: int = 64,
+                        num_random: int = 3, seed: int = 0) -> dict:
+    """Fit directions on ``probe_model`` (default: ``model``) and its random-init twin, steer
+    ``model`` along them; see ``analyse_steering`` for the result's layout."""
+    t0 = time.time()
+    probe_model = probe_model or model
+    layout, cfg = model.layout, model.cfg
+    if probe_model.layout != layout or probe_model.num_seeds != model.num_seeds or probe_model.cfg.model != cfg.model:
+        raise ValueError("the probe run must share the steered run's architecture, token layout and seed count")
+    num_layers = cfg.model.num_layers
+    layers = list(range(num_layers + 1)) if layers is None else [int(l) for l in layers]
+    if not all(0 <= l <= num_layers for l in layers):
+        raise ValueError(f"layers must lie in 0..{num_layers}, got {layers}")
+    alphas = np.asarray(alphas, np.float32)
+    names = layout.persona_names
+    num_p, num_s, d_model = len(names), model.num_seeds, cfg.model.d_model
+
+    # HELD-OUT GAMES, SPLIT BY GAME
+    data = held_out(cfg, num_games)
+    mask = data["move_mask"]
+    game_of_row, move_of_row = np.nonzero(mask)
+    splits = split_by_game(len(data), (0.6, 0.2, 0.2), seed)
+    rows = [np.flatnonzero(np.isin(game_of_row, s)) for s in splits]
+    value_R = targets(data)["expected_outcome"][mask].astype(np.float64)
+    persona_R = mover_persona(data)[mask]
+
+    # DIRECTIONS: probes on the trained and the random-init network, random unit vectors
+    def resid(m):
+        return m.run_with_cache(data["tokens"], ("resid",))["resid"][:, layers][:, :, mask]  # [S, L', R, D]
+
+    resid_probe = resid(probe_model)
+    resid_init = resid(probe_model.at_init())
+    resid_steer = resid_probe if probe_model is model else resid(model)
+    scale_SxL = np.linalg.norm(resid_steer, axis=-1).mean(-1) / np.sqrt(d_model)
+    t_fit = time.time()
+    fits = [fit_directions(resid_probe[s], value_R, persona_R, rows, num_p) for s in range(num_s)]
+    fits_init = [fit_directions(resid_init[s], value_R, persona_R, rows, num_p) for s in range(num_s)]
+    t_fit = time.time() - t_fit
+    random_SxLxRxD = unit(np.random.default_rng(seed).normal(size=(num_s, len(layers), num_random, d_model)))
+
+    play_dirs = {"value": lambda s, i: fits[s]["value"][i], "init_value": lambda s, i: fits_init[s]["value"][i]}
+    if "perfect" in names:
+        best = names.index("perfect")
+        play_dirs["persona_perfect"] = lambda s, i: fits[s]["persona"][i, best]
+        play_dirs["init_persona_perfect"] = lambda s, i: fits_init[s]["persona"][i, best]
+    for r in range(num_random):
+        play_dirs[f"random_{r}"] = lambda s, i, r=r: random_SxLxRxD[s, i, r]
+    ll_dirs = ([("probe", p, lambda s, i, p=p: fits[s]["persona"][i, p]) for p in range(num_p)]
+               + [("init_probe", p, lambda s, i, p=p: fits_init[s]["persona"][i, p]) for p in range(num_p)]
+               + [("random", r, lambda s, i, r=r: random_SxLxRxD[s, i, r]) for r in range(num_random)])
+
+    def configs(s, dirs):  # every (layer, direction, alpha): arrays layer_C, direction_CxD, alpha_C
+        grid = [(l, d(s, i), a * scale_SxL[s, i]) for i, l in enumerate(layers) for d in dirs for a in alphas]
+        return (np.array([g[0] for g in grid], np.int32), np.stack([g[1] for g in grid]).astype(np.float32),
+                np.array([g[2] for g in grid], np.float32))
+
+    # (a) PLAY UNDER STEERING against random and perfect
+    t_play = time.time()
+    play = make_steered_play(model, games_per_cell)
+    shape = (len(layers), len(play_dirs), len(alphas), len(OPPONENTS))
+    rates = {k: [] for k in ("win", "draw", "loss")}
+    for s in range(num_s):
+        res = _chunked(play, _seed(model.params, s), *configs(s, list(play_dirs.values())))
+        for k, v in outcome_rates(res).items():
+            rates[k].append(v.reshape(shape))
+    rates = {k: np.stack(v) for k, v in rates.items()}  # [S, L', dirs, alphas, opp]
+    t_play = time.time() - t_play
+
+    # (b) PERSONA LOG-LIKELIHOOD UNDER STEERING on the test games
+    t_ll = time.time()
+    pi, legal = persona_tables(data, names)
+    test = np.zeros(len(data), bool)
+    test[splits[2]] = True
+    g_idx, m_idx = np.nonzero(mask & test[:, None])
+    loglik = make_steered_loglik(model, data["tokens"][test], np.cumsum(test)[g_idx] - 1, m_idx,
+                                 legal[g_idx, m_idx], pi[g_idx, m_idx])
+    zero = (np.zeros(1, np.int32), np.zeros((1, d_model), np.float32), np.zeros(1, np.float32))
+    base_SxP, ll = [], []
+    for s in range(num_s):
+        params = _seed(model.params, s)
+        base_SxP.append(_chunked(loglik, params, *zero)[0])
+        ll.append(_chunked(loglik, params, *configs(s, [d for *_, d in ll_dirs])).reshape(
+            len(layers), len(ll_dirs), len(alphas), num_p) - base_SxP[-1])
+    ll = np.stack(ll)  # [S, L', dirs, alphas, P']
+    t_ll = time.time() - t_ll
+
+    kinds = [k for k, *_ in ll_dirs]
+    sl = {k: [i for i, kk in enumerate(kinds) if kk == k] for k in ("probe", "init_probe", "random")}
+    eye = np.eye(num_p, dtype=bool)
+
+    def by_pair(kind):  # [S, L', alphas, P (steered toward), P' (measured)]
+        return np.moveaxis(ll[:, :, sl[kind]], 2, 3)
+
+    out = {
+        "seeds": list(cfg.train.seeds), "regime": cfg.train.regime, "layers": layers,
+        "alphas": alphas.tolist(), "d_model": d_model, "scale": scale_SxL.tolist(),
+        "num_games": num_games, "games_per_cell": games_per_cell, "num_random": num_random,
+        "probes": {"value_r2": {"trained": [f["value_r2"] for f in fits], "random_init": [f["value_r2"] for f in fits_init]},
+                   "persona_accuracy": {"trained": [f["persona_accuracy"] for f in fits],
+                                        "random_init": [f["persona_accuracy"] for f in fits_init]},
+                   "persona_majority": float(np.bincount(persona_R[rows[2]]).max() / len(rows[2]))},
+        # How different the random-init control is: its directions come from the same seeds'
+        # init, which training may have moved little (embeddings especially).
+        "cosines": {"value_vs_init_value": [np.einsum("ld,ld->l", f["value"], g["value"]).tolist()
+                                            for f, g in zip(fits, fits_init)],
+                    "persona_vs_init_persona": [np.einsum("lpd,lpd->lp", f["persona"], g["persona"]).tolist()
+                                                for f, g in zip(fits, fits_init)]},
+        "play": {"opponents": list(OPPONENTS), "directions": list(play_dirs),
+                 **{k: v.tolist() for k, v in rates.items()}},
+        "persona_loglik": {
+            "personas": list(names), "base": np.stack(base_SxP).tolist(),
+            # delta vs unsteered, [S, L', P (steered toward), alphas, P' (measured)]
+            "probe": ll[:, :, sl["probe"]].tolist(), "init_probe": ll[:, :, sl["init_probe"]].tolist(),
+            # [S, L', random direction, alphas, P']
+            "random": ll[:, :, sl["random"]].tolist(),
+            # target persona's delta, [S, L', alphas]: mean over p of delta_p when steering to p
+            "target": {k: by_pair(k)[..., eye].mean(-1).tolist() for k in ("probe", "init_probe")}
+            | {"random": ll[:, :, sl["random"]].mean((2, 4)).tolist()},
+            # other personas' delta when steering to p, [S, L', alphas]
+            "off_target": {k: by_pair(k)[..., ~eye].mean(-1).tolist() for k in ("probe", "init_probe")},
+        },
+        "seconds": {"fit": t_fit, "play": t_play, "loglik": t_ll, "total": time.time() - t0},
+    }
+    out["summary"] = summarise(out)
+    return out
+
+
+def summarise(result: dict) -> dict:
+    """Seed-mean effects at the largest |alpha| per layer: Δ(win − loss) vs random, Δ loss vs
+    perfect per play direction (random directions averaged), Δ target persona log-likelihood."""
+    alphas = np.asarray(result["alphas"])
+    lo, hi, zero = int(np.argmin(alphas)), int(np.argmax(alphas)), int(np.argmin(np.abs(alphas)))
+    play = result["play"]
+    score = np.asarray(play["win"]) - np.asarray(play["loss"])  # [S, L', dirs, alphas, opp]
+    loss = np.asarray(play["loss"])
+    dirs = play["directions"]
+    groups = {d: [i] for i, d in enumerate(dirs) if not d.startswith("random_")}
+    groups["random"] = [i for i, d in enumerate(dirs) if d.startswith("random_")]
+    out = {}
+    for li, layer in enumerate(result["layers"]):
+        row = {}
+        for name, idx in groups.items():
+            for tag, a in (("min_alpha", lo), ("max_alpha", hi)):
+                row[f"{name}/score_vs_random/{tag}"] = float((score[:, li, idx, a, 0] - score[:, li, idx, zero, 0]).mean())
+                row[f"{name}/loss_vs_perfect/{tag}"] = float((loss[:, li, idx, a, 1] - loss[:, li, idx, zero, 1]).mean())
+        for k, v in result["persona_loglik"]["target"].items():
+            row[f"persona_loglik_target/{k}/max_alpha"] = float(np.asarray(v)[:, li, hi].mean())
+        for k, v in result["persona_loglik"]["off_target"].items():
+            row[f"persona_loglik_off_target/{k}/max_alpha"] = float(np.asarray(v)[:, li, hi].mean())
+        out[str(layer)] = row
+    return out
+
+
+def analyse_steering(run_dir, probe_run_dir=None, layers=None, alphas=ALPHAS, num_games: int = 2000,
+                     games_per_cell: int = 64, num_random: int = 3, seed: int = 0) -> dict:
+    """Steer a run along its own (or ``probe_run_dir``'s) value and persona probe directions.
+
+    Returns JSON-able lists, seeds first: ``play[win|draw|loss]`` [S, layers, directions,
+    alphas, opponents (random, perfect)] of greedy play; ``persona_loglik`` deltas of the mean
+    log-likelihood of each persona's moves on held-out test games; the probes' scores; ``scale``
+    [S, layers] (shift norm = alpha · scale); and ``summary`` (effects at the largest |alpha|).
+    """
+    model = LoadedModel.from_run(run_dir)
+    probe_model = LoadedModel.from_run(probe_run_dir) if probe_run_dir else None
+    out = steering_experiment(model, probe_model, layers, alphas, num_games, games_per_cell, num_random, seed)
+    return {"run": str(run_dir), "probe_run": str(probe_run_dir or run_dir), **out}
+
+
+# ---------------------------------------------------------------------------------- figure
+
+
+def plot_steering(result: dict, out_dir: str | Path, name: str = "f6_steering") -> list[Path]:
+    """F6: per layer (columns), against alpha: Δ(win − loss) vs random and Δ loss vs perfect under
+    value steering, and Δ log-likelihood of the steered-to persona; probe directions beside the
+    random-direction and random-init-probe controls, seed means with 95% bootstrap bands."""
+    from experiments.figures import _band, _save, plt
+
+    alphas = np.asarray(result["alphas"])
+    zero = int(np.argmin(np.abs(alphas)))
+    layers = result["layers"]
+    play, ll = result["play"], result["persona_loglik"]
+    dirs = play["directions"]
+    score = np.asarray(play["win"]) - np.asarray(play["loss"])
+    score = score - score[:, :, :, zero:zero + 1]
+    loss = np.asarray(play["loss"]) - np.asarray(play["loss"])[:, :, :, zero:zero + 1]
+    rand = [i for i, d in enumerate(dirs) if d.startswith("random_")]
+    styles = {"value": ("tab:red", "-", "value probe"), "persona_perfect": ("tab:purple", "-", "'perfect' persona probe"),
+              "init_value": ("black", ":", "value probe @ random init"),
+              "init_persona_perfect": ("gray", ":", "'perfect' probe @ random init")}
+    fig, axes = plt.subplots(3, len(layers), figsize=(4.2 * len(layers), 9.5), squeeze=False)
+    for li, layer in enumerate(layers):
+        for row, (vals, opp, ylabel) in enumerate(((score, 0, "Δ(win − loss) vs random"),
+                                                   (loss, 1, "Δ loss rate vs perfect"))):
+            ax = axes[row, li]
+            for d, (color, style, label) in styles.items():
+                if d in dirs:
+                    _band(ax, alphas, vals[:, li, dirs.index(d), :, opp], color, label, style)
+            _band(ax, alphas, vals[:, li, rand, :, opp].mean(1), "tab:gray", "random directions", "--")
+            ax.set(ylabel=ylabel, title=f"steer after layer {layer}" if row == 0 else None)
+        ax = axes[2, li]
+        _band(ax, alphas, np.asarray(ll["target"]["probe"])[:, li], "tab:blue", "toward persona p (probe)")
+        _band(ax, alphas, np.asarray(ll["off_target"]["probe"])[:, li], "tab:cyan", "other personas (probe)", ":")
+        _band(ax, alphas, np.asarray(ll["target"]["init_probe"])[:, li], "black", "persona probe @ random init", ":")
+        _band(ax, alphas, np.asarray(ll["target"]["random"])[:, li], "tab:gray", "random directions", "--")
+        ax.set(ylabel="Δ mean log-lik of persona's moves [nats]", xlabel="alpha (× residual RMS)")
+        for ax in axes[:, li]:
+            ax.axhline(0, color="gray", lw=0.5)
+            ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
+    axes[2, 0].legend(fontsize=7)
+    fig.suptitle(f"steering {result.get('run', '')} ({result['regime']}, {len(result['seeds'])} seeds)", fontsize=9)
+    return _save(fig, Path(out_dir), name)
+
+
+# ---------------------------------------------------------------------------------- CLI
+
+
+def cmd_steer(args) -> int:
+    for p in [args.run] + ([args.probe_run] if args.probe_run else []):
+        if not (Path(p) / "config.json").exists():
+            raise ValueError(f"{p} is not a run directory (no config.json)")
+    if args.games < 20 or args.games_per_cell < 1:
+        raise ValueError(f"--games must be at least 20 and --games-per-cell at least 1, got "
+                         f"{args.games} and {args.games_per_cell}")
+    layers = None if args.layer is None else [args.layer]
+    result = analyse_steering(args.run, args.probe_run, layers=layers, num_games=args.games,
+                              games_per_cell=args.games_per_cell)
+    out = Path(args.out) if args.out else Path(args.run) / "steering.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    figs = plot_steering(result, out.parent)
+    for layer, row in result["summary"].items():
+        print(f"layer {layer}: " + ", ".join(f"{k}={v:+.3f}" for k, v in row.items()
+                                            if "max_alpha" in k and "persona_perfect" not in k))
+    print("wrote " + ", ".join(str(p) for p in [out, *figs]))
+    return 0
+
+
+def add_cli(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "steer", help="steer a run along value/persona probe directions (with controls)",
+        description="Fit value (ridge) and persona (logistic) probes per layer on held-out games, add "
+        "alpha × direction to the residual stream, and measure greedy play vs random/perfect and the "
+        "log-likelihood of each persona's moves, beside random directions and random-init probes. "
+        "Writes JSON and F6 (f6_steering.png/pdf, next to the JSON).")
+    p.add_argument("run", metavar="RUN", help="run directory to steer")
+    p.add_argument("--layer", type=int, help="steer after this layer only (0 = embeddings; default: all)")
+    p.add_argument("--probe-run", metavar="DIR", help="fit the probes on this run instead (same architecture)")
+    p.add_argument("--games", type=int, default=2000, help="held-out games for probes and log-likelihoods")
+    p.add_argument("--games-per-cell", type=int, default=64, help="games per opponent and side per configuration")
+    p.add_argument("--out", metavar="FILE.json", help="output JSON (default RUN/steering.json)")
+    p.set_defaults(func=cmd_steer)
+    return p
