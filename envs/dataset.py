@@ -46,17 +46,23 @@ class DataConfig:
     """Seed of the persona draws and of every move."""
 
     def validate(self) -> None:
-        make_game(self.game)
+        try:
+            make_game(self.game)
+        except ValueError as e:
+            raise ValueError(f"data.game: {e}") from None
         if self.num_games <= 0:
-            raise ValueError(f"num_games must be positive, got {self.num_games}")
+            raise ValueError(f"data.num_games must be positive, got {self.num_games}")
         if not self.mixture:
-            raise ValueError("mixture is empty: name at least one persona")
+            raise ValueError("data.mixture is empty: name at least one persona")
         for name, w in self.mixture.items():
-            make_persona(name, make_game(self.game))  # raises for unknown names
+            try:
+                make_persona(name, make_game(self.game))
+            except ValueError as e:
+                raise ValueError(f"data.mixture: {e}") from None
             if not np.isfinite(w) or w < 0:
-                raise ValueError(f"mixture weight of {name!r} must be a finite number >= 0, got {w}")
+                raise ValueError(f"data.mixture: weight of {name!r} must be a finite number >= 0, got {w}")
         if sum(self.mixture.values()) <= 0:
-            raise ValueError("mixture weights must sum to a positive number")
+            raise ValueError("data.mixture: weights must sum to a positive number")
 
 
 @dataclass(frozen=True)

@@ -50,8 +50,12 @@ def run_all(dirs: dict[str, Path], fig_dir: Path, probe_games: int, on_message=p
     # STEERING (F6) and BEHAVIOUR (F9).
     from experiments import behaviour, steering
 
-    results["steering"] = {k: steering.analyse_steering(have[k]) for k in ("next_token", "pretrain_rl") if k in have}
-    paths += steering.plot_steering(results["steering"], fig_dir)
+    # Reduced grid: the full one (9 strengths, 3 random directions) takes ~6 min per run on a CPU.
+    results["steering"] = {k: steering.analyse_steering(have[k], alphas=(-4, 0, 4), num_games=min(probe_games, 1000),
+                                                        games_per_cell=32, num_random=2)
+                           for k in ("next_token", "pretrain_rl") if k in have}
+    for stage, res in results["steering"].items():
+        paths += steering.plot_steering(res, fig_dir, name=f"f6_steering_{stage}")
     results["behaviour"] = behaviour.analyse_behaviour(
         {k: str(v) for k, v in have.items()}, pretrained_dir=str(have["next_token"]) if "next_token" in have else None,
         num_games=probe_games)

@@ -72,6 +72,17 @@ def restore_latest(directory: Path, like: Any, on_skip=None) -> tuple[int, Any] 
         try:
             return step, restore(directory, step, like)
         except Exception as e:  # orbax raises many types for a damaged directory
-            msg = f"checkpoint step_{step} is unreadable ({type(e).__name__}); trying an older one"
+            bad = Path(directory) / f"step_{step}"
+            quarantine = bad.with_name(f"corrupt_step_{step}")
+            try:  # out of the way, so resuming can write this step afresh
+                if quarantine.exists():
+                    import shutil
+
+                    shutil.rmtree(quarantine)
+                bad.rename(quarantine)
+                where = f"moved to {quarantine.name}"
+            except OSError:
+                where = "left in place"
+            msg = f"checkpoint step_{step} is unreadable ({type(e).__name__}, {where}); trying an older one"
             (on_skip or log.warning)(msg)
     raise CheckpointError(f"no readable checkpoint in {directory}")

@@ -14,7 +14,7 @@ from models.probes import bootstrap_ci
 
 def _ci(values) -> dict:
     c = bootstrap_ci(np.asarray(values, float))
-    return {"mean": float(c.mean), "low": float(c.low), "high": float(c.high)}
+    return {k: np.asarray(v, float).tolist() for k, v in zip(("mean", "low", "high"), c)}
 
 
 def three_way(ci: dict, above: float, below: float | None = None) -> str:
@@ -133,4 +133,6 @@ def judge_all(results: dict) -> dict:
             out[number] = fn(results)
         except KeyError as e:  # an analysis this preset did not run
             out[number] = {"verdict": "inconclusive", "note": f"missing analysis {e}"}
+        except (ValueError, IndexError) as e:  # too few checkpoints/seeds for the statistic
+            out[number] = {"verdict": "inconclusive", "note": f"statistic not computable: {e}"}
     return out

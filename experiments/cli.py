@@ -37,6 +37,8 @@ class UserError(Exception):
 def _enable_compile_cache() -> None:
     import jax
 
+    if jax.config.jax_compilation_cache_dir:  # already configured (tests, a parent process)
+        return
     cache = Path(os.environ.get("AGENTSIM_CACHE", Path.home() / ".cache" / "agentsim" / "xla"))
     try:
         cache.mkdir(parents=True, exist_ok=True)
@@ -153,7 +155,7 @@ def cmd_reproduce(args) -> int:
     with _progress(not args.quiet) as progress:
         results = reproduce(args.preset, args.out, force=args.force, resume=args.resume,
                             overrides=tuple(args.overrides), progress=progress,
-                            probe_games=args.probe_games)
+                            probe_games=args.probe_games, full=args.full or None)
     c1 = results["claims"]["1"]
     print(f"claim 1 (agent represents its goal): {c1['verdict']}")
     print(f"wrote {args.out}/REPORT.md, results.json, figures/ in {results['total_s']:.0f} s")
@@ -193,8 +195,9 @@ def cmd_compare(args) -> int:
     out = Path(args.out) if args.out else Path("compare") / args.metric.replace("/", "_")
     paths = plot_comparison(groups, args.metric, out)
     summary = [{k: v for k, v in g.items() if k != "curves"} for g in groups]
-    out.with_suffix(".json").write_text(json.dumps(summary, indent=2))
-    print("wrote " + ", ".join(str(p) for p in paths + [out.with_suffix(".json")]))
+    summary_path = out.with_name(out.name + ".json")
+    summary_path.write_text(json.dumps(summary, indent=2))
+    print("wrote " + ", ".join(str(p) for p in paths + [summary_path]))
     return 0
 
 
@@ -276,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override a config field in every regime")
     p.add_argument("--probe-games", type=int, default=2000, help="held-out games for the probes")
+    p.add_argument("--full", action="store_true", help="run every analysis and figure (default only for paper)")
     p.add_argument("--resume", action="store_true", help="finish an interrupted reproduction")
     p.add_argument("--force", action="store_true", help="replace an existing OUT")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -349,10 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output path prefix for the figure and JSON (default compare/METRIC)")
     p.set_defaults(func=cmd_compare)
 
-    from experiments import change, layer_reset
+    from experiments import behaviour, change, layer_reset, steering
 
     change.add_cli(sub)
     layer_reset.add_cli(sub)
+    steering.add_cli(sub)
+    behaviour.add_cli(sub)
 
     p = sub.add_parser("bench", help="throughput on this machine (solver, data, env, training, PPO, MFU)")
     p.add_argument("--preset", default="quick")

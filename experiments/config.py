@@ -8,6 +8,7 @@ overrides, in that order, and validated before any work starts: every problem is
 from __future__ import annotations
 
 import ast
+import math
 import dataclasses
 import json
 import tomllib
@@ -120,7 +121,7 @@ class Config:
             lines.append(f"[{section}]")
             for k, v in values.items():
                 if isinstance(v, dict):
-                    inner = ", ".join(f"{json.dumps(a)} = {_toml_value(b)}" for a, b in v.items())
+                    inner = ", ".join(f"{json.dumps(a, ensure_ascii=False)} = {_toml_value(b)}" for a, b in v.items())
                     lines.append(f"{k} = {{ {inner} }}")
                 else:
                     lines.append(f"{k} = {_toml_value(v)}")
@@ -134,7 +135,7 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     if isinstance(v, str):
-        return json.dumps(v)
+        return json.dumps(v, ensure_ascii=False)
     return repr(v)
 
 
@@ -235,6 +236,8 @@ def load_config(preset: str | None = None, file: str | Path | None = None,
             raise ConfigError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"config file {path}: {e}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {path}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
     for o in overrides:
         values = _merge(values, parse_override(o))
     cfg = _build(Config, values, "")
@@ -251,7 +254,7 @@ def validate(cfg: Config) -> None:
     try:
         cfg.data.validate()
     except ValueError as e:
-        raise ConfigError(f"data: {e}") from None
+        raise ConfigError(str(e)) from None
     try:
         cfg.model.validate()
     except ValueError as e:
@@ -261,6 +264,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.regime must be one of {', '.join(REGIMES)}, got {t.regime!r}")
     if not t.seeds:
         raise ConfigError("train.seeds is empty")
+    if any(not 0 <= s < 2**32 for s in t.seeds):
+        raise ConfigError(f"train.seeds must lie in [0, 2**32), got {t.seeds}")
     if len(set(t.seeds)) != len(t.seeds):
         raise ConfigError(f"train.seeds has duplicates: {t.seeds}")
     positive = {"train.steps": t.steps, "train.chunk": t.chunk, "train.batch_size": t.batch_size,
@@ -289,8 +294,8 @@ def validate(cfg: Config) -> None:
             make_persona(name, game)
         except ValueError as e:
             raise ConfigError(f"ppo.opponents: {e}") from None
-        if w < 0:
-            raise ConfigError(f"ppo.opponents: weight of {name!r} must be >= 0")
+        if not math.isfinite(w) or w < 0:
+            raise ConfigError(f"ppo.opponents: weight of {name!r} must be a finite number >= 0, got {w}")
     if t.regime in ("rl", "pretrain_rl") and cfg.data.persona_prompt:
         raise ConfigError("data.persona_prompt: RL regimes play without persona prompts; set it false")
     if t.regime != "random_init" and t.steps % t.chunk:

@@ -96,6 +96,7 @@ def reproduce(preset: str, out: str | Path, *, force: bool = False, resume: bool
         extra_results, extra_figures = run_all(dirs, out / "figures", probe_games, on_message)
         results["analyses"] = extra_results
         figures += extra_figures
+        (out / "analyses.json").write_text(json.dumps(extra_results))  # kept even if judging fails
         timings["analyses"] = {"train_s": 0.0, "probe_s": round(time.time() - t0, 1)}
         from experiments.claims import judge_all
 

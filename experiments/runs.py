@@ -86,8 +86,8 @@ class Run:
         for name in ("metrics.jsonl", "timing.jsonl"):
             path = self.path / name
             if path.exists():
-                keep = [l for l in path.read_text().splitlines() if l and json.loads(l)["step"] <= after_step]
-                path.write_text("".join(l + "\n" for l in keep))
+                keep = [r for r in _parse_lines(path.read_text()) if r["step"] <= after_step]
+                path.write_text("".join(json.dumps(r) + "\n" for r in keep))
 
     def set_status(self, status: str, **extra) -> None:
         payload = {"status": status, "time": time.time(), **extra}
@@ -127,11 +127,22 @@ class Run:
         return checkpoints.restore_latest(self.checkpoint_dir, like)
 
 
+def _parse_lines(text: str) -> list[dict]:
+    """JSON lines, skipping a torn last line left by a kill or a full disk."""
+    rows = []
+    for line in text.splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
 def read_metrics(path: str | Path) -> list[dict]:
     p = Path(path) / "metrics.jsonl"
     if not p.exists():
         return []
-    return [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
+    return _parse_lines(p.read_text())
 
 
 def read_config(path: str | Path) -> Config:

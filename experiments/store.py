@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -51,11 +52,20 @@ def describe_differences(keys: list[str]) -> list[str]:
 
 
 def matches_filter(flat: dict, status: str, where: list[str]) -> bool:
+    from experiments.config import parse_override
+
     for cond in where:
-        field, _, value = cond.partition("=")
+        field, _, _ = cond.partition("=")
         if field not in flat:
             raise RunError(f"--where: unknown field {field!r}")
-        if str(flat[field]).strip("'\"") != value.strip("'\"") and json.dumps(flat[field]) != value:
+        node = parse_override(cond)
+        for part in field.split("."):
+            node = node[part]
+        have = flat[field]
+        if isinstance(have, (int, float)) and not isinstance(have, bool) and isinstance(node, (int, float)):
+            if not math.isclose(float(have), float(node), rel_tol=1e-9):
+                return False
+        elif json.dumps(have) != json.dumps(list(node) if isinstance(node, tuple) else node):
             return False
     return True
 
@@ -158,7 +168,7 @@ def plot_comparison(groups: list[dict], metric: str, out_prefix: Path) -> list[P
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
-    paths = [out_prefix.with_suffix(".png"), out_prefix.with_suffix(".pdf")]
+    paths = [out_prefix.with_name(out_prefix.name + ".png"), out_prefix.with_name(out_prefix.name + ".pdf")]
     for p in paths:
         fig.savefig(p, dpi=130)
     plt.close(fig)

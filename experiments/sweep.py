@@ -123,7 +123,7 @@ def run_sweep(spec_path: str | Path, out: str | Path, *, backend: str = "local",
               address: str | None = None, resume: bool = False, on_result=None) -> list[dict]:
     spec = load_spec(spec_path)
     mems = members(spec)
-    out = Path(out)
+    out = Path(out).absolute()  # Ray workers run in another working directory
     if out.exists() and any(out.iterdir()) and not resume:
         raise ConfigError(f"{out} is not empty; pass --resume to rerun unfinished members")
     out.mkdir(parents=True, exist_ok=True)

@@ -71,8 +71,6 @@ def test_toml_round_trip_keeps_float_edge_values(tmp_path):
 # BUG experiments/config.py _toml_value: json.dumps (ensure_ascii) writes non-BMP characters as
 # UTF-16 surrogate escapes (\ud83d\ude80), which TOML rejects. Fix: json.dumps(v, ensure_ascii=False)
 # (json still escapes control characters, as TOML requires).
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG config._toml_value: non-BMP characters are written as surrogate escapes TOML rejects")
 def test_toml_round_trip_of_non_bmp_string(tmp_path):
     cfg = replace(Config(), log=LogConfig(project="agentsim 🚀"))
     path = tmp_path / "cfg.toml"
@@ -177,6 +175,7 @@ BAD = [
     ("negative_ppo_lr", ["ppo.lr=-1"], "ppo.lr"),
     ("zero_steps", ["train.steps=0"], "train.steps"),
     ("zero_chunk", ["train.chunk=0"], "train.chunk"),
+    ("chunk_not_dividing_steps", ["train.steps=5", "train.chunk=2"], "train.chunk"),
     ("unknown_persona_opponents", ["ppo.opponents={bogus=1.0}"], "ppo.opponents"),
     ("opponent_weights_sum_zero", ["ppo.opponents={random=0.0, greedy=0.0}"], "ppo.opponents"),
     ("negative_opponent_weight", ["ppo.opponents={random=2.0, greedy=-1.0}"], "ppo.opponents"),
@@ -203,21 +202,14 @@ def test_validation_error_names_the_field(overrides, field):
     assert "\n" not in msg.strip(), "one line for the CLI"
 
 
-# BUG experiments/config.py validate(): DataConfig errors are re-raised as f"data: {e}" ("data: unknown
-# persona 'bogus'", "data: mixture weights must sum to a positive number", "data: num_games must be
-# positive"), naming the section but not the field, unlike "model.num_heads (3) must divide ...".
-# Fix: make envs.dataset.DataConfig.validate say "data.mixture: ..." / "data.num_games ..." as
-# ModelConfig.validate does.
-_DATA_FIELD = pytest.mark.xfail(strict=True, raises=AssertionError,
-                                reason="BUG config.validate: DataConfig errors name 'data', not data.mixture / data.num_games")
 
 
 @pytest.mark.parametrize("overrides, section_word, field", [
-    pytest.param(["data.mixture={bogus=1.0}"], "bogus", "data.mixture", marks=_DATA_FIELD, id="unknown_persona_mixture"),
-    pytest.param(["data.mixture={random=0.0, perfect=0.0}"], "mixture", "data.mixture", marks=_DATA_FIELD,
+    pytest.param(["data.mixture={bogus=1.0}"], "bogus", "data.mixture", id="unknown_persona_mixture"),
+    pytest.param(["data.mixture={random=0.0, perfect=0.0}"], "mixture", "data.mixture",
                  id="mixture_weights_sum_zero"),
-    pytest.param(["data.mixture={}"], "mixture", "data.mixture", marks=_DATA_FIELD, id="mixture_empty"),
-    pytest.param(["data.num_games=0"], "num_games", "data.num_games", marks=_DATA_FIELD, id="zero_games"),
+    pytest.param(["data.mixture={}"], "mixture", "data.mixture", id="mixture_empty"),
+    pytest.param(["data.num_games=0"], "num_games", "data.num_games", id="zero_games"),
 ])
 def test_data_validation_error_names_the_field(overrides, section_word, field):
     with pytest.raises(ConfigError) as exc:
@@ -231,17 +223,11 @@ def test_data_validation_error_names_the_field(overrides, section_word, field):
     pytest.param(["ppo.opponents={random=nan}"], "ppo.opponents", id="nan_opponent_weight"),
     pytest.param(["ppo.opponents={random=inf, greedy=1.0}"], "ppo.opponents", id="inf_opponent_weight"),
     pytest.param(["train.seeds=[-1, 0]"], "train.seeds", id="negative_seed"),
-    pytest.param(["train.steps=5"], "train.chunk", id="chunk_not_dividing_steps"),
 ])
 # BUG experiments/config.py validate(): these pass validation and fail or misbehave only at run time:
 # - ppo.opponents weights are not checked for finiteness (data.mixture is, via np.isfinite);
-# - negative seeds crash later in train.seed_keys (OverflowError converting to uint32);
-# - train.chunk not dividing train.steps is raised only inside the training loop, after the run
-#   directory, datasets and compiles exist (and leaves status "running").
-# Fix: `if not math.isfinite(w) or w < 0` for opponents; `any(s < 0 or s >= 2**32 for s in t.seeds)`;
-# `if t.regime != "random_init" and t.steps % t.chunk: raise ConfigError("train.chunk ... must divide train.steps")`.
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG config.validate: nan/inf opponent weights, negative seeds, chunk not dividing steps pass")
+# - negative seeds crash later in train.seed_keys (OverflowError converting to uint32).
+# Fix: `if not math.isfinite(w) or w < 0` for opponents; `any(s < 0 or s >= 2**32 for s in t.seeds)`.
 def test_values_that_should_fail_validation(overrides, field):
     try:
         load_config("tiny", overrides=overrides)
@@ -282,8 +268,6 @@ def test_unknown_field_in_file(tmp_path):
 # a directory (IsADirectoryError), an unreadable file (PermissionError) or non-UTF-8 bytes escape raw
 # (the CLI shows a traceback for the OSErrors). Fix: also catch OSError and UnicodeDecodeError and
 # raise ConfigError(f"config file {path}: {e}").
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG config.load_config: a config path that is a directory raises IsADirectoryError")
 def test_config_file_that_is_a_directory(tmp_path):
     try:
         load_config(file=tmp_path)

@@ -152,8 +152,6 @@ def test_plot_comparison_writes_png_and_pdf(groups, tmp_path):
 # BUG experiments/store.py plot_comparison (and cli.cmd_compare for the .json): out_prefix.with_suffix()
 # replaces anything after a dot, so --out figs/lr0.003 writes figs/lr0.png, lr0.pdf, lr0.json.
 # Fix: out_prefix.with_name(out_prefix.name + ".png") etc.
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG store.plot_comparison: with_suffix truncates a prefix containing a dot")
 def test_plot_prefix_with_a_dot(groups, tmp_path):
     paths = plot_comparison(groups, METRIC, tmp_path / "lr0.003")
     assert sorted(p.name for p in paths) == ["lr0.003.pdf", "lr0.003.png"]
@@ -188,8 +186,6 @@ def test_list_runs_filters(root):
 # BUG experiments/store.py matches_filter: compares str(value) / json.dumps(value) with the raw text, so a
 # value written as for --set (3e-3 for 0.003; [0,1] for [0, 1]) matches nothing. Fix: parse the text
 # with config.parse_override's literal rules and compare values (lists and tuples alike).
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG store.matches_filter: --where compares text, not values (3e-3 vs 0.003)")
 def test_where_accepts_values_as_written_for_set(root, cond):
     assert sorted(Path(r["path"]).name for r in list_runs([str(root)], where=[cond]))[:1] == ["a1"]
 

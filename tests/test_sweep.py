@@ -139,16 +139,8 @@ def test_failing_member_does_not_stop_the_others(failing_sweep):
     assert bad["name"] in f["printed"] and "failed" in f["printed"]
 
 
-@pytest.mark.slow
-def test_resume_reruns_only_unfinished_members(failing_sweep, tmp_path, monkeypatch):
-    spec, out = failing_sweep["spec"], tmp_path / "out"
-    shutil.copytree(failing_sweep["out"], out)
-    first = json.loads((out / "sweep.json").read_text())["members"]
-    done = out / first[0]["name"]
-    untouched = {p: p.stat().st_mtime_ns for p in done.rglob("*") if p.is_file()}
-    with pytest.raises(ConfigError, match="--resume"):
-        run_sweep(spec, out)  # not empty, and no resume
-    seen = []
+def _spy_members(monkeypatch) -> list[list[str]]:
+    seen: list[list[str]] = []
     real = sweep._run_local
 
     def spy(cmd):
@@ -156,10 +148,47 @@ def test_resume_reruns_only_unfinished_members(failing_sweep, tmp_path, monkeypa
         return real(cmd)
 
     monkeypatch.setattr(sweep, "_run_local", spy)
+    return seen
+
+
+@pytest.mark.slow
+def test_resume_reruns_only_unfinished_members(grid_sweep, tmp_path, monkeypatch):
+    spec, out = grid_sweep[0], tmp_path / "out"
+    shutil.copytree(grid_sweep[1], out)
+    done, todo = out / NAMES[0], out / NAMES[1]
+    # member 1 was interrupted after its last checkpoint, before its final evaluation
+    (todo / "status.json").write_text(json.dumps({"status": "interrupted", "step": 4}))
+    (todo / "final.json").unlink()
+    untouched = {p: p.stat().st_mtime_ns for p in done.rglob("*") if p.is_file()}
+    metrics_before = (todo / "metrics.jsonl").read_bytes()
+    with pytest.raises(ConfigError, match="--resume"):
+        run_sweep(spec, out, parallel=2)  # not empty, and no resume
+    seen = _spy_members(monkeypatch)
+    table = run_sweep(spec, out, parallel=2, resume=True)
+    assert [m["status"] for m in table] == ["finished", "finished"]
+    assert table[0]["seconds"] == 0.0 and table[1]["seconds"] > 0
+    assert len(seen) == 1 and str(todo) in seen[0] and seen[0][-1] == "--resume"
+    assert {p: p.stat().st_mtime_ns for p in untouched} == untouched
+    assert (todo / "final.json").exists()
+    assert json.loads((todo / "status.json").read_text())["status"] == "finished"
+    assert (todo / "metrics.jsonl").read_bytes() == metrics_before  # continued, not retrained
+    assert table[1]["metrics"] == grid_sweep[2][1]["metrics"]
+
+
+@pytest.mark.slow
+def test_resume_retries_failed_members(failing_sweep, tmp_path, monkeypatch):
+    spec, out = failing_sweep["spec"], tmp_path / "out"
+    shutil.copytree(failing_sweep["out"], out)
+    first = json.loads((out / "sweep.json").read_text())["members"]
+    done = out / first[0]["name"]
+    untouched = {p: p.stat().st_mtime_ns for p in done.rglob("*") if p.is_file()}
+    seen = _spy_members(monkeypatch)
     table = run_sweep(spec, out, resume=True, parallel=2)
     assert [m["status"] for m in table] == ["finished", "failed"]
     assert table[0]["seconds"] == 0.0 and table[1]["seconds"] > 0
-    assert len(seen) == 1 and first[1]["name"] in " ".join(seen[0]) and seen[0][-1] == "--resume"
+    assert len(seen) == 1 and first[1]["name"] in " ".join(seen[0])
+    # a member that never got a run directory is started afresh, one that did is continued
+    assert ("--resume" in seen[0]) == (out / first[1]["name"] / "config.json").exists()
     assert {p: p.stat().st_mtime_ns for p in untouched} == untouched
     assert table[1]["error"] == first[1]["error"]
 
@@ -285,8 +314,6 @@ def test_cli_export(tmp_path, capsys):
 # workers run in the raylet's cwd (where `ray start` ran, or on another machine), so
 # `agentsim sweep spec.toml --out DIR --backend ray` with a relative DIR writes the runs elsewhere
 # and the table has no metrics. Fix: out = Path(out).absolute() at the top of run_sweep.
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG sweep.run_sweep: relative --out is passed to Ray workers, whose cwd differs")
 def test_member_commands_use_absolute_run_dirs(tmp_path, monkeypatch):
     seen = []
 
@@ -333,6 +360,7 @@ def ray_head():
     """A local Ray head of our own (`ray start --head --block` in a new session). Teardown stops
     exactly that session's processes, as `ray stop --force` would (SIGKILL) but without touching
     any other Ray cluster on the machine; the blocking `ray start` reaps them."""
+    pytest.importorskip("ray")
     port = _free_port()
     temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths have a length limit
     log = temp / "head.log"
