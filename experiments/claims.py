@@ -1,8 +1,9 @@
 """Verdicts on the six claims of DESIGN.md, derived from numbers by rules stated here.
 
-Every rule reads a per-seed statistic, takes its 95% bootstrap CI over seeds, and says
-'supported' when the whole CI is on the claim's side of a threshold, 'contradicted' when the
-whole CI is on the other side, 'inconclusive' otherwise. Nothing here is written by hand.
+Every rule reads a per-seed statistic, takes its 95% bootstrap CI over seeds, and compares it
+with a smallest effect worth calling one (the claim's threshold): 'supported' when the whole CI
+lies above it, 'contradicted' when the whole CI lies below it (the effect is reliably smaller
+than that, or reversed), 'inconclusive' otherwise. Nothing here is written by hand.
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ def claim3(results: dict, stage: str = "next_token", target: str = "board_mover"
     diff = t90[:, -1] - t90[:, 1]  # last block vs first block, in log10 steps
     diff = diff[np.isfinite(diff)]
     stat = _ci(diff) if len(diff) else {"mean": float("nan"), "low": float("nan"), "high": float("nan")}
-    verdict = three_way(stat, 0.0) if len(diff) else "inconclusive"
-    return {"statistic": f"log10 step at which the last block's {target} probe reached 90% of its change "
+    verdict = three_way(stat, 0.1) if len(diff) else "inconclusive"
+    return {"threshold": 0.1, "statistic": f"log10 step at which the last block's {target} probe reached 90% of its change "
                          f"minus the first block's ({stage}); > 0 means later layers finish later",
             "value": stat, "t90_log10_by_layer": _ci(t90) if len(diff) else None,
             "checkpoints": steps.tolist(), "verdict": verdict,
@@ -79,7 +80,7 @@ def claim4(results: dict) -> dict:
     stat = _ci(tuned[:, 1] - tuned[:, -1])  # CKA drop at the last block minus at the first block
     out = {"statistic": "representation change (1 − CKA to the pretrained model) at the last block minus "
                         "at the first block, RL-tuned (> 0: later layers change more)",
-           "value": stat, "verdict": three_way(stat, 0.0),
+           "value": stat, "threshold": 0.05, "verdict": three_way(stat, 0.05),
            "weight_change_last_minus_first_block": _ci(
                np.asarray(ch["comparisons"]["tuned"]["weight_change"], float)[:, -2]
                - np.asarray(ch["comparisons"]["tuned"]["weight_change"], float)[:, 1]),
@@ -103,7 +104,7 @@ def claim5(results: dict) -> dict:
     frac = (gain > 0.02).mean(-1)  # [ckpt, seed]
     return {"statistic": "mean over blocks of the value-probe R² gain over the pretrained model, at the last "
                          "RL checkpoint minus at the first (> 0: value spreads with more RL)",
-            "value": stat, "verdict": three_way(stat, 0.0),
+            "value": stat, "threshold": 0.02, "verdict": three_way(stat, 0.02),
             "fraction_of_blocks_gaining_first": _ci(frac[1]), "fraction_of_blocks_gaining_last": _ci(frac[-1]),
             "checkpoints": amount["steps"], "figure": "figures/f7_rl_amount.png"}
 
@@ -122,7 +123,7 @@ def claim6(results: dict) -> dict:
     regs = results["regimes"]
     loss = {k: regs[k]["matches"]["perfect"]["loss"] for k in ("next_token", "next_token_mtp") if k in regs}
     return {"statistic": "value-probe emergence (best layer, over random init): MTP minus NTP, paired by seed",
-            "value": stat, "loss_vs_perfect": loss, "verdict": three_way(stat, 0.0),
+            "value": stat, "threshold": 0.02, "loss_vs_perfect": loss, "verdict": three_way(stat, 0.02),
             "figure": "figures/f8_mtp_vs_ntp.png"}
 
 

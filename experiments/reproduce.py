@@ -203,8 +203,8 @@ def claims_section(results: dict) -> list[str]:
                 lines.append(f"- {key.replace('_', ' ')}: {val}")
         lines.append("")
     if results["claims"].keys() - {"1"}:
-        lines += ["Rule for claims 2–6: the per-seed statistic's 95% bootstrap CI wholly past the stated "
-                  "threshold in the claim's direction gives 'supported', wholly on the other side "
+        lines += ["Rule for claims 2–6: the per-seed statistic's 95% bootstrap CI wholly above the claim's "
+                  "threshold (the smallest effect worth the name) gives 'supported', wholly below it "
                   "'contradicted', else 'inconclusive' (experiments/claims.py).", ""]
     return lines
 
