@@ -34,6 +34,7 @@ from envs import make_game
 from envs.dataset import Dataset, Layout, generate
 from envs.personas import make_persona, stacked_probs
 from experiments import arena as A
+from experiments.evaluate import make_playout, prompt_tokens  # noqa: F401  (re-exported)
 from experiments.activations import LoadedModel
 from experiments.evaluate import NEG
 from experiments.train import PROBE_SEED_OFFSET
@@ -154,68 +155,6 @@ def topk_shift(logp_NxA: np.ndarray, ref_logp_NxA: np.ndarray, ks=TOP_KS) -> dic
 # ---------------------------------------------------------------------------------- playout
 
 
-def prompt_tokens(layout: Layout, tokens_T, agent_side, prompt, opponent):
-    """tokens_T with the prompt slots (as ``envs.dataset.tokenize`` writes them) naming the agent's
-    side as roster persona ``prompt`` and the other side as ``opponent`` (-1: not in the roster,
-    left as PAD)."""
-    num_r = len(layout.persona_names)
-    own = layout.persona_base + agent_side * num_r + prompt
-    other = jnp.where(opponent >= 0, layout.persona_base + (1 - agent_side) * num_r + opponent, layout.pad)
-    return tokens_T.at[1 + agent_side].set(own).at[2 - agent_side].set(other)
-
-
-def make_playout(game_name: str, layout: Layout, persona_names, games_per_cell: int = 256,
-                 greedy: bool = True, seed: int = 1234):
-    """play(logits_fn, prompt=None) -> float[P, 2, G]: the agent's result (+1/0/-1) against each
-    persona as X and as O.
-
-    The games, keys and move choice of ``evaluate.make_match_eval`` (same seed, same games), with
-    the forward pass ``logits_fn(tokens_BxT) -> logits_BxTxV`` given, so interventions and
-    prompts are evaluated on exactly the games the ordinary evaluation plays. ``prompt``: the
-    roster index of the persona the agent is prompted as (layouts with persona_prompt); the
-    opponent's prompt slot names the opponent when it is in the roster. Pure; jit at the caller.
-    """
-    game = make_game(game_name)
-    arena = A.Arena(game, layout, tuple(make_persona(n, game) for n in persona_names))
-    num_p = len(persona_names)
-    n = games_per_cell * num_p * 2
-    sides = jnp.tile(jnp.repeat(jnp.arange(2), games_per_cell), num_p)
-    opps = jnp.repeat(jnp.arange(num_p), 2 * games_per_cell)
-    roster = jnp.asarray([layout.persona_names.index(p) if p in layout.persona_names else -1
-                          for p in persona_names])
-
-    def with_prompt(env: A.EnvState, prompt) -> A.EnvState:
-        return env._replace(tokens=prompt_tokens(layout, env.tokens, env.agent_side, prompt, roster[env.opponent]))
-
-    def play(logits_fn, prompt=None):
-        key = jax.random.key(seed)
-        k_reset, k_play = jax.random.split(key)
-        envs = jax.vmap(lambda k, s, o: A.reset(arena, k, jnp.zeros(num_p), s, o))(
-            jax.random.split(k_reset, n), sides, opps)
-        if prompt is not None:
-            if not layout.persona_prompt:
-                raise ValueError("a persona prompt needs a layout with persona_prompt=True")
-            envs = jax.vmap(with_prompt, (0, None))(envs, prompt)
-
-        def turn(carry, key):
-            envs, result = carry
-            k_act, k_env = jax.random.split(key)
-            obs = jax.vmap(A.observe, (None, 0))(arena, envs)
-            logits = logits_fn(obs.tokens)[jnp.arange(n), obs.position, :game.num_actions]
-            logits = jnp.where(obs.legal, logits, NEG)
-            action = jnp.argmax(logits, -1) if greedy else jax.random.categorical(k_act, logits)
-            live = ~envs.game.done
-            new, reward, done = jax.vmap(A.step, (None, 0, 0, 0))(arena, envs, action, jax.random.split(k_env, n))
-            result = jnp.where(live & done, reward, result)
-            envs = jax.tree.map(lambda a, b: jnp.where(live.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, envs)
-            return (envs, result), None
-
-        (_, result), _ = jax.lax.scan(turn, (envs, jnp.zeros(n)), jax.random.split(k_play, game.max_moves))
-        return result.reshape(num_p, 2, games_per_cell)
-
-    return play
-
-
 def outcome_rates(results_xPx2xG) -> dict[str, np.ndarray]:
     """{win, draw, loss}: float[..., P] rates over both sides."""
     r = np.asarray(results_xPx2xG)
@@ -312,7 +251,7 @@ def analyse_behaviour(run_dirs: dict[str, str], pretrained_dir: str | None = Non
 def plot_behaviour(result: dict, out_dir: str | Path, name: str = "f9_behaviour") -> list[Path]:
     """F9: per regime, KL to each persona, mass on persona vs optimal moves, top-k shift, and
     win/draw/loss against every persona; bars are seed means with 95% bootstrap CIs."""
-    from experiments.figures import REGIME_COLORS, _save, plt
+    from experiments.figures import REGIME_COLORS, save_figure, plt
     from models.probes import bootstrap_ci
 
     runs = result["runs"]
@@ -370,7 +309,7 @@ def plot_behaviour(result: dict, out_dir: str | Path, name: str = "f9_behaviour"
         ax.grid(alpha=0.3, axis="y")
     axes["kl"].legend(fontsize=7)
     axes["mass"].legend(fontsize=7)
-    return _save(fig, Path(out_dir), name)
+    return save_figure(fig, Path(out_dir), name)
 
 
 # ---------------------------------------------------------------------------------- CLI

@@ -250,14 +250,9 @@ def plot_change(result: dict, out_dir, target: str = "expected_outcome",
     axes[1].set_ylim(top=1.02)
     axes[1].legend(fontsize=8)
     fig.suptitle(f"Where fine-tuning changes the network (mean and 95% CI over {len(result['seeds'])} seeds)")
-    fig.tight_layout()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
-    for p in paths:
-        fig.savefig(p, dpi=150)
-    plt.close(fig)
-    return paths
+    from experiments.figures import save_figure
+
+    return save_figure(fig, out_dir, name)
 
 
 # ---------------------------------------------------------------------------------- CLI

@@ -19,41 +19,60 @@ from models.transformer import apply
 NEG = -1e9
 
 
-def _policy_logits(graphdef, params, obs: A.Obs, num_actions: int):
-    out = apply(graphdef, params, obs.tokens)
-    rows = jnp.arange(obs.tokens.shape[0])
-    logits = out.logits_KxBxTxV[0][rows, obs.position, :num_actions]
-    return jnp.where(obs.legal, logits, NEG)
+def prompt_tokens(layout: Layout, tokens_T, agent_side, prompt, opponent):
+    """tokens_T with the prompt slots (as ``envs.dataset.tokenize`` writes them) naming the agent's
+    side as roster persona ``prompt`` and the other side as ``opponent`` (-1: not in the roster,
+    left as PAD)."""
+    num_r = len(layout.persona_names)
+    own = layout.persona_base + agent_side * num_r + prompt
+    other = jnp.where(opponent >= 0, layout.persona_base + (1 - agent_side) * num_r + opponent, layout.pad)
+    return tokens_T.at[1 + agent_side].set(own).at[2 - agent_side].set(other)
 
 
-def make_match_eval(cfg, layout: Layout, graphdef, persona_names, games_per_cell: int = 256,
-                    greedy: bool = True, seed: int = 1234):
-    """params (seed-stacked) -> {metric: float[S]} with, per persona, win/draw/loss as X and O."""
-    game = make_game(cfg.data.game)
+def make_playout(game_name: str, layout: Layout, persona_names, games_per_cell: int = 256,
+                 greedy: bool = True, seed: int = 1234):
+    """play(logits_fn, prompt=None) -> float[P, 2, G]: the agent's result (+1/0/-1) against each
+    persona as X and as O.
+
+    The one playout of the project: ``make_match_eval`` calls it with the plain forward pass;
+    analyses pass a modified forward pass ``logits_fn(tokens_BxT) -> logits_BxTxV`` given, so interventions and
+    prompts are evaluated on exactly the games the ordinary evaluation plays. ``prompt``: the
+    roster index of the persona the agent is prompted as (layouts with persona_prompt); the
+    opponent's prompt slot names the opponent when it is in the roster. Pure; jit at the caller.
+    """
+    game = make_game(game_name)
     arena = A.Arena(game, layout, tuple(make_persona(n, game) for n in persona_names))
     num_p = len(persona_names)
     n = games_per_cell * num_p * 2
     sides = jnp.tile(jnp.repeat(jnp.arange(2), games_per_cell), num_p)
     opps = jnp.repeat(jnp.arange(num_p), 2 * games_per_cell)
-    dummy = jnp.zeros(num_p)
+    roster = jnp.asarray([layout.persona_names.index(p) if p in layout.persona_names else -1
+                          for p in persona_names])
 
-    def play(params, key):
+    def with_prompt(env: A.EnvState, prompt) -> A.EnvState:
+        return env._replace(tokens=prompt_tokens(layout, env.tokens, env.agent_side, prompt, roster[env.opponent]))
+
+    def play(logits_fn, prompt=None):
+        key = jax.random.key(seed)
         k_reset, k_play = jax.random.split(key)
-        envs = jax.vmap(lambda k, s, o: A.reset(arena, k, dummy, s, o))(
+        envs = jax.vmap(lambda k, s, o: A.reset(arena, k, jnp.zeros(num_p), s, o))(
             jax.random.split(k_reset, n), sides, opps)
+        if prompt is not None:
+            if not layout.persona_prompt:
+                raise ValueError("a persona prompt needs a layout with persona_prompt=True")
+            envs = jax.vmap(with_prompt, (0, None))(envs, prompt)
 
         def turn(carry, key):
             envs, result = carry
             k_act, k_env = jax.random.split(key)
             obs = jax.vmap(A.observe, (None, 0))(arena, envs)
-            logits = _policy_logits(graphdef, params, obs, game.num_actions)
+            logits = logits_fn(obs.tokens)[jnp.arange(n), obs.position, :game.num_actions]
+            logits = jnp.where(obs.legal, logits, NEG)
             action = jnp.argmax(logits, -1) if greedy else jax.random.categorical(k_act, logits)
             live = ~envs.game.done
-            new, reward, done = jax.vmap(A.step, (None, 0, 0, 0))(
-                arena, envs, action, jax.random.split(k_env, n))
+            new, reward, done = jax.vmap(A.step, (None, 0, 0, 0))(arena, envs, action, jax.random.split(k_env, n))
             result = jnp.where(live & done, reward, result)
-            envs = jax.tree.map(lambda a, b: jnp.where(live.reshape((-1,) + (1,) * (a.ndim - 1)), a, b),
-                                new, envs)
+            envs = jax.tree.map(lambda a, b: jnp.where(live.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, envs)
             return (envs, result), None
 
         # A game the opponent's opening move already ended is scored from its returns.
@@ -61,10 +80,17 @@ def make_match_eval(cfg, layout: Layout, graphdef, persona_names, games_per_cell
         (_, result), _ = jax.lax.scan(turn, (envs, opening), jax.random.split(k_play, game.max_moves))
         return result.reshape(num_p, 2, games_per_cell)
 
+    return play
+
+
+def make_match_eval(cfg, layout: Layout, graphdef, persona_names, games_per_cell: int = 256,
+                    greedy: bool = True, seed: int = 1234):
+    """params (seed-stacked) -> {metric: float[S]} with, per persona, win/draw/loss as X and O."""
+    play = make_playout(cfg.data.game, layout, persona_names, games_per_cell, greedy, seed)
+
     @jax.jit
     def run(params_stacked):
-        key = jax.random.key(seed)
-        results = jax.vmap(lambda p: play(p, key))(params_stacked)  # [S, P, 2, G]
+        results = jax.vmap(lambda p: play(lambda t: apply(graphdef, p, t).logits_KxBxTxV[0]))(params_stacked)
         out = {}
         for i, name in enumerate(persona_names):
             for j, side in enumerate(("x", "o")):

@@ -44,16 +44,12 @@ def value_probe_by_layer(probes: dict[str, dict], out_dir: Path, name: str = "va
         ax.axhline(0, color="gray", lw=0.5)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
-    for p in paths:
-        fig.savefig(p, dpi=150)
-    plt.close(fig)
-    return paths
+    return save_figure(fig, out_dir, name)
 
 
-def _save(fig, out_dir: Path, name: str) -> list[Path]:
+def save_figure(fig, out_dir: Path, name: str) -> list[Path]:
+    """Every figure goes out as PNG (to look at) and PDF (for the paper)."""
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
     fig.tight_layout()
@@ -85,7 +81,7 @@ def timeline(timelines: dict[str, dict], out_dir: Path, target: str = "value_mov
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("held-out probe score")
     axes[0][0].legend(fontsize=7, title="layer")
-    return _save(fig, out_dir, name)
+    return save_figure(fig, out_dir, name)
 
 
 def probe_grid(suites: dict[str, dict], out_dir: Path, name: str = "f2_probe_targets_controls") -> list[Path]:
@@ -115,7 +111,7 @@ def probe_grid(suites: dict[str, dict], out_dir: Path, name: str = "f2_probe_tar
         ax.set_xlabel("score at best layer (R² or accuracy)")
         ax.grid(alpha=0.3, axis="x")
     axes[0][0].legend(fontsize=7)
-    return _save(fig, out_dir, name)
+    return save_figure(fig, out_dir, name)
 
 
 def persona_by_move(suites: dict[str, dict], out_dir: Path, name: str = "f3_persona_probe_by_move") -> list[Path]:
@@ -139,7 +135,7 @@ def persona_by_move(suites: dict[str, dict], out_dir: Path, name: str = "f3_pers
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("accuracy")
     axes[0][0].legend(fontsize=7)
-    return _save(fig, out_dir, name)
+    return save_figure(fig, out_dir, name)
 
 
 def rl_amount(amount: dict, out_dir: Path, name: str = "f7_rl_amount") -> list[Path]:
@@ -162,7 +158,7 @@ def rl_amount(amount: dict, out_dir: Path, name: str = "f7_rl_amount") -> list[P
         ax.set_xlabel("RL iterations (log)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    return _save(fig, out_dir, name)
+    return save_figure(fig, out_dir, name)
 
 
 def mtp_vs_ntp(suites: dict[str, dict], out_dir: Path, targets=("value_mover", "minimax_mover", "persona_mover", "board_mover"),
@@ -179,4 +175,4 @@ def mtp_vs_ntp(suites: dict[str, dict], out_dir: Path, targets=("value_mover", "
         ax.set_xlabel("layer")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    return _save(fig, out_dir, name)
+    return save_figure(fig, out_dir, name)

@@ -134,14 +134,9 @@ def plot_layer_reset(result: dict, out_dir, name: str = "f5_layer_reset") -> lis
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"Layer reset of the {result['regime']} model (mean and 95% CI over {len(result['seeds'])} seeds)")
-    fig.tight_layout()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
-    for p in paths:
-        fig.savefig(p, dpi=150)
-    plt.close(fig)
-    return paths
+    from experiments.figures import save_figure
+
+    return save_figure(fig, out_dir, name)
 
 
 # ---------------------------------------------------------------------------------- CLI

@@ -318,7 +318,7 @@ def plot_steering(result: dict, out_dir: str | Path, name: str = "f6_steering") 
     """F6: per layer (columns), against alpha: Δ(win − loss) vs random and Δ loss vs perfect under
     value steering, and Δ log-likelihood of the steered-to persona; probe directions beside the
     random-direction and random-init-probe controls, seed means with 95% bootstrap bands."""
-    from experiments.figures import _band, _save, plt
+    from experiments.figures import _band, plt, save_figure
 
     alphas = np.asarray(result["alphas"])
     zero = int(np.argmin(np.abs(alphas)))
@@ -354,7 +354,7 @@ def plot_steering(result: dict, out_dir: str | Path, name: str = "f6_steering") 
     axes[0, 0].legend(fontsize=7)
     axes[2, 0].legend(fontsize=7)
     fig.suptitle(f"steering {result.get('run', '')} ({result['regime']}, {len(result['seeds'])} seeds)", fontsize=9)
-    return _save(fig, Path(out_dir), name)
+    return save_figure(fig, Path(out_dir), name)
 
 
 # ---------------------------------------------------------------------------------- CLI
