@@ -7,6 +7,7 @@ fails to restore (truncated, corrupt) is reported and the next older one is used
 from __future__ import annotations
 
 import logging
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,8 @@ def save(directory: Path, step: int, state: Any) -> None:
     host = jax.tree.map(np.asarray, jax.device_get(state))
     ckpt = _checkpointer()
     target = directory / f"step_{step}"
-    if target.exists():
-        return
+    if target.exists():  # a resumed run rewrites the step (it may be the corrupt one skipped)
+        shutil.rmtree(target)
     ckpt.save(target, host)
     ckpt.wait_until_finished()
     ckpt.close()
@@ -72,17 +73,6 @@ def restore_latest(directory: Path, like: Any, on_skip=None) -> tuple[int, Any] 
         try:
             return step, restore(directory, step, like)
         except Exception as e:  # orbax raises many types for a damaged directory
-            bad = Path(directory) / f"step_{step}"
-            quarantine = bad.with_name(f"corrupt_step_{step}")
-            try:  # out of the way, so resuming can write this step afresh
-                if quarantine.exists():
-                    import shutil
-
-                    shutil.rmtree(quarantine)
-                bad.rename(quarantine)
-                where = f"moved to {quarantine.name}"
-            except OSError:
-                where = "left in place"
-            msg = f"checkpoint step_{step} is unreadable ({type(e).__name__}, {where}); trying an older one"
+            msg = f"checkpoint step_{step} is unreadable ({type(e).__name__}); trying an older one"
             (on_skip or log.warning)(msg)
     raise CheckpointError(f"no readable checkpoint in {directory}")
