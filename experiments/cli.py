@@ -137,12 +137,32 @@ def cmd_train(args) -> int:
 
 
 def cmd_probe(args) -> int:
+    import numpy as np
+
+    if args.games < 50:
+        raise UserError(f"--games must be at least 50, got {args.games}")
+    if args.suite or args.timeline:
+        from experiments.probe_suite import analyse_probes, analyse_timeline
+
+        if args.suite:
+            res = analyse_probes(args.run, num_games=args.games)
+            for target, entry in res["targets"].items():
+                for kind in ("trained", "random_init", "shuffled", "control_task"):
+                    if kind in entry:
+                        scores = np.mean([r["score"] for r in entry[kind]], 0)
+                        print(f"{target:15s} {kind:12s} {entry['kind']} by layer: " + " ".join(f"{v:.3f}" for v in scores))
+            print(f"wrote {Path(args.run) / 'probe_suite.json'}")
+        if args.timeline:
+            res = analyse_timeline(args.run, num_games=args.games)
+            for target, per_ckpt in res["targets"].items():
+                for step, scores in zip(res["steps"], per_ckpt):
+                    print(f"{target:15s} step {step:6d}: " + " ".join(f"{v:.3f}" for v in np.mean(scores, 0)))
+            print(f"wrote {Path(args.run) / 'timeline.json'}")
+        return 0
     from experiments.probe import probe_run
 
     res = probe_run(args.run, num_games=args.games)
     for target, scores in res["targets"].items():
-        import numpy as np
-
         for kind, vals in scores.items():
             print(f"{target:17s} {kind:12s} R² by layer: " + " ".join(f"{v:.3f}" for v in np.mean(vals, 0)))
     print(f"wrote {Path(args.run) / 'probes.json'}")
@@ -307,6 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "RUN/probes.json.")
     p.add_argument("run", help="run directory")
     p.add_argument("--games", type=int, default=3000, help="held-out games to probe on")
+    p.add_argument("--suite", action="store_true",
+                   help="every target (value, minimax, outcome, persona, board; both frames) with "
+                   "random-init, step-0, shuffled and control-task controls -> RUN/probe_suite.json")
+    p.add_argument("--timeline", action="store_true",
+                   help="probes at every checkpoint x layer (what-when-where) -> RUN/timeline.json")
     p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("data", help="generate, save and summarise a persona-mixture dataset",
