@@ -22,14 +22,13 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from envs.dataset import split_by_game
 from experiments.activations import LoadedModel
 from experiments.behaviour import OPPONENTS, held_out, make_playout, mover_persona, outcome_rates, persona_tables
 from experiments.probe import targets
 from models.probes import fit_logistic_probe, fit_ridge_probe
-from models.transformer import Output
+from models.transformer import Output, apply
 
 ALPHAS = (-8.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0)
 CHUNK = 32  # steering configurations evaluated per jitted call (bounds memory)
@@ -39,37 +38,12 @@ def apply_with_steering(graphdef, params, tokens_BxT, layer, direction_D, alpha)
     """``models.transformer.apply`` with ``alpha · direction_D`` added to the residual stream
     after ``layer`` (0 = embeddings … L = last block) at every position.
 
-    It calls the model's own modules in the order of ``Trunk.__call__`` and
-    ``Transformer.__call__`` (tests check that alpha = 0 reproduces ``apply`` exactly). ``layer``
-    and ``alpha`` may be traced, so one compile serves every layer and strength. The returned
+    It is the model's own forward pass with its steering hook (tests check that alpha = 0
+    reproduces ``apply`` exactly). ``layer`` and ``alpha`` may be traced, so one compile serves
+    every layer and strength. The returned
     residuals include the shift; a separate critic reads the unsteered tokens, as it does in play.
     """
-    model = nnx.merge(graphdef, params)
-    trunk = model.trunk
-    shift_D = alpha * direction_D
-
-    def steer(x, i):
-        return x + jnp.where(layer == i, shift_D, 0.0).astype(x.dtype)
-
-    # Trunk.__call__
-    x = steer(trunk.tok(tokens_BxT) + trunk.pos(jnp.arange(tokens_BxT.shape[-1])), 0)
-    mask = nnx.make_causal_mask(tokens_BxT)
-    resid, attns, mlps = [x], [], []
-    for i, block in enumerate(trunk.blocks, start=1):
-        x, attn, mlp = block(x, mask)
-        x = steer(x, i)
-        resid.append(x)
-        attns.append(attn)
-        mlps.append(mlp)
-    h = trunk.ln_f(x)
-    # Transformer.__call__
-    logits = jnp.stack([head(h) for head in model.heads])
-    value = None
-    if model.cfg.value_head == "shared":
-        value = model.value(h)[..., 0]
-    elif model.cfg.value_head == "critic":
-        value = model.value(model.critic(tokens_BxT)[0])[..., 0]
-    return Output(logits, value, jnp.stack(resid), jnp.stack(attns), jnp.stack(mlps))
+    return apply(graphdef, params, tokens_BxT, steer=(layer, alpha * direction_D))
 
 
 # ---------------------------------------------------------------------------------- directions

@@ -92,13 +92,23 @@ class Trunk(nnx.Module):
         self.blocks = nnx.List([Block(cfg, rngs) for _ in range(cfg.num_layers)])
         self.ln_f = nnx.LayerNorm(cfg.d_model, rngs=rngs)
 
-    def __call__(self, tokens_BxT):
+    def __call__(self, tokens_BxT, steer=None):
+        """``steer = (layer, shift_D)`` adds shift_D to the residual after ``layer`` (0 =
+        embeddings … L) at every position; ``layer`` may be traced. None: the plain pass."""
+
+        def add(x, i):
+            if steer is None:
+                return x
+            layer, shift_D = steer
+            return x + jnp.where(layer == i, shift_D, 0.0).astype(x.dtype)
+
         t = tokens_BxT.shape[-1]
-        x = self.tok(tokens_BxT) + self.pos(jnp.arange(t))
+        x = add(self.tok(tokens_BxT) + self.pos(jnp.arange(t)), 0)
         mask = nnx.make_causal_mask(tokens_BxT)
         resid, attns, mlps = [x], [], []
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks, start=1):
             x, attn, mlp = block(x, mask)
+            x = add(x, i)
             resid.append(x)
             attns.append(attn)
             mlps.append(mlp)
@@ -120,8 +130,9 @@ class Transformer(nnx.Module):
         if cfg.value_head != "none":
             self.value = nnx.Linear(cfg.d_model, 1, rngs=rngs)
 
-    def __call__(self, tokens_BxT) -> Output:
-        h, resid, attn, mlp = self.trunk(tokens_BxT)
+    def __call__(self, tokens_BxT, steer=None) -> Output:
+        """``steer``: see ``Trunk.__call__``; the separate critic always reads the plain tokens."""
+        h, resid, attn, mlp = self.trunk(tokens_BxT, steer)
         logits = jnp.stack([head(h) for head in self.heads])
         value = None
         if self.cfg.value_head == "shared":
@@ -144,6 +155,6 @@ def init_params(cfg: ModelConfig, vocab_size: int, seq_len: int, keys: jax.Array
     return graphdef, params
 
 
-def apply(graphdef, params, tokens_BxT) -> Output:
-    """Pure forward pass: what every jitted step, rollout and probe calls."""
-    return nnx.merge(graphdef, params)(tokens_BxT)
+def apply(graphdef, params, tokens_BxT, steer=None) -> Output:
+    """Pure forward pass: what every jitted step, rollout, probe and intervention calls."""
+    return nnx.merge(graphdef, params)(tokens_BxT, steer)
