@@ -31,12 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from envs import make_game
-from envs.dataset import Dataset, Layout, generate
+from envs.dataset import Dataset, generate
 from envs.personas import make_persona, stacked_probs
-from experiments import arena as A
-from experiments.evaluate import make_playout, prompt_tokens  # noqa: F401  (re-exported)
 from experiments.activations import LoadedModel
-from experiments.evaluate import NEG
+from experiments.evaluate import make_playout, prompt_tokens  # noqa: F401  (re-exported for tests)
 from experiments.train import PROBE_SEED_OFFSET
 from models.transformer import apply
 

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import ast
 import math
-import dataclasses
 import json
 import tomllib
-import types
 import typing
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -308,13 +306,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError("ppo.pretrained: pretrain_rl needs the run directory of a next_token run")
     if cfg.log.wandb not in ("offline", "online", "disabled"):
         raise ConfigError(f"log.wandb must be offline, online or disabled, got {cfg.log.wandb!r}")
-
-
-def with_overrides(cfg: Config, **sections: dict) -> Config:
-    """A copy of cfg with some fields of some sections replaced (validated)."""
-    new = replace(cfg, **{s: replace(getattr(cfg, s), **v) for s, v in sections.items()})
-    validate(new)
-    return new
 
 
 def field_docs(cls) -> dict[str, str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from envs import make_game
 from envs.dataset import Layout
@@ -103,12 +102,3 @@ def make_match_eval(cfg, layout: Layout, graphdef, persona_names, games_per_cell
         return out
 
     return run
-
-
-def match_table(metrics: dict[str, np.ndarray], persona_names) -> dict:
-    """Nested {persona: {side: {win, draw, loss}}} of seed means, for results.json."""
-    table = {}
-    for name in persona_names:
-        table[name] = {side: {o: np.asarray(metrics[f"eval/{o}_vs_{name}_as_{side}"]).tolist()
-                              for o in ("win", "draw", "loss")} for side in ("x", "o")}
-    return table

@@ -189,7 +189,7 @@ def export_wandb(spec_path: str | Path, out_yaml: str | Path, run_root: str = "r
                      {"distribution": "uniform" if kind == "uniform" else "log_uniform_values",
                       "min": arg[0], "max": arg[1]})
     fixed = spec.get("set", {})
-    lines = [f"program: agentsim", f"method: {spec.get('method', 'grid')}",
+    lines = ["program: agentsim", f"method: {spec.get('method', 'grid')}",
              "metric:", "  name: eval/loss_vs_random", "  goal: minimize", "command:",
              "  - agentsim", "  - train", "  - --out-root", f"  - {run_root}"]
     if spec.get("preset"):
