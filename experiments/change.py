@@ -16,7 +16,6 @@ changed this layer" from "any further training changes this layer".
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, replace
 from itertools import combinations
@@ -280,13 +279,9 @@ def cmd_change(args) -> int:
     if args.games < 10:
         raise ValueError(f"--games must be at least 10, got {args.games}")
     result = analyse_change(args.pretrained, args.tuned, args.control, num_games=args.games)
-    out = Path(args.out) if args.out else Path(args.tuned) / "change.json"
-    if not out.parent.is_dir():
-        raise ValueError(f"directory {out.parent} does not exist")
-    out.write_text(json.dumps(result, indent=2))
-    paths = plot_change(result, out.parent)
-    print(_table(result))
-    print(f"wrote {out}, " + ", ".join(map(str, paths)) + f" ({result['seconds']:.0f} s)")
+    from experiments.figures import save_analysis
+
+    save_analysis(result, args.out or Path(args.tuned) / "change.json", plot_change, _table(result))
     return 0
 
 

@@ -47,6 +47,19 @@ def value_probe_by_layer(probes: dict[str, dict], out_dir: Path, name: str = "va
     return save_figure(fig, out_dir, name)
 
 
+def save_analysis(result: dict, out: str | Path, plot, table: str) -> None:
+    """What every analysis subcommand does last: JSON, its figure beside it, a table, a line."""
+    import json
+
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise ValueError(f"directory {out.parent} does not exist")
+    out.write_text(json.dumps(result, indent=2))
+    paths = plot(result, out.parent)
+    print(table)
+    print(f"wrote {out}, " + ", ".join(map(str, paths)) + f" ({result['seconds']:.0f} s)")
+
+
 def save_figure(fig, out_dir: Path, name: str) -> list[Path]:
     """Every figure goes out as PNG (to look at) and PDF (for the paper)."""
     out_dir = Path(out_dir)

@@ -11,7 +11,6 @@ value-probe R² at the last layer (probe refit on each variant, split by game), 
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -160,13 +159,9 @@ def cmd_layer_reset(args) -> int:
         raise ValueError(f"--games must be at least 10, got {args.games}")
     result = analyse_layer_reset(args.pretrained, args.tuned, args.games, args.games_per_cell,
                                  include_head=not args.no_head)
-    out = Path(args.out) if args.out else Path(args.tuned) / "layer_reset.json"
-    if not out.parent.is_dir():
-        raise ValueError(f"directory {out.parent} does not exist")
-    out.write_text(json.dumps(result, indent=2))
-    paths = plot_layer_reset(result, out.parent)
-    print(_table(result))
-    print(f"wrote {out}, " + ", ".join(map(str, paths)) + f" ({result['seconds']:.0f} s)")
+    from experiments.figures import save_analysis
+
+    save_analysis(result, args.out or Path(args.tuned) / "layer_reset.json", plot_layer_reset, _table(result))
     return 0
 
 
