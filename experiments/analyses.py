@@ -6,6 +6,7 @@ sequences them and collects their JSON results and figures.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from experiments import figures as F
@@ -16,6 +17,14 @@ def run_all(dirs: dict[str, Path], fig_dir: Path, probe_games: int, on_message=p
     results: dict = {}
     paths: list[Path] = []
     have = {k: v for k, v in dirs.items()}
+    seconds: dict[str, float] = {}
+    clock = [time.time()]
+
+    def lap(name: str) -> None:  # wall time of each analysis, reported beside the stages'
+        now = time.time()
+        seconds[name] = round(now - clock[0], 1)
+        clock[0] = now
+        on_message(f"analysis {name}: {seconds[name]:.0f} s")
 
     # WHAT AND WHERE: the probe suite on every trained model (F2, F3, F8).
     suites = {name: analyse_probes(d, num_games=probe_games) for name, d in have.items() if name != "random_init"}
@@ -25,6 +34,7 @@ def run_all(dirs: dict[str, Path], fig_dir: Path, probe_games: int, on_message=p
     paths += F.persona_by_move({k: suites[k] for k in ("next_token", "next_token_mtp", "pretrain_rl") if k in suites}, fig_dir)
     if "next_token_mtp" in suites:
         paths += F.mtp_vs_ntp({k: suites[k] for k in ("next_token", "next_token_mtp")}, fig_dir)
+    lap("probe_suite")
 
     # WHEN: probes at every checkpoint (F1).
     timelines = {k: analyse_timeline(have[k], num_games=probe_games) for k in ("next_token", "rl", "pretrain_rl") if k in have}
@@ -32,6 +42,7 @@ def run_all(dirs: dict[str, Path], fig_dir: Path, probe_games: int, on_message=p
     paths += F.timeline(timelines, fig_dir)
     paths += F.timeline({k: timelines[k] for k in timelines}, fig_dir, target="minimax_mover",
                         name="f1b_minimax_probe_layer_by_checkpoint")
+    lap("timeline")
 
     if "pretrain_rl" in have and "next_token" in have:
         from experiments import change, layer_reset
@@ -42,10 +53,12 @@ def run_all(dirs: dict[str, Path], fig_dir: Path, probe_games: int, on_message=p
         paths += change.plot_change(results["change"], fig_dir)
         results["rl_amount"] = change.analyse_rl_amount(have["next_token"], have["pretrain_rl"], timelines.get("pretrain_rl"))
         paths += F.rl_amount(results["rl_amount"], fig_dir)
+        lap("change")
         # LAYER RESET (F5).
         results["layer_reset"] = layer_reset.analyse_layer_reset(have["next_token"], have["pretrain_rl"],
                                                                  num_games=probe_games)
         paths += layer_reset.plot_layer_reset(results["layer_reset"], fig_dir)
+        lap("layer_reset")
 
     # STEERING (F6) and BEHAVIOUR (F9).
     from experiments import behaviour, steering
@@ -56,8 +69,11 @@ def run_all(dirs: dict[str, Path], fig_dir: Path, probe_games: int, on_message=p
                            for k in ("next_token", "pretrain_rl") if k in have}
     for stage, res in results["steering"].items():
         paths += steering.plot_steering(res, fig_dir, name=f"f6_steering_{stage}")
+    lap("steering")
     results["behaviour"] = behaviour.analyse_behaviour(
         {k: str(v) for k, v in have.items()}, pretrained_dir=str(have["next_token"]) if "next_token" in have else None,
         num_games=probe_games)
     paths += behaviour.plot_behaviour(results["behaviour"], fig_dir)
+    lap("behaviour")
+    results["seconds"] = seconds
     return results, paths

@@ -98,31 +98,37 @@ def timeline(timelines: dict[str, dict], out_dir: Path, target: str = "value_mov
 
 
 def probe_grid(suites: dict[str, dict], out_dir: Path, name: str = "f2_probe_targets_controls") -> list[Path]:
-    """F2: best-layer score of every probe target × label frame, per regime, beside controls."""
+    """F2: probe type (rows: linear, small MLP) × target and label frame (bars) per regime
+    (columns): the score at the trained model's best layer beside each control there."""
     targets = list(next(iter(suites.values()))["targets"])
-    fig, axes = plt.subplots(1, len(suites), figsize=(4.6 * len(suites), 4.2), squeeze=False, sharey=False)
+    types = [("linear", lambda e: e)]
+    if any("mlp" in e for e in next(iter(suites.values()))["targets"].values()):
+        types.append(("MLP", lambda e: e.get("mlp")))
+    fig, axes = plt.subplots(len(types), len(suites), figsize=(4.6 * len(suites), 4.2 * len(types)),
+                             squeeze=False)
     kinds = ("trained", "random_init", "shuffled", "control_task")
     colors = {"trained": "tab:blue", "random_init": "tab:gray", "shuffled": "black", "control_task": "tab:orange"}
-    for ax, (stage, suite) in zip(axes[0], suites.items()):
-        y = np.arange(len(targets))
-        for j, kind in enumerate(kinds):
-            means, errs = [], []
-            for t in targets:
-                entry = suite["targets"][t]
-                if kind not in entry:
-                    means.append(np.nan)
-                    errs.append(0)
-                    continue
-                trained = _scores(entry["trained"])
-                best = int(np.argmax(trained.mean(0)))
-                ci = bootstrap_ci(_scores(entry[kind])[:, best])
-                means.append(ci.mean)
-                errs.append(ci.high - ci.mean)
-            ax.barh(y + (j - 1.5) * 0.2, means, 0.2, xerr=errs, color=colors[kind], label=kind)
-        ax.set_yticks(y, targets, fontsize=7)
-        ax.set_title(stage)
-        ax.set_xlabel("score at best layer (R² or accuracy)")
-        ax.grid(alpha=0.3, axis="x")
+    for row, (type_name, pick) in enumerate(types):
+        for ax, (stage, suite) in zip(axes[row], suites.items()):
+            shown = [t for t in targets if pick(suite["targets"][t])]
+            y = np.arange(len(shown))
+            for j, kind in enumerate(kinds):
+                means, errs = [], []
+                for t in shown:
+                    entry = pick(suite["targets"][t])
+                    if not entry.get(kind):
+                        means.append(np.nan)
+                        errs.append(0)
+                        continue
+                    best = int(np.argmax(_scores(entry["trained"]).mean(0)))
+                    ci = bootstrap_ci(_scores(entry[kind])[:, best])
+                    means.append(ci.mean)
+                    errs.append(ci.high - ci.mean)
+                ax.barh(y + (j - 1.5) * 0.2, means, 0.2, xerr=errs, color=colors[kind], label=kind)
+            ax.set_yticks(y, shown, fontsize=7)
+            ax.set_title(f"{stage}: {type_name} probe")
+            ax.set_xlabel("score at best layer (R² or accuracy)")
+            ax.grid(alpha=0.3, axis="x")
     axes[0][0].legend(fontsize=7)
     return save_figure(fig, out_dir, name)
 

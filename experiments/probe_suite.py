@@ -11,7 +11,9 @@ Controls for every score (Hewitt & Liang 2019): the random-init network, the ste
 checkpoint (for pretrain_rl that is the pretrained simulator), labels shuffled across games at
 the same move number, and for classification a *control task* — labels that are a fixed random
 function of (last move, move number), which a probe can only fit by memorising; selectivity =
-score − control-task score. Classification probes are ridge on one-hot targets read by argmax.
+score − control-task score. Linear classification probes are ridge on one-hot targets read by
+argmax; the small-MLP probes (``MLP_TARGETS``, a second probe type) are trained with
+cross-entropy or squared error (``models.probes.fit_probe_stack``).
 """
 
 from __future__ import annotations
@@ -26,10 +28,13 @@ from envs.dataset import Dataset, generate, split_by_game
 from experiments import checkpoints
 from experiments.activations import LoadedModel
 from experiments.train import PROBE_SEED_OFFSET
-from models.probes import probe_layers, shuffled
+from models.probes import fit_probe_stack, probe_layers, shuffled
 
 REGRESSION = ("value_mover", "value_x", "minimax_mover", "minimax_x", "outcome_mover")
 CLASSIFICATION = ("persona_mover", "persona_x", "persona_o", "board_mover", "board_xo")
+# Small-MLP probes (probe type is an axis of F2) on both label frames of the main targets,
+# each beside the random-init network and its selectivity control.
+MLP_TARGETS = ("value_mover", "value_x", "persona_mover", "persona_x", "board_mover", "board_xo")
 
 
 def held_out(cfg, num_games: int) -> Dataset:
@@ -118,9 +123,26 @@ def score_layers(resid_LxNxD: np.ndarray, kind: str, y, classes: int, rows: Rows
     return {"score": scores, "by_move": by_move}
 
 
+def score_layers_mlp(resid_SxLxNxD: np.ndarray, kind: str, y, classes: int, rows: Rows) -> list[dict]:
+    """Like ``score_layers`` with a small MLP probe, every seed × layer fit in one batched call."""
+    s, layers = resid_SxLxNxD.shape[:2]
+    flat = resid_SxLxNxD.reshape(s * layers, *resid_SxLxNxD.shape[2:])
+    fit = fit_probe_stack(flat, y, *rows.splits, classes=classes if kind == "cls" else 0)
+    score = fit.test_score.reshape(s, layers)
+    if kind == "reg":
+        return [{"score": score[i].tolist()} for i in range(s)]
+    te = rows.splits[2]
+    hit = (fit.test_pred == np.asarray(y)[te]).mean(-1).reshape(s, layers, len(te))
+    moves = rows.move[te]
+    return [{"score": score[i].tolist(),
+             "by_move": [[float(hit[i, l, moves == t].mean()) if np.any(moves == t) else float("nan")
+                          for t in range(rows.mask.shape[1])] for l in range(layers)]} for i in range(s)]
+
+
 def probe_suite(model: LoadedModel, rows: Rows, controls: dict[str, LoadedModel],
-                targets=REGRESSION + CLASSIFICATION, seed: int = 0) -> dict:
-    """{target: {"trained"|control name|"shuffled"|"control_task": per-seed results}}."""
+                targets=REGRESSION + CLASSIFICATION, seed: int = 0, mlp_targets=MLP_TARGETS) -> dict:
+    """{target: {"trained"|control name|"shuffled"|"control_task": per-seed results,
+    "mlp": the same for the MLP probe (targets in ``mlp_targets``; no step-0 control)}}."""
     tokens = rows.data["tokens"]
     resid = {"trained": model.run_with_cache(tokens, ("resid",))["resid"][:, :, rows.mask]}
     for name, ctrl in controls.items():
@@ -140,6 +162,13 @@ def probe_suite(model: LoadedModel, rows: Rows, controls: dict[str, LoadedModel]
             if kind == "cls":
                 entry["control_task"].append(score_layers(resid["trained"][s], kind, y_ctrl, classes, rows))
         out[target] = {"kind": "r2" if kind == "reg" else "accuracy", **entry}
+        if target in mlp_targets:
+            control, y_sel = ("control_task", y_ctrl) if kind == "cls" else ("shuffled", y_shuf)
+            mlp = {"trained": score_layers_mlp(resid["trained"], kind, y, classes, rows),
+                   control: score_layers_mlp(resid["trained"], kind, y_sel, classes, rows)}
+            if "random_init" in resid:
+                mlp["random_init"] = score_layers_mlp(resid["random_init"], kind, y, classes, rows)
+            out[target]["mlp"] = mlp
     return out
 
 
@@ -169,7 +198,7 @@ def analyse_timeline(run_dir: str | Path, num_games: int = 2000,
     result = {"run": str(run_dir), "regime": model.cfg.train.regime, "steps": steps, "targets": {}}
     for step in steps:
         m = LoadedModel.from_run(run_dir, step=step)
-        suite = probe_suite(m, rows, {}, targets)
+        suite = probe_suite(m, rows, {}, targets, mlp_targets=())
         for t in targets:
             result["targets"].setdefault(t, []).append([r["score"] for r in suite[t]["trained"]])
     # result["targets"][t]: [checkpoint][seed][layer]

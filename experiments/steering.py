@@ -27,7 +27,7 @@ from envs.dataset import split_by_game
 from experiments.activations import LoadedModel
 from experiments.behaviour import OPPONENTS, held_out, make_playout, mover_persona, outcome_rates, persona_tables
 from experiments.probe import targets
-from models.probes import fit_logistic_probe, fit_ridge_probe
+from models.probes import fit_probe_stack, fit_ridge_probe
 from models.transformer import Output, apply
 
 ALPHAS = (-8.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0)
@@ -53,25 +53,32 @@ def unit(v, axis=-1):
     return v / np.linalg.norm(v, axis=axis, keepdims=True)
 
 
-def fit_directions(resid_LxRxD, value_R, persona_R, rows, num_personas: int) -> dict:
-    """Per layer: the unit value direction [L', D] (ridge), the unit persona directions
-    [L', P, D] (multinomial logistic) and the probes' held-out scores.
+def fit_directions(resid_SxLxRxD, value_R, persona_R, rows, num_personas: int) -> list[dict]:
+    """Per seed and layer: the unit value direction [L', D] (ridge), the unit persona directions
+    [L', P, D] (softmax probe; all seeds × layers fit in one batched call) and the probes'
+    held-out scores.
 
     A softmax probe is invariant to adding one vector to every class, so only contrasts are
     identified: persona p's direction is w_p − mean_q w_q (raises p's log-odds against the rest).
     ``rows``: (train, val, test) row indices from a split by game.
     """
     tr, va, te = rows
-    value, persona, r2, acc = [], [], [], []
-    for x in resid_LxRxD:
-        ridge = fit_ridge_probe(x[tr], value_R[tr], x[va], value_R[va])
-        value.append(ridge.direction())
-        r2.append(ridge.score(x[te], value_R[te]))
-        logit = fit_logistic_probe(x[tr], persona_R[tr], x[va], persona_R[va], num_classes=num_personas)
-        w_DxP = logit.direction(normalize=False)
-        persona.append(unit((w_DxP - w_DxP.mean(1, keepdims=True)).T))
-        acc.append(logit.score(x[te], persona_R[te])[0])
-    return {"value": np.stack(value), "persona": np.stack(persona), "value_r2": r2, "persona_accuracy": acc}
+    num_s, num_l = resid_SxLxRxD.shape[:2]
+    flat = resid_SxLxRxD.reshape(num_s * num_l, *resid_SxLxRxD.shape[2:])
+    softmax = fit_probe_stack(flat, persona_R, tr, va, te, classes=num_personas, hidden=0)
+    w_BxDxP = softmax.direction()
+    persona_BxPxD = unit((w_BxDxP - w_BxDxP.mean(2, keepdims=True)).transpose(0, 2, 1))
+    acc = softmax.test_score.reshape(num_s, num_l)
+    out = []
+    for s in range(num_s):
+        value, r2 = [], []
+        for x in resid_SxLxRxD[s]:
+            ridge = fit_ridge_probe(x[tr], value_R[tr], x[va], value_R[va])
+            value.append(ridge.direction())
+            r2.append(ridge.score(x[te], value_R[te]))
+        out.append({"value": np.stack(value), "persona": persona_BxPxD[s * num_l:(s + 1) * num_l],
+                    "value_r2": r2, "persona_accuracy": acc[s].tolist()})
+    return out
 
 
 # ---------------------------------------------------------------------------------- measurements
@@ -152,8 +159,8 @@ def steering_experiment(model: LoadedModel, probe_model: LoadedModel | None = No
     resid_steer = resid_probe if probe_model is model else resid(model)
     scale_SxL = np.linalg.norm(resid_steer, axis=-1).mean(-1) / np.sqrt(d_model)
     t_fit = time.time()
-    fits = [fit_directions(resid_probe[s], value_R, persona_R, rows, num_p) for s in range(num_s)]
-    fits_init = [fit_directions(resid_init[s], value_R, persona_R, rows, num_p) for s in range(num_s)]
+    fits = fit_directions(resid_probe, value_R, persona_R, rows, num_p)
+    fits_init = fit_directions(resid_init, value_R, persona_R, rows, num_p)
     t_fit = time.time() - t_fit
     random_SxLxRxD = unit(np.random.default_rng(seed).normal(size=(num_s, len(layers), num_random, d_model)))
 
@@ -358,7 +365,7 @@ def cmd_steer(args) -> int:
 def add_cli(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "steer", help="steer a run along value/persona probe directions (with controls)",
-        description="Fit value (ridge) and persona (logistic) probes per layer on held-out games, add "
+        description="Fit value (ridge) and persona (softmax) probes per layer on held-out games, add "
         "alpha × direction to the residual stream, and measure greedy play vs random/perfect and the "
         "log-likelihood of each persona's moves, beside random directions and random-init probes. "
         "Writes JSON and F6 (f6_steering.png/pdf, next to the JSON).")

@@ -1,4 +1,4 @@
-"""Linear probes on frozen activations, their controls, and seed statistics.
+"""Probes on frozen activations (linear and small MLP), their controls, and seed statistics.
 
 Every probe standardises features with *train* statistics, leaves the intercept unpenalised and
 picks its regularisation on a validation split; callers split by game (DESIGN.md, "Science
@@ -9,10 +9,14 @@ eigenvalues of the feature correlation matrix (≈1) whatever N is (sklearn's al
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 from scipy.optimize import minimize
 from scipy.special import log_softmax
 from scipy.stats import trim_mean
@@ -297,3 +301,113 @@ def bootstrap_ci(values_over_seeds, level: float = 0.95, n_boot: int = 2000, rng
 def iqm(values, axis: int = 0):
     """Interquartile mean: the mean of the middle 50% of values (25% trimmed from each end)."""
     return trim_mean(_f64(values), 0.25, axis=axis)
+
+
+# ---------------------------------------------------------------------------------- trained stacks
+
+
+class ProbeStack(NamedTuple):
+    """Probes fit by gradient descent to B feature sets at once (e.g. seeds × layers)."""
+
+    test_score: np.ndarray  # [B]: R² (regression) or accuracy averaged over outputs (classes)
+    val_loss: np.ndarray  # [B]: at the epoch kept (early stopping)
+    best_epoch: np.ndarray  # [B]
+    test_pred: np.ndarray  # [B, T, K]: predictions (regression) or predicted class (classes)
+    params: dict  # numpy arrays with a leading B axis, on standardised features
+    std: np.ndarray  # [B, D]: the train feature std the features were divided by
+
+    def direction(self) -> np.ndarray:
+        """Linear stacks (hidden=0): output weights in the original activation space, [B, D, K·C]
+        (d output / d x, the vector to steer along)."""
+        if "w1" in self.params:
+            raise ValueError("an MLP probe has no single direction; fit with hidden=0")
+        return self.params["w2"] / self.std[:, :, None]
+
+
+def fit_probe_stack(x_BxNxD, y, train_idx, val_idx, test_idx, classes: int = 0, hidden: int = 64,
+                    epochs: int = 24, batch_size: int = 256, lr: float = 3e-3,
+                    weight_decay: float = 1e-3, seed: int = 0) -> ProbeStack:
+    """Small-MLP probes (``hidden`` ReLU units; 0 = a linear/softmax probe) on B feature sets.
+
+    An MLP reads what a linear map cannot, but a more expressive probe also memorises more
+    (Hewitt & Liang 2019), so its scores mean something only beside the same probe on the
+    controls. ``y`` is [N] or [N, K] floats for regression (``classes=0``), or integer labels
+    [N] / [N, K] with ``classes`` values each. Minibatch AdamW on standardised features, vmapped
+    over the B feature sets and jitted as one ``lax.scan``; the epoch with the lowest validation
+    loss is kept (early stopping). Seconds for B = 15 sets of 10k rows on a CPU.
+    """
+    x = np.asarray(x_BxNxD, np.float32)
+    tr, va, te = (np.asarray(i) for i in (train_idx, val_idx, test_idx))
+    mean, std = _standardiser(x[:, tr])
+    xs = ((x - mean[:, None]) / std[:, None]).astype(np.float32)
+    if classes:
+        y2 = np.asarray(y).astype(np.int32).reshape(x.shape[1], -1)
+        targets = y2
+    else:
+        y2 = _as_2d(y)
+        y_mu, y_sd = y2[tr].mean(0), np.where(y2[tr].std(0) > 1e-12, y2[tr].std(0), 1.0)
+        targets = ((y2 - y_mu) / y_sd).astype(np.float32)
+    k = y2.shape[1]
+    fit = _stack_fit(k, classes, hidden, epochs, batch_size, max(len(tr) // batch_size, 1), lr, weight_decay)
+    best, val_loss, best_epoch = fit(jnp.asarray(xs[:, tr]), jnp.asarray(targets[tr]), jnp.asarray(xs[:, va]),
+                                     jnp.asarray(targets[va]), jax.random.key(seed))
+    out = np.asarray(jax.vmap(_stack_forward)(best, jnp.asarray(xs[:, te])), np.float64)
+    if classes:
+        pred = out.reshape(len(x), len(te), k, classes).argmax(-1)
+        score = (pred == y2[te]).mean((1, 2))
+    else:
+        pred = out * y_sd + y_mu
+        score = _nanmean_last(_r2_per_output(y2[te], pred))
+    params = {name: np.asarray(v, np.float64) for name, v in best.items()}
+    return ProbeStack(score, np.asarray(val_loss), np.asarray(best_epoch), pred, params, std)
+
+
+def _stack_forward(params, x_NxD):
+    if "w1" in params:
+        x_NxD = jax.nn.relu(x_NxD @ params["w1"] + params["b1"])
+    return x_NxD @ params["w2"] + params["b2"]
+
+
+@functools.cache
+def _stack_fit(k: int, classes: int, hidden: int, epochs: int, batch_size: int, num_batches: int,
+               lr: float, weight_decay: float):
+    opt = optax.adamw(lr, weight_decay=weight_decay)
+    width = k * max(classes, 1)
+
+    def loss(params, x, y):
+        out = _stack_forward(params, x)
+        if classes:
+            return optax.softmax_cross_entropy_with_integer_labels(out.reshape(len(x), k, classes), y).mean()
+        return ((out - y) ** 2).mean()
+
+    def one(x_tr, y_tr, x_va, y_va, key):
+        d = x_tr.shape[-1]
+        k1, k2, key = jax.random.split(key, 3)
+        if hidden:
+            params = {"w1": jax.random.normal(k1, (d, hidden)) * jnp.sqrt(2.0 / d), "b1": jnp.zeros(hidden),
+                      "w2": jax.random.normal(k2, (hidden, width)) / jnp.sqrt(hidden), "b2": jnp.zeros(width)}
+        else:
+            params = {"w2": jnp.zeros((d, width)), "b2": jnp.zeros(width)}
+        size = min(batch_size, len(x_tr))
+
+        def epoch(carry, key):
+            params, state, best, best_loss, best_epoch, e = carry
+            order = jax.random.permutation(key, len(x_tr))[: num_batches * size].reshape(num_batches, size)
+
+            def step(c, idx):
+                p, s = c
+                updates, s = opt.update(jax.grad(loss)(p, x_tr[idx], y_tr[idx]), s, p)
+                return (optax.apply_updates(p, updates), s), None
+
+            (params, state), _ = jax.lax.scan(step, (params, state), order)
+            v = loss(params, x_va, y_va)
+            better = v < best_loss
+            best = jax.tree.map(lambda new, old: jnp.where(better, new, old), params, best)
+            return (params, state, best, jnp.where(better, v, best_loss), jnp.where(better, e, best_epoch),
+                    e + 1), None
+
+        init = (params, opt.init(params), params, jnp.inf, 0, 0)
+        (_, _, best, best_loss, best_epoch, _), _ = jax.lax.scan(epoch, init, jax.random.split(key, epochs))
+        return best, best_loss, best_epoch
+
+    return jax.jit(jax.vmap(one, in_axes=(0, None, 0, None, None)))
