@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 import jax
@@ -225,6 +225,18 @@ def _play(game: Game, personas: tuple[Persona, ...], num_games: int, log_w, pair
     return px, po, jax.vmap(game.returns)(final)[:, 0], records
 
 
+@lru_cache(maxsize=16)
+def _pair_outcomes(game_name: str, names: tuple[str, ...]) -> np.ndarray:
+    """float[P, P, states]: exact expected X result for every (X persona, O persona) pair from
+    every state; a second of solver work per roster, so computed once per process."""
+    game = make_game(game_name)
+    sg = solved(game)
+    tables = [probs_table(make_persona(n, game), game) for n in names]
+    out = np.stack([np.stack([sg.expected_outcome(tx, to) for to in tables]) for tx in tables])
+    out.flags.writeable = False
+    return out
+
+
 def generate(cfg: DataConfig) -> Dataset:
     """Generate the dataset a config describes (identical for the same config)."""
     cfg.validate()
@@ -234,8 +246,7 @@ def generate(cfg: DataConfig) -> Dataset:
     weights = np.array([cfg.mixture[n] for n in layout.persona_names], np.float64)
     log_w = jnp.log(jnp.asarray(weights / weights.sum(), jnp.float32))
     sg = solved(game)
-    tables = [probs_table(p, game) for p in personas]
-    pair_x = np.stack([np.stack([sg.expected_outcome(tx, to) for to in tables]) for tx in tables])
+    pair_x = _pair_outcomes(cfg.game, layout.persona_names)
 
     px, po, outcome_x, rec = jax.device_get(
         _play(game, personas, cfg.num_games, log_w, jnp.asarray(pair_x),

@@ -13,7 +13,9 @@ from experiments import figures as F
 from experiments.probe_suite import analyse_probes, analyse_timeline
 
 
-def run_all(dirs: dict[str, Path], fig_dir: Path, probe_games: int, on_message=print) -> tuple[dict, list[Path]]:
+def run_all(dirs: dict[str, Path], fig_dir: Path, sizes, on_message=print) -> tuple[dict, list[Path]]:
+    """``sizes``: an ``experiments.reproduce.AnalysisSizes`` (held-out games, grids)."""
+    probe_games = sizes.probe_games
     results: dict = {}
     paths: list[Path] = []
     have = {k: v for k, v in dirs.items()}
@@ -27,7 +29,11 @@ def run_all(dirs: dict[str, Path], fig_dir: Path, probe_games: int, on_message=p
         on_message(f"analysis {name}: {seconds[name]:.0f} s")
 
     # WHAT AND WHERE: the probe suite on every trained model (F2, F3, F8).
-    suites = {name: analyse_probes(d, num_games=probe_games) for name, d in have.items() if name != "random_init"}
+    # MLP probes (F2) only on the three regimes F2 compares; F8 needs the linear probes of the MTP run.
+    suites = {name: analyse_probes(have[name], num_games=probe_games) for name in ("next_token", "rl", "pretrain_rl")
+              if name in have}
+    if "next_token_mtp" in have:
+        suites["next_token_mtp"] = analyse_probes(have["next_token_mtp"], num_games=probe_games, mlp_targets=())
     results["probe_suite"] = suites
     main = {k: suites[k] for k in ("next_token", "rl", "pretrain_rl") if k in suites}
     paths += F.probe_grid(main, fig_dir)
@@ -56,23 +62,25 @@ def run_all(dirs: dict[str, Path], fig_dir: Path, probe_games: int, on_message=p
         lap("change")
         # LAYER RESET (F5).
         results["layer_reset"] = layer_reset.analyse_layer_reset(have["next_token"], have["pretrain_rl"],
-                                                                 num_games=probe_games)
+                                                                 num_games=probe_games,
+                                                                 games_per_cell=sizes.games_per_cell)
         paths += layer_reset.plot_layer_reset(results["layer_reset"], fig_dir)
         lap("layer_reset")
 
     # STEERING (F6) and BEHAVIOUR (F9).
     from experiments import behaviour, steering
 
-    # Reduced grid: the full one (9 strengths, 3 random directions) takes ~6 min per run on a CPU.
-    results["steering"] = {k: steering.analyse_steering(have[k], alphas=(-4, 0, 4), num_games=min(probe_games, 1000),
-                                                        games_per_cell=32, num_random=2)
+    # The grid is the preset's: the CLI's full one (9 strengths, 3 random directions) takes minutes per run.
+    results["steering"] = {k: steering.analyse_steering(have[k], alphas=sizes.steer_alphas, num_games=min(probe_games, 1000),
+                                                        games_per_cell=sizes.steer_games_per_cell,
+                                                        num_random=sizes.steer_random)
                            for k in ("next_token", "pretrain_rl") if k in have}
     for stage, res in results["steering"].items():
         paths += steering.plot_steering(res, fig_dir, name=f"f6_steering_{stage}")
     lap("steering")
     results["behaviour"] = behaviour.analyse_behaviour(
         {k: str(v) for k, v in have.items()}, pretrained_dir=str(have["next_token"]) if "next_token" in have else None,
-        num_games=probe_games)
+        num_games=probe_games, games_per_cell=sizes.games_per_cell)
     paths += behaviour.plot_behaviour(results["behaviour"], fig_dir)
     lap("behaviour")
     results["seconds"] = seconds

@@ -50,7 +50,8 @@ def save(directory: Path, step: int, state: Any) -> None:
 def restore(directory: Path, step: int, like: Any) -> Any:
     target = Path(directory).absolute() / f"step_{step}"
     ckpt = _checkpointer()
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), like)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype if hasattr(x, "dtype")
+                                                           else np.asarray(x).dtype), like)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         restored = ckpt.restore(target, abstract)

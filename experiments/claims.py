@@ -39,11 +39,19 @@ def claim2(results: dict) -> dict:
     best = int(np.argmax(trained.mean(0)))
     stat = _ci(trained[:, best] - ctrl[:, best])
     ceiling = float(np.mean(suite["bayes_ceiling"]["x"] + suite["bayes_ceiling"]["o"]))
-    return {"statistic": "persona-probe accuracy above the random-init control at the best layer (next_token)",
-            "value": stat, "layer": best, "accuracy": _ci(trained[:, best]),
-            "selectivity_vs_control_task": _ci(trained[:, best] - task[:, best]),
-            "bayes_ceiling_mean_over_moves": ceiling, "threshold": 0.02,
-            "verdict": three_way(stat, 0.02), "figure": "figures/f3_persona_probe_by_move.png"}
+    out = {"statistic": "persona-probe accuracy above the random-init control at the best layer (next_token)",
+           "value": stat, "layer": best, "accuracy": _ci(trained[:, best]),
+           "selectivity_vs_control_task": _ci(trained[:, best] - task[:, best]),
+           "bayes_ceiling_mean_over_moves": ceiling, "threshold": 0.02,
+           "verdict": three_way(stat, 0.02), "figure": "figures/f3_persona_probe_by_move.png"}
+    # Behavioural evidence beside the probe: a persona-prompted simulator plays each character.
+    for run in results["analyses"].get("behaviour", {}).get("runs", {}).values():
+        if isinstance(run.get("prompted_strength"), dict):
+            for persona, vs in run["prompted_strength"].items():
+                out[f"prompted_as_{persona}_loss_vs_perfect"] = _ci(vs["perfect"]["loss"])
+                out[f"prompted_as_{persona}_win_vs_random"] = _ci(vs["random"]["win"])
+            break
+    return out
 
 
 def _t90(steps: np.ndarray, curve: np.ndarray) -> float:

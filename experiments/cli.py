@@ -114,6 +114,21 @@ def cmd_data(args) -> int:
     return 0
 
 
+def _check_resume_config(cfg, out: Path) -> None:
+    """A resumed run keeps its saved config; overrides that would change it are an error, not
+    silently dropped."""
+    from experiments.store import flat_config
+
+    saved = flat_config(out)
+    given = {f"{s}.{k}": v for s, fields in json.loads(json.dumps(cfg.to_dict())).items() for k, v in fields.items()}
+    diff = [f"{k} (saved {saved.get(k)!r}, given {given.get(k)!r})" for k in sorted(set(saved) | set(given))
+            if saved.get(k) != given.get(k)]
+    if diff:
+        more = f" and {len(diff) - 4} more" if len(diff) > 4 else ""
+        raise UserError(f"--resume continues {out} with its saved config, which these settings would change: "
+                        f"{'; '.join(diff[:4])}{more}; drop them to resume, or train into a new directory")
+
+
 def cmd_train(args) -> int:
     import time
 
@@ -126,6 +141,8 @@ def cmd_train(args) -> int:
     if args.out_root:  # CleanRL-style unique name
         args.out = str(Path(args.out_root) / f"{cfg.data.game}__{cfg.train.regime}__"
                        f"{'-'.join(map(str, cfg.train.seeds))}__{int(time.time())}")
+    if args.resume and (extra or args.overrides or args.config) and (Path(args.out) / "config.json").exists():
+        _check_resume_config(cfg, Path(args.out))
     with _progress(not args.quiet) as progress:
         result = train(cfg, args.out, resume=args.resume, force=args.force, progress=progress)
     if result.interrupted:
@@ -175,7 +192,7 @@ def cmd_reproduce(args) -> int:
     with _progress(not args.quiet) as progress:
         results = reproduce(args.preset, args.out, force=args.force, resume=args.resume,
                             overrides=tuple(args.overrides), progress=progress,
-                            probe_games=args.probe_games, full=args.full or None)
+                            probe_games=args.probe_games, value_only=args.value_only)
     c1 = results["claims"]["1"]
     print(f"claim 1 (agent represents its goal): {c1['verdict']}")
     print(f"wrote {args.out}/REPORT.md, results.json, figures/ in {results['total_s']:.0f} s")
@@ -292,14 +309,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reproduce", help="train all regimes, probe, write figures + REPORT.md",
                        description="Train next_token, rl, pretrain_rl and a random-init control "
-                       "(seeds vmapped), evaluate win rates and simulator loss, fit per-layer value "
-                       "probes with controls, and write OUT/figures, OUT/results.json, OUT/REPORT.md.")
-    p.add_argument("--preset", default="quick", help="quick (minutes on a CPU) or tiny (smoke test)")
+                       "(seeds vmapped; paper adds continued pretraining, multi-token, persona-prompted "
+                       "and shared-value runs), evaluate win rates and simulator loss, run the probe suite, "
+                       "timeline, weight/CKA change, layer reset, steering and behaviour analyses, and write "
+                       "OUT/figures (F1-F9), OUT/results.json and OUT/REPORT.md with a verdict per claim.")
+    p.add_argument("--preset", default="quick", choices=("quick", "paper", "tiny"),
+                   help="quick: 3 seeds, every figure but F8 at reduced size, ~5 min on a CPU; "
+                   "paper: 5 seeds, all figures, ~30 min; tiny: smoke test, nothing is learnt")
     p.add_argument("--out", required=True, help="output directory (must be new or empty)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override a config field in every regime")
-    p.add_argument("--probe-games", type=int, default=2000, help="held-out games for the probes")
-    p.add_argument("--full", action="store_true", help="run every analysis and figure (default only for paper)")
+    p.add_argument("--probe-games", type=int, metavar="N",
+                   help="held-out games for every probe (default: the preset's, 300/1000/2000 for tiny/quick/paper)")
+    p.add_argument("--value-only", action="store_true",
+                   help="skip the interpretability suite: only the claim-1 value probes and figure")
     p.add_argument("--resume", action="store_true", help="finish an interrupted reproduction")
     p.add_argument("--force", action="store_true", help="replace an existing OUT")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

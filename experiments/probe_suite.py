@@ -172,7 +172,8 @@ def probe_suite(model: LoadedModel, rows: Rows, controls: dict[str, LoadedModel]
     return out
 
 
-def analyse_probes(run_dir: str | Path, num_games: int = 2000, targets=REGRESSION + CLASSIFICATION) -> dict:
+def analyse_probes(run_dir: str | Path, num_games: int = 2000, targets=REGRESSION + CLASSIFICATION,
+                   mlp_targets=MLP_TARGETS) -> dict:
     """The suite on a run's final checkpoint with every control; writes RUN/probe_suite.json."""
     model = LoadedModel.from_run(run_dir)
     rows = Rows(held_out(model.cfg, num_games))
@@ -181,7 +182,7 @@ def analyse_probes(run_dir: str | Path, num_games: int = 2000, targets=REGRESSIO
     if first != model.step:
         controls["step0"] = LoadedModel.from_run(run_dir, step=first)
     result = {"run": str(run_dir), "regime": model.cfg.train.regime, "seeds": list(model.cfg.train.seeds),
-              "targets": probe_suite(model, rows, controls, targets),
+              "targets": probe_suite(model, rows, controls, targets, mlp_targets=mlp_targets),
               "bayes_ceiling": {k: v.tolist() for k, v in rows.bayes_ceiling().items()},
               "persona_names": list(model.layout.persona_names)}
     (Path(run_dir) / "probe_suite.json").write_text(json.dumps(result))
@@ -189,7 +190,7 @@ def analyse_probes(run_dir: str | Path, num_games: int = 2000, targets=REGRESSIO
 
 
 def analyse_timeline(run_dir: str | Path, num_games: int = 2000,
-                     targets=("value_mover", "minimax_mover", "persona_mover", "board_mover")) -> dict:
+                     targets=("value_mover", "minimax_mover", "board_mover")) -> dict:
     """What-when-where: probe scores at every saved checkpoint × layer (McGrath et al. 2022)."""
     ckdir = Path(run_dir) / "checkpoints"
     steps = checkpoints.steps(ckdir)

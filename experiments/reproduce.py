@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,50 +25,87 @@ from models.probes import bootstrap_ci
 # Each preset is a list of stages: (run name, overrides over the preset). A stage may refer to
 # an earlier stage's run directory as {run:NAME}. Stages run in order.
 STAGES = {
+    # Every figure but F8 (no multi-token run) at reduced size, in about five minutes on 2 cores.
     "quick": [
-        ("next_token", ["train.regime='next_token'", "train.steps=1500", "train.chunk=250", "data.num_games=100000"]),
+        ("next_token", ["train.regime='next_token'", "train.steps=1000", "train.chunk=200",
+                        "data.num_games=100000", "train.log_checkpoints=4"]),
         ("random_init", ["train.regime='random_init'"]),
-        ("rl", ["train.regime='rl'", "train.steps=160", "train.chunk=20"]),
-        ("pretrain_rl", ["train.regime='pretrain_rl'", "train.steps=160", "train.chunk=20",
-                         "ppo.pretrained='{run:next_token}'"]),
+        ("rl", ["train.regime='rl'", "train.steps=80", "train.chunk=20", "train.log_checkpoints=4",
+                "ppo.num_envs=128"]),
+        ("pretrain_rl", ["train.regime='pretrain_rl'", "train.steps=80", "train.chunk=20", "ppo.num_envs=128",
+                         "train.log_checkpoints=4", "ppo.pretrained='{run:next_token}'"]),
     ],
     "paper": [
         ("next_token", ["train.regime='next_token'", "train.steps=1500", "train.chunk=100",
-                        "data.num_games=100000", "train.log_checkpoints=8"]),
+                        "data.num_games=100000", "train.log_checkpoints=6"]),
         ("random_init", ["train.regime='random_init'"]),
-        ("rl", ["train.regime='rl'", "train.steps=160", "train.chunk=10", "train.log_checkpoints=8"]),
-        ("pretrain_rl", ["train.regime='pretrain_rl'", "train.steps=160", "train.chunk=10",
-                         "train.log_checkpoints=8", "ppo.pretrained='{run:next_token}'"]),
-        ("continued_next_token", ["train.regime='next_token'", "train.steps=1000", "train.chunk=250",
+        ("rl", ["train.regime='rl'", "train.steps=120", "train.chunk=10", "train.log_checkpoints=6"]),
+        ("pretrain_rl", ["train.regime='pretrain_rl'", "train.steps=100", "train.chunk=10",
+                         "train.log_checkpoints=6", "ppo.pretrained='{run:next_token}'"]),
+        ("continued_next_token", ["train.regime='next_token'", "train.steps=500", "train.chunk=250",
                                   "data.num_games=100000", "train.init_from='{run:next_token}'"]),
         ("next_token_mtp", ["train.regime='next_token'", "train.steps=1500", "train.chunk=250",
                             "data.num_games=100000", "model.mtp_heads=2"]),
-        ("rl_shared_value", ["train.regime='rl'", "train.steps=160", "train.chunk=20", "model.value_head='shared'"]),
+        ("next_token_prompted", ["train.regime='next_token'", "train.steps=1500", "train.chunk=250",
+                                 "data.num_games=100000", "data.persona_prompt=true"]),
+        ("rl_shared_value", ["train.regime='rl'", "train.steps=100", "train.chunk=20", "model.value_head='shared'"]),
     ],
+    # Every stage of the paper preset, so that tests run every analysis path.
     "tiny": [
-        ("next_token", ["train.regime='next_token'"]),
+        ("next_token", ["train.regime='next_token'", "train.log_checkpoints=2"]),
         ("random_init", ["train.regime='random_init'"]),
         ("rl", ["train.regime='rl'"]),
         ("pretrain_rl", ["train.regime='pretrain_rl'", "ppo.pretrained='{run:next_token}'"]),
+        ("continued_next_token", ["train.regime='next_token'", "train.init_from='{run:next_token}'"]),
+        ("next_token_mtp", ["train.regime='next_token'", "model.mtp_heads=2"]),
+        ("next_token_prompted", ["train.regime='next_token'", "data.persona_prompt=true"]),
+        ("rl_shared_value", ["train.regime='rl'", "model.value_head='shared'"]),
     ],
 }
 PRESET_SEEDS = {"quick": None, "tiny": None, "paper": [0, 1, 2, 3, 4]}
 EMERGENCE_THRESHOLD = 0.05  # R² above the random-init control that counts as "represented"
 
 
+@dataclass(frozen=True)
+class AnalysisSizes:
+    """How much held-out data and how large a grid each analysis gets: the figures' size."""
+
+    probe_games: int = 2000
+    """Held-out games for every probe (split by game 60/20/20)."""
+    steer_alphas: tuple[float, ...] = (-8.0, -4.0, 0.0, 4.0, 8.0)
+    """Steering strengths, in units of the residual's per-coordinate RMS."""
+    steer_games_per_cell: int = 32
+    """Games per opponent and side for each steering configuration."""
+    steer_random: int = 2
+    """Random directions per layer (the steering control)."""
+    games_per_cell: int = 128
+    """Games per opponent and side in layer reset and prompted play."""
+
+
+SIZES = {
+    "tiny": AnalysisSizes(probe_games=300, steer_alphas=(-4.0, 0.0, 4.0), steer_games_per_cell=4, steer_random=1,
+                          games_per_cell=8),
+    "quick": AnalysisSizes(probe_games=1000, steer_alphas=(-4.0, 0.0, 4.0), steer_games_per_cell=16, steer_random=1,
+                           games_per_cell=32),
+    "paper": AnalysisSizes(),
+}
+
+
 def reproduce(preset: str, out: str | Path, *, force: bool = False, resume: bool = False,
               overrides: tuple[str, ...] = (), progress=None, on_message=print,
-              probe_games: int = 2000, full: bool | None = None) -> dict:
-    """Train every stage of the preset, then analyse; ``full`` runs every analysis (default:
-    only for the paper preset)."""
+              probe_games: int | None = None, value_only: bool = False) -> dict:
+    """Train every stage of the preset, then run every analysis at the preset's sizes
+    (``value_only``: only the claim-1 value probes and figure)."""
     out = Path(out)
     if preset not in STAGES:
         raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(STAGES)}")
+    if probe_games is not None and probe_games < 50:
+        raise ConfigError(f"probe_games must be at least 50, got {probe_games}")
     if out.exists() and any(out.iterdir()) and not (force or resume):
         raise RunError(f"{out} is not empty; pass --resume to finish it or --force to replace it")
     if force and out.exists() and not resume:
         shutil.rmtree(out)
-    full = (preset == "paper") if full is None else full
+    sizes = SIZES[preset] if probe_games is None else replace(SIZES[preset], probe_games=probe_games)
     base_preset = "quick" if preset == "paper" else preset
     seeds = PRESET_SEEDS[preset]
     started = time.time()
@@ -84,16 +122,16 @@ def reproduce(preset: str, out: str | Path, *, force: bool = False, resume: bool
             train(cfg, run_dir, resume=(run_dir / "config.json").exists(), progress=progress,
                   on_message=on_message)
         t1 = time.time()
-        probes[name] = probe_run(run_dir, num_games=probe_games)
+        probes[name] = probe_run(run_dir, num_games=sizes.probe_games)
         timings[name] = {"train_s": round(t1 - t0, 1), "probe_s": round(time.time() - t1, 1)}
         finals[name] = json.loads((run_dir / "final.json").read_text())
     figures = value_probe_by_layer(probes, out / "figures")
     results = summarise(probes, finals)
-    if full:
+    if not value_only:
         from experiments.analyses import run_all
 
         t0 = time.time()
-        extra_results, extra_figures = run_all(dirs, out / "figures", probe_games, on_message)
+        extra_results, extra_figures = run_all(dirs, out / "figures", sizes, on_message)
         results["analyses"] = extra_results
         figures += extra_figures
         (out / "analyses.json").write_text(json.dumps(extra_results))  # kept even if judging fails
@@ -101,7 +139,7 @@ def reproduce(preset: str, out: str | Path, *, force: bool = False, resume: bool
         from experiments.claims import judge_all
 
         results["claims"].update(judge_all(results))
-    results.update(preset=preset, timings=timings, total_s=round(time.time() - started, 1),
+    results.update(preset=preset, sizes=asdict(sizes), timings=timings, total_s=round(time.time() - started, 1),
                    figures=[str(p.relative_to(out)) for p in figures])
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "REPORT.md").write_text(report(results))
@@ -214,6 +252,28 @@ def _fmt(ci: dict, i: int | None = None) -> str:
     return f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
+def mlp_lines(results: dict) -> list[str]:
+    """Claim 1 read by the nonlinear probe too: a value that a small MLP decodes but a linear
+    probe does not would change what 'represented' means here, so it is reported beside it."""
+    suites = results.get("analyses", {}).get("probe_suite", {})
+    rows = []
+    for regime, suite in suites.items():
+        mlp = suite["targets"].get("value_mover", {}).get("mlp")
+        if not mlp or "random_init" not in mlp:
+            continue
+        trained = np.asarray([r["score"] for r in mlp["trained"]], float)
+        control = np.asarray([r["score"] for r in mlp["random_init"]], float)
+        best = int(np.argmax(trained.mean(0)))
+        rows.append(f"| {regime} | {best} | {_fmt(_ci(trained[:, best]))} | {_fmt(_ci(control[:, best]))} | "
+                    f"{_fmt(_ci(trained[:, best] - control[:, best]))} |")
+    if not rows:
+        return []
+    return ["", "The same question asked with a small MLP probe (64 ReLU units; value for the player to move; "
+            "figure `figures/f2_probe_targets_controls.png`, second row), not used by the verdict:", "",
+            "| regime | best layer | MLP R² | random-init control | emergence |", "| --- | --- | --- | --- | --- |",
+            *rows]
+
+
 def report(results: dict) -> str:
     regs = results["regimes"]
     c1 = results["claims"]["1"]
@@ -237,6 +297,7 @@ def report(results: dict) -> str:
         layer = v["layer"]
         lines.append(f"| {regime} | {layer} | {_fmt(p['r2_by_layer'], layer)} | "
                      f"{_fmt(p['random_init_by_layer'], layer)} | {_fmt(v['emergence'])} | {v['verdict']} |")
+    lines += mlp_lines(results)
     lines += ["", "R² of the value probes by layer (0 = embeddings):", "",
               "| regime | target | " + " | ".join(f"layer {i}" for i in range(len(next(iter(regs.values()))['probe']['minimax']['r2_by_layer']['mean']))) + " |",
               "| --- | --- | " + " | ".join("---" for _ in next(iter(regs.values()))['probe']['minimax']['r2_by_layer']['mean']) + " |"]
@@ -264,4 +325,8 @@ def report(results: dict) -> str:
     lines += ["## Timings", "", "| stage | train s | probe s |", "| --- | --- | --- |"]
     for regime, t in results["timings"].items():
         lines.append(f"| {regime} | {t['train_s']} | {t['probe_s']} |")
+    for name, secs in results.get("analyses", {}).get("seconds", {}).items():
+        lines.append(f"| analysis: {name} | – | {secs} |")
+    lines += ["", "Sizes: " + ", ".join(f"{k} {v}" for k, v in results["sizes"].items()) + ".",
+              "", "## Figures", ""] + [f"- `{f}`" for f in results["figures"] if f.endswith(".png")]
     return "\n".join(lines) + "\n"

@@ -58,7 +58,7 @@ def load_params(run_dir: str | Path, expect_seeds: int | None = None, step: int 
     cfg = read_config(run_dir)
     layout = Layout.for_config(cfg.data)
     trainer = make_trainer(cfg, layout, for_restore=True)
-    template = trainer.init(seed_keys(cfg))
+    template = jax.eval_shape(trainer.init, seed_keys(cfg))  # shapes only: nothing is initialised
     ckdir = Path(run_dir) / "checkpoints"
     try:
         if step is None:

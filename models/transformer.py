@@ -15,6 +15,7 @@ Heads:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -148,11 +149,22 @@ def make_model(cfg: ModelConfig, vocab_size: int, seq_len: int, key: jax.Array):
     return nnx.split(model)
 
 
+@functools.lru_cache(maxsize=32)
+def _graphdef_and_init(cfg: ModelConfig, vocab_size: int, seq_len: int):
+    """The graphdef (from an abstract model: no arrays made) and a jitted seed-vmapped init.
+
+    Built once per architecture: eager nnx construction dispatches op by op (about half a
+    second each time), and analyses load many checkpoints."""
+    abstract = nnx.eval_shape(lambda: Transformer(cfg, vocab_size, seq_len, rngs=nnx.Rngs(0)))
+    graphdef, _ = nnx.split(abstract)
+    init = jax.jit(jax.vmap(lambda k: make_model(cfg, vocab_size, seq_len, k)[1]))
+    return graphdef, init
+
+
 def init_params(cfg: ModelConfig, vocab_size: int, seq_len: int, keys: jax.Array):
     """Stacked params for a batch of seeds (leading axis = seed), and the shared graphdef."""
-    graphdef, _ = make_model(cfg, vocab_size, seq_len, keys[0])
-    params = jax.vmap(lambda k: make_model(cfg, vocab_size, seq_len, k)[1])(keys)
-    return graphdef, params
+    graphdef, init = _graphdef_and_init(cfg, vocab_size, seq_len)
+    return graphdef, init(keys)
 
 
 def apply(graphdef, params, tokens_BxT, steer=None) -> Output:

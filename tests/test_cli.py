@@ -133,6 +133,15 @@ def test_train_existing_run_needs_resume_or_force(capsys, tmp_path):
     assert snapshot(run) == before
 
 
+def test_train_resume_refuses_overrides_that_would_change_the_saved_config(capsys, tmp_path):
+    """A resumed run keeps its saved config; a changed field is an error, not silently dropped."""
+    run = tmp_path / "run"
+    before = _fake_run(run)
+    run_bad(capsys, ["train", "--out", run, "--resume", "--preset", "tiny", "--set", "train.steps=8"],
+            "train.steps (saved 4, given 8)")
+    assert snapshot(run) == before
+
+
 def test_train_resume_on_an_empty_dir(capsys, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
