@@ -29,12 +29,30 @@ def reproduced(tmp_path_factory):
     return out, results
 
 
-def test_figures_written(reproduced):
+FIGURES = ("value_probe_by_layer", "f1_value_probe_layer_by_checkpoint", "f2_probe_targets_controls",
+           "f3_persona_probe_by_move", "f4_where_rl_changes", "f5_layer_reset", "f6_steering_next_token",
+           "f6_steering_pretrain_rl", "f7_rl_amount", "f8_mtp_vs_ntp", "f9_behaviour")
+
+
+def test_every_figure_written(reproduced):
+    """The tiny preset runs every stage of the paper preset, so every figure F1-F9 appears."""
     out, results = reproduced
-    for ext in ("png", "pdf"):
-        path = out / "figures" / f"value_probe_by_layer.{ext}"
-        assert path.exists() and path.stat().st_size > 1000
-    assert "figures/value_probe_by_layer.png" in results["figures"]
+    for name in FIGURES:
+        for ext in ("png", "pdf"):
+            path = out / "figures" / f"{name}.{ext}"
+            assert path.exists() and path.stat().st_size > 1000, path
+        assert f"figures/{name}.png" in results["figures"]
+
+
+def test_every_claim_has_a_verdict_and_mlp_probes_ran(reproduced):
+    _, results = reproduced
+    assert set(results["claims"]) == {"1", "2", "3", "4", "5", "6"}
+    assert all(c["verdict"] in VERDICTS for c in results["claims"].values())
+    suite = results["analyses"]["probe_suite"]["next_token"]["targets"]
+    assert set(suite["persona_mover"]["mlp"]) == {"trained", "random_init", "control_task"}
+    assert set(suite["value_mover"]["mlp"]) == {"trained", "random_init", "shuffled"}
+    # the persona-prompted simulator is played once per roster persona (claim 2's behaviour)
+    assert "prompted_as_perfect_loss_vs_perfect" in results["claims"]["2"]
 
 
 def test_results_json(reproduced):
