@@ -164,10 +164,12 @@ def cmd_probe(args) -> int:
         if args.suite:
             res = analyse_probes(args.run, num_games=args.games)
             for target, entry in res["targets"].items():
-                for kind in ("trained", "random_init", "shuffled", "control_task"):
-                    if kind in entry:
-                        scores = np.mean([r["score"] for r in entry[kind]], 0)
-                        print(f"{target:15s} {kind:12s} {entry['kind']} by layer: " + " ".join(f"{v:.3f}" for v in scores))
+                for probe, results in (("linear", entry), ("mlp", entry.get("mlp", {}))):
+                    for kind in ("trained", "random_init", "step0", "shuffled", "control_task"):
+                        if results.get(kind):
+                            scores = np.mean([r["score"] for r in results[kind]], 0)
+                            print(f"{target:15s} {probe:6s} {kind:12s} {entry['kind']} by layer: "
+                                  + " ".join(f"{v:.3f}" for v in scores))
             print(f"wrote {Path(args.run) / 'probe_suite.json'}")
         if args.timeline:
             res = analyse_timeline(args.run, num_games=args.games)
@@ -313,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "and shared-value runs), evaluate win rates and simulator loss, run the probe suite, "
                        "timeline, weight/CKA change, layer reset, steering and behaviour analyses, and write "
                        "OUT/figures (F1-F9), OUT/results.json and OUT/REPORT.md with a verdict per claim.")
-    p.add_argument("--preset", default="quick", choices=("quick", "paper", "tiny"),
+    p.add_argument("--preset", default="quick",
                    help="quick: 3 seeds, every figure but F8 at reduced size, ~5 min on a CPU; "
                    "paper: 5 seeds, all figures, ~30 min; tiny: smoke test, nothing is learnt")
     p.add_argument("--out", required=True, help="output directory (must be new or empty)")
@@ -351,8 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory")
     p.add_argument("--games", type=int, default=3000, help="held-out games to probe on")
     p.add_argument("--suite", action="store_true",
-                   help="every target (value, minimax, outcome, persona, board; both frames) with "
-                   "random-init, step-0, shuffled and control-task controls -> RUN/probe_suite.json")
+                   help="every target (value, minimax, outcome, persona, board; both frames), linear and "
+                   "small-MLP probes, with random-init, step-0, shuffled and control-task controls "
+                   "-> RUN/probe_suite.json")
     p.add_argument("--timeline", action="store_true",
                    help="probes at every checkpoint x layer (what-when-where) -> RUN/timeline.json")
     p.set_defaults(func=cmd_probe)

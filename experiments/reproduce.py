@@ -39,7 +39,7 @@ STAGES = {
         ("next_token", ["train.regime='next_token'", "train.steps=1500", "train.chunk=100",
                         "data.num_games=100000", "train.log_checkpoints=6"]),
         ("random_init", ["train.regime='random_init'"]),
-        ("rl", ["train.regime='rl'", "train.steps=120", "train.chunk=10", "train.log_checkpoints=6"]),
+        ("rl", ["train.regime='rl'", "train.steps=100", "train.chunk=10", "train.log_checkpoints=6"]),
         ("pretrain_rl", ["train.regime='pretrain_rl'", "train.steps=100", "train.chunk=10",
                          "train.log_checkpoints=6", "ppo.pretrained='{run:next_token}'"]),
         ("continued_next_token", ["train.regime='next_token'", "train.steps=500", "train.chunk=250",

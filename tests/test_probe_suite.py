@@ -1,6 +1,7 @@
 """The probe suite's labels and its Bayes ceiling against direct computations."""
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -71,3 +72,34 @@ def test_control_task_is_a_function_of_last_move_and_move_number(rows):
     for key, label in zip(zip(last, rows.move), ctrl[:, 0]):
         assert seen.setdefault(key, label) == label
     assert len(set(ctrl[:, 0])) > 1
+
+
+def test_probe_suite_cli_writes_linear_and_mlp_probes_with_controls(tmp_path, capsys, monkeypatch):
+    """`agentsim probe RUN --suite` on a tiny run: every target, both probe types, each beside its
+    controls, scores in range, and the step-0 control present (the run has two checkpoints)."""
+    from experiments import cli
+    from experiments.config import load_config
+    from experiments.probe_suite import CLASSIFICATION, MLP_TARGETS, REGRESSION
+    from experiments.train import train
+
+    monkeypatch.setattr(cli, "_enable_compile_cache", lambda: None)
+    run = tmp_path / "nt"
+    train(load_config("tiny", overrides=["log.wandb='disabled'", "train.regime='next_token'"]), run,
+          on_message=lambda m: None)
+    assert cli.main(["probe", str(run), "--suite", "--games", "120"]) == 0
+    printed = capsys.readouterr().out
+    res = json.loads((run / "probe_suite.json").read_text())
+    assert set(res["targets"]) == set(REGRESSION + CLASSIFICATION)
+    for name, entry in res["targets"].items():
+        assert {"trained", "random_init", "step0", "shuffled"} <= set(entry)
+        for per_seed in entry["trained"]:
+            assert len(per_seed["score"]) == 3  # embeddings + 2 blocks
+            if entry["kind"] == "accuracy":
+                assert all(0.0 <= s <= 1.0 for s in per_seed["score"])
+        if name in MLP_TARGETS:
+            control = "control_task" if entry["kind"] == "accuracy" else "shuffled"
+            assert set(entry["mlp"]) == {"trained", "random_init", control}
+            assert len(entry["mlp"]["trained"]) == 2  # seeds
+            assert f"{name:15s} mlp" in printed
+        else:
+            assert "mlp" not in entry
