@@ -114,13 +114,18 @@ def score_layers(resid_LxNxD: np.ndarray, kind: str, y, classes: int, rows: Rows
         return {"score": probe_layers(resid_LxNxD, y, tr, va, te).test_r2.tolist()}
     fit = probe_layers(resid_LxNxD, _one_hot(y, classes), tr, va, te)
     scores, by_move = [], []
-    moves = rows.move[te]
     for layer, probe in enumerate(fit.probes):
         acc, hit = _accuracy(probe, resid_LxNxD[layer, te], y[te], classes)
         scores.append(acc)
-        by_move.append([float(hit[moves == t].mean()) if np.any(moves == t) else float("nan")
-                        for t in range(rows.mask.shape[1])])
+        by_move.append(_by_move(hit, rows))
     return {"score": scores, "by_move": by_move}
+
+
+def _by_move(hit_T: np.ndarray, rows: Rows) -> list[float]:
+    """Mean of a per-test-row score at each move number (nan where no test row has it)."""
+    moves = rows.move[rows.splits[2]]
+    return [float(hit_T[moves == t].mean()) if np.any(moves == t) else float("nan")
+            for t in range(rows.mask.shape[1])]
 
 
 def score_layers_mlp(resid_SxLxNxD: np.ndarray, kind: str, y, classes: int, rows: Rows) -> list[dict]:
@@ -133,10 +138,8 @@ def score_layers_mlp(resid_SxLxNxD: np.ndarray, kind: str, y, classes: int, rows
         return [{"score": score[i].tolist()} for i in range(s)]
     te = rows.splits[2]
     hit = (fit.test_pred == np.asarray(y)[te]).mean(-1).reshape(s, layers, len(te))
-    moves = rows.move[te]
-    return [{"score": score[i].tolist(),
-             "by_move": [[float(hit[i, l, moves == t].mean()) if np.any(moves == t) else float("nan")
-                          for t in range(rows.mask.shape[1])] for l in range(layers)]} for i in range(s)]
+    return [{"score": score[i].tolist(), "by_move": [_by_move(hit[i, l], rows) for l in range(layers)]}
+            for i in range(s)]
 
 
 def probe_suite(model: LoadedModel, rows: Rows, controls: dict[str, LoadedModel],
