@@ -322,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override a config field in every regime")
     p.add_argument("--probe-games", type=int, metavar="N",
-                   help="held-out games for every probe (default: the preset's, 300/1000/2000 for tiny/quick/paper)")
+                   help="held-out games for every probe (default: the preset's, 300/600/2000 for tiny/quick/paper)")
     p.add_argument("--value-only", action="store_true",
                    help="skip the interpretability suite: only the claim-1 value probes and figure")
     p.add_argument("--resume", action="store_true", help="finish an interrupted reproduction")

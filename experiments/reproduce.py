@@ -85,7 +85,7 @@ class AnalysisSizes:
 SIZES = {
     "tiny": AnalysisSizes(probe_games=300, steer_alphas=(-4.0, 0.0, 4.0), steer_games_per_cell=4, steer_random=1,
                           games_per_cell=8),
-    "quick": AnalysisSizes(probe_games=1000, steer_alphas=(-4.0, 0.0, 4.0), steer_games_per_cell=16, steer_random=1,
+    "quick": AnalysisSizes(probe_games=600, steer_alphas=(-4.0, 0.0, 4.0), steer_games_per_cell=16, steer_random=1,
                            games_per_cell=32),
     "paper": AnalysisSizes(),
 }
