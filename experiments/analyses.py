@@ -74,7 +74,7 @@ def run_all(dirs: dict[str, Path], fig_dir: Path, sizes, on_message=print) -> tu
     results["steering"] = {k: steering.analyse_steering(have[k], alphas=sizes.steer_alphas, num_games=min(probe_games, 1000),
                                                         games_per_cell=sizes.steer_games_per_cell,
                                                         num_random=sizes.steer_random)
-                           for k in ("next_token", "pretrain_rl") if k in have}
+                           for k in sizes.steer_runs if k in have}
     for stage, res in results["steering"].items():
         paths += steering.plot_steering(res, fig_dir, name=f"f6_steering_{stage}")
     lap("steering")

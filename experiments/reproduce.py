@@ -30,9 +30,9 @@ STAGES = {
         ("next_token", ["train.regime='next_token'", "train.steps=1000", "train.chunk=200",
                         "data.num_games=100000", "train.log_checkpoints=4"]),
         ("random_init", ["train.regime='random_init'"]),
-        ("rl", ["train.regime='rl'", "train.steps=80", "train.chunk=20", "train.log_checkpoints=4",
+        ("rl", ["train.regime='rl'", "train.steps=60", "train.chunk=20", "train.log_checkpoints=3",
                 "ppo.num_envs=128"]),
-        ("pretrain_rl", ["train.regime='pretrain_rl'", "train.steps=80", "train.chunk=20", "ppo.num_envs=128",
+        ("pretrain_rl", ["train.regime='pretrain_rl'", "train.steps=60", "train.chunk=20", "ppo.num_envs=128",
                          "train.log_checkpoints=4", "ppo.pretrained='{run:next_token}'"]),
     ],
     "paper": [
@@ -80,13 +80,15 @@ class AnalysisSizes:
     """Random directions per layer (the steering control)."""
     games_per_cell: int = 128
     """Games per opponent and side in layer reset and prompted play."""
+    steer_runs: tuple[str, ...] = ("next_token", "pretrain_rl")
+    """Stages whose runs are steered (F6, one figure each)."""
 
 
 SIZES = {
     "tiny": AnalysisSizes(probe_games=300, steer_alphas=(-4.0, 0.0, 4.0), steer_games_per_cell=4, steer_random=1,
                           games_per_cell=8),
     "quick": AnalysisSizes(probe_games=600, steer_alphas=(-4.0, 0.0, 4.0), steer_games_per_cell=16, steer_random=1,
-                           games_per_cell=32),
+                           games_per_cell=32, steer_runs=("next_token",)),
     "paper": AnalysisSizes(),
 }
 
