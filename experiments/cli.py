@@ -117,10 +117,9 @@ def cmd_data(args) -> int:
 def _check_resume_config(cfg, out: Path) -> None:
     """A resumed run keeps its saved config; overrides that would change it are an error, not
     silently dropped."""
-    from experiments.store import flat_config
+    from experiments.store import flat_config, flatten
 
-    saved = flat_config(out)
-    given = {f"{s}.{k}": v for s, fields in json.loads(json.dumps(cfg.to_dict())).items() for k, v in fields.items()}
+    saved, given = flat_config(out), flatten(cfg.to_dict())
     diff = [f"{k} (saved {saved.get(k)!r}, given {given.get(k)!r})" for k in sorted(set(saved) | set(given))
             if saved.get(k) != given.get(k)]
     if diff:

@@ -27,7 +27,7 @@ from envs.dataset import split_by_game
 from experiments.activations import LoadedModel
 from experiments.behaviour import OPPONENTS, held_out, make_playout, mover_persona, outcome_rates, persona_tables
 from experiments.probe import targets
-from models.probes import fit_probe_stack, fit_ridge_probe
+from models.probes import fit_probe_stack, probe_layers
 from models.transformer import Output, apply
 
 ALPHAS = (-8.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0)
@@ -71,13 +71,10 @@ def fit_directions(resid_SxLxRxD, value_R, persona_R, rows, num_personas: int) -
     acc = softmax.test_score.reshape(num_s, num_l)
     out = []
     for s in range(num_s):
-        value, r2 = [], []
-        for x in resid_SxLxRxD[s]:
-            ridge = fit_ridge_probe(x[tr], value_R[tr], x[va], value_R[va])
-            value.append(ridge.direction())
-            r2.append(ridge.score(x[te], value_R[te]))
-        out.append({"value": np.stack(value), "persona": persona_BxPxD[s * num_l:(s + 1) * num_l],
-                    "value_r2": r2, "persona_accuracy": acc[s].tolist()})
+        ridge = probe_layers(resid_SxLxRxD[s], value_R, tr, va, te)  # every layer in one batched solve
+        out.append({"value": np.stack([p.direction() for p in ridge.probes]),
+                    "persona": persona_BxPxD[s * num_l:(s + 1) * num_l],
+                    "value_r2": ridge.test_r2.tolist(), "persona_accuracy": acc[s].tolist()})
     return out
 
 

@@ -34,7 +34,12 @@ def find_runs(patterns: list[str]) -> list[Path]:
 
 
 def flat_config(path: Path) -> dict:
-    cfg = json.loads((path / "config.json").read_text())
+    return flatten(json.loads((path / "config.json").read_text()))
+
+
+def flatten(cfg: dict) -> dict:
+    """{"section.field": value} of a config dict, values as JSON reads them back (lists, not tuples)."""
+    cfg = json.loads(json.dumps(cfg))
     return {f"{s}.{k}": v for s, fields in cfg.items() for k, v in fields.items()}
 
 
