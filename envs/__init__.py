@@ -17,6 +17,6 @@ def make_game(name: str) -> Game:
         raise ValueError(f"unknown game {name!r}; known: {', '.join(GAMES)}") from None
 
 
-from envs import gym_env as _gym_env  # noqa: E402  (registers gymnasium ids)
+from envs import gym_env as _gym_env  # noqa: E402,F401  (registers gymnasium ids)
 
 __all__ = ["Game", "GameState", "TicTacToe", "GAMES", "make_game"]

@@ -101,7 +101,10 @@ def cmd_data(args) -> int:
     cfg = _config(args).data
     cfg = replace(cfg, num_games=args.games, seed=args.seed, persona_prompt=args.persona_prompt,
                   outcome_token=args.outcome_token, **({"mixture": mixture} if mixture else {}))
-    data = generate(cfg)
+    try:
+        data = generate(cfg)
+    except ValueError as e:  # the mixture or game named on the command line
+        raise UserError(str(e)) from None
     tmp = out.with_name(out.name + ".tmp")
     try:
         data.save(tmp)
@@ -117,7 +120,7 @@ def cmd_data(args) -> int:
 def _check_resume_config(cfg, out: Path) -> None:
     """A resumed run keeps its saved config; overrides that would change it are an error, not
     silently dropped."""
-    from experiments.store import flat_config, flatten
+    from experiments.runs.store import flat_config, flatten
 
     saved, given = flat_config(out), flatten(cfg.to_dict())
     diff = [f"{k} (saved {saved.get(k)!r}, given {given.get(k)!r})" for k in sorted(set(saved) | set(given))
@@ -131,7 +134,7 @@ def _check_resume_config(cfg, out: Path) -> None:
 def cmd_train(args) -> int:
     import time
 
-    from experiments.train import train
+    from experiments.train.loop import train
 
     extra = ([f"train.regime={args.regime!r}"] if args.regime else []) + list(args.positional)
     cfg = _config(args, extra)
@@ -140,7 +143,9 @@ def cmd_train(args) -> int:
     if args.out_root:  # CleanRL-style unique name
         args.out = str(Path(args.out_root) / f"{cfg.data.game}__{cfg.train.regime}__"
                        f"{'-'.join(map(str, cfg.train.seeds))}__{int(time.time())}")
-    if args.resume and (extra or args.overrides or args.config) and (Path(args.out) / "config.json").exists():
+    from experiments.runs.run import is_run_dir
+
+    if args.resume and (extra or args.overrides or args.config) and is_run_dir(args.out):
         _check_resume_config(cfg, Path(args.out))
     with _progress(not args.quiet) as progress:
         result = train(cfg, args.out, resume=args.resume, force=args.force, progress=progress)
@@ -158,7 +163,8 @@ def cmd_probe(args) -> int:
     if args.games < 50:
         raise UserError(f"--games must be at least 50, got {args.games}")
     if args.suite or args.timeline:
-        from experiments.probe_suite import analyse_probes, analyse_timeline
+        from experiments.analysis.probe_suite import analyse_probes
+        from experiments.analysis.timeline import analyse_timeline
 
         if args.suite:
             res = analyse_probes(args.run, num_games=args.games)
@@ -177,7 +183,7 @@ def cmd_probe(args) -> int:
                     print(f"{target:15s} step {step:6d}: " + " ".join(f"{v:.3f}" for v in np.mean(scores, 0)))
             print(f"wrote {Path(args.run) / 'timeline.json'}")
         return 0
-    from experiments.probe import probe_run
+    from experiments.analysis.value_probes import probe_run
 
     res = probe_run(args.run, num_games=args.games)
     for target, scores in res["targets"].items():
@@ -188,7 +194,7 @@ def cmd_probe(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from experiments.reproduce import reproduce
+    from experiments.report.reproduce import reproduce
 
     with _progress(not args.quiet) as progress:
         results = reproduce(args.preset, args.out, force=args.force, resume=args.resume,
@@ -201,7 +207,7 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from experiments.store import list_runs
+    from experiments.runs.store import list_runs
 
     rows = list_runs(args.paths, args.where, args.status, args.regime)
     if args.json:
@@ -219,7 +225,8 @@ def cmd_runs(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from experiments.store import compare, plot_comparison
+    from experiments.report.figures import plot_comparison
+    from experiments.runs.store import compare
 
     groups = compare(args.runs, args.metric)
     from rich.console import Console
@@ -240,7 +247,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from experiments.sweep import export_wandb, run_sweep
+    from experiments.runs.sweep import export_wandb, run_sweep
 
     if args.export:
         if args.export != "wandb":
@@ -264,6 +271,113 @@ def cmd_sweep(args) -> int:
     failed = sum(m["status"] != "finished" for m in table)
     print(f"{len(table) - failed}/{len(table)} members finished; table in {args.out}/sweep.json")
     return 1 if failed else 0
+
+
+def _require_runs(*paths) -> None:
+    from experiments.runs.run import is_run_dir
+
+    for p in paths:
+        if p and not is_run_dir(p):
+            raise UserError(f"{p} is not a run directory (no config.json and status.json)")
+
+
+def _output(out: str | None, default: Path) -> Path:
+    path = Path(out) if out else default
+    if not path.parent.is_dir():
+        raise UserError(f"directory {path.parent} does not exist")
+    return path
+
+
+def _save_analysis(result: dict, out: Path, plot, table: str | None = None) -> list[Path]:
+    """What every analysis subcommand does last: JSON, its figure beside it, a table, a line."""
+    out.write_text(json.dumps(result, indent=2))
+    paths = plot(result, out.parent)
+    if table:
+        print(table)
+    print("wrote " + ", ".join(str(p) for p in [out, *paths]))
+    return paths
+
+
+def cmd_change(args) -> int:
+    from experiments.analysis.change import analyse_change
+    from experiments.report.figures import plot_change
+    from experiments.report.tables import change_table
+
+    _require_runs(args.pretrained, args.tuned, args.control)
+    if args.games < 10:
+        raise UserError(f"--games must be at least 10, got {args.games}")
+    out = _output(args.out, Path(args.tuned) / "change.json")
+    result = analyse_change(args.pretrained, args.tuned, args.control, num_games=args.games)
+    _save_analysis(result, out, plot_change, change_table(result))
+    return 0
+
+
+def cmd_layer_reset(args) -> int:
+    from experiments.analysis.layer_reset import analyse_layer_reset
+    from experiments.report.figures import plot_layer_reset
+    from experiments.report.tables import layer_reset_table
+
+    _require_runs(args.pretrained, args.tuned)
+    if args.games < 10 or args.games_per_cell < 1:
+        raise UserError(f"--games must be at least 10 and --games-per-cell at least 1, got "
+                        f"{args.games} and {args.games_per_cell}")
+    out = _output(args.out, Path(args.tuned) / "layer_reset.json")
+    result = analyse_layer_reset(args.pretrained, args.tuned, args.games, args.games_per_cell,
+                                 include_head=not args.no_head)
+    _save_analysis(result, out, plot_layer_reset, layer_reset_table(result))
+    return 0
+
+
+def cmd_steer(args) -> int:
+    from experiments.analysis.steering import analyse_steering
+    from experiments.report.figures import plot_steering
+
+    _require_runs(args.run, args.probe_run)
+    if args.games < 20 or args.games_per_cell < 1:
+        raise UserError(f"--games must be at least 20 and --games-per-cell at least 1, got "
+                        f"{args.games} and {args.games_per_cell}")
+    if args.layer is not None and args.layer < 0:
+        raise UserError(f"--layer must be >= 0 (0 = embeddings), got {args.layer}")
+    out = _output(args.out, Path(args.run) / "steering.json")
+    layers = None if args.layer is None else [args.layer]
+    result = analyse_steering(args.run, args.probe_run, layers=layers, num_games=args.games,
+                              games_per_cell=args.games_per_cell)
+    for layer, row in result["summary"].items():
+        print(f"layer {layer}: " + ", ".join(f"{k}={v:+.3f}" for k, v in row.items()
+                                            if "max_alpha" in k and "persona_perfect" not in k))
+    _save_analysis(result, out, plot_steering)
+    return 0
+
+
+def _run_names(paths) -> dict[str, str]:
+    """A unique short name (the folder's) per run directory."""
+    names: dict[str, str] = {}
+    for p in paths:
+        name = Path(p).resolve().name
+        while name in names:
+            name += "'"
+        names[name] = p
+    return names
+
+
+def cmd_behaviour(args) -> int:
+    import numpy as np
+
+    from experiments.analysis.behaviour import analyse_behaviour
+    from experiments.report.figures import plot_behaviour
+
+    _require_runs(*args.runs, args.pretrained)
+    if args.games < 10:
+        raise UserError(f"--games must be at least 10, got {args.games}")
+    out = _output(args.out, Path(args.runs[0]) / "behaviour.json")
+    result = analyse_behaviour(_run_names(args.runs), args.pretrained, num_games=args.games)
+    for name, r in result["runs"].items():
+        kl = {p: round(float(np.mean(v["kl"])), 3) for p, v in r["consistency"]["by_persona"].items()}
+        print(f"{name:12s} KL(persona‖model): {kl}" + (
+            f"  top-k shift: { {k: round(float(np.mean(v)), 3) for k, v in r['topk_shift'].items()} }"
+            if isinstance(r.get("topk_shift"), dict) else ""))
+    _save_analysis(result, out, plot_behaviour)
+    return 0
 
 
 def cmd_bench(args) -> int:
@@ -403,12 +517,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output path prefix for the figure and JSON (default compare/METRIC)")
     p.set_defaults(func=cmd_compare)
 
-    from experiments import behaviour, change, layer_reset, steering
+    p = sub.add_parser(
+        "change", help="claim 4: per-layer weight change, CKA and probe change after fine-tuning",
+        description="Compare a fine-tuned run (e.g. pretrain_rl) with the pretrained run it started "
+        "from, per seed and layer: relative weight change, linear/debiased CKA of the residual "
+        "streams on held-out games (beside the seed-to-seed floor) and the change in value-probe "
+        "R²; optionally the same for a continued-pretraining control. Writes JSON + figure F4.")
+    p.add_argument("pretrained", help="run directory of the pretrained (next_token) run")
+    p.add_argument("tuned", help="run directory of the fine-tuned run (same seeds and architecture)")
+    p.add_argument("--control", help="continued next-token run from the same pretrained checkpoint")
+    p.add_argument("--out", help="output JSON (default TUNED/change.json); the figure goes next to it")
+    p.add_argument("--games", type=int, default=2000, help="held-out games")
+    p.set_defaults(func=cmd_change)
 
-    change.add_cli(sub)
-    layer_reset.add_cli(sub)
-    steering.add_cli(sub)
-    behaviour.add_cli(sub)
+    p = sub.add_parser(
+        "layer-reset", help="claim 4 ablation: reset one layer of a fine-tuned model at a time",
+        description="For each layer of the fine-tuned run, reset it to the pretrained weights, to "
+        "the random-init weights, or perturb it randomly by the same norm as its fine-tuning change; "
+        "report loss/win vs random and perfect and the last-layer value-probe R², per seed. "
+        "Writes JSON + figure F5.")
+    p.add_argument("pretrained", help="run directory of the pretrained (next_token) run")
+    p.add_argument("tuned", help="run directory of the fine-tuned run (same seeds and architecture)")
+    p.add_argument("--out", help="output JSON (default TUNED/layer_reset.json); the figure goes next to it")
+    p.add_argument("--games", type=int, default=2000, help="held-out games for the probe")
+    p.add_argument("--games-per-cell", type=int, default=128, help="match games per opponent per side per seed")
+    p.add_argument("--no-head", action="store_true", help="skip resetting the head")
+    p.set_defaults(func=cmd_layer_reset)
+
+    p = sub.add_parser(
+        "steer", help="steer a run along value/persona probe directions (with controls)",
+        description="Fit value (ridge) and persona (softmax) probes per layer on held-out games, add "
+        "alpha × direction to the residual stream, and measure greedy play vs random/perfect and the "
+        "log-likelihood of each persona's moves, beside random directions and random-init probes. "
+        "Writes JSON and F6 (f6_steering.png/pdf, next to the JSON).")
+    p.add_argument("run", metavar="RUN", help="run directory to steer")
+    p.add_argument("--layer", type=int, help="steer after this layer only (0 = embeddings; default: all)")
+    p.add_argument("--probe-run", metavar="DIR", help="fit the probes on this run instead (same architecture)")
+    p.add_argument("--games", type=int, default=2000, help="held-out games for probes and log-likelihoods")
+    p.add_argument("--games-per-cell", type=int, default=64, help="games per opponent and side per configuration")
+    p.add_argument("--out", metavar="FILE.json", help="output JSON (default RUN/steering.json)")
+    p.set_defaults(func=cmd_steer)
+
+    p = sub.add_parser(
+        "behaviour", help="simulator vs agent behaviour: persona consistency, top-k shift, results",
+        description="On held-out games: KL from the persona to move to each run's move distribution, "
+        "mass on the persona's vs optimal moves, the Bayes-optimal simulator for reference, prompted "
+        "strength (persona-prompt layouts), top-k shift from --pretrained, and win/draw/loss from "
+        "final.json. Writes JSON and F9 (f9_behaviour.png/pdf, next to the JSON).")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    p.add_argument("--pretrained", metavar="DIR", help="the pretrained run RL started from (for top-k shift)")
+    p.add_argument("--games", type=int, default=2000, help="held-out games")
+    p.add_argument("--out", metavar="FILE.json", help="output JSON (default RUN/behaviour.json of the first RUN)")
+    p.set_defaults(func=cmd_behaviour)
 
     p = sub.add_parser("bench", help="throughput on this machine (solver, data, env, training, PPO, MFU)")
     p.add_argument("--preset", default="quick")
@@ -425,18 +585,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from experiments.checkpoints import CheckpointError
     from experiments.config import ConfigError
-    from experiments.runs import RunError
-    from experiments.train import TrainingStopped
+    from experiments.runs.checkpoints import CheckpointError
+    from experiments.runs.run import RunError
+    from experiments.train.loop import TrainingStopped
 
     _enable_compile_cache()
     try:
         return args.func(args)
     except (UserError, ConfigError, RunError, CheckpointError, TrainingStopped) as e:
-        print(f"agentsim: error: {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:  # validation errors from envs/models (unknown persona, …)
+        # Only bad input and stopped runs become one line; anything else is a bug and keeps
+        # its traceback.
         print(f"agentsim: error: {e}", file=sys.stderr)
         return 2
 

@@ -22,6 +22,7 @@ from envs.personas import make_persona
 from models.transformer import ModelConfig
 
 REGIMES = ("next_token", "rl", "pretrain_rl", "random_init")
+PROBE_SEED_OFFSET = 1_000_003  # held-out evaluation and analysis games use a data seed no run trains on
 
 
 class ConfigError(ValueError):
@@ -51,7 +52,11 @@ class TrainConfig:
     checkpoint_every: int = 5
     """Save a checkpoint every this many chunks (and always at the end)."""
     eval_games: int = 2000
-    """Held-out games used for the simulator loss during training."""
+    """Held-out games for the simulator loss, during training (validation) and at the end (a fresh set)."""
+    eval_games_per_cell: int = 128
+    """Games per persona and side in the match evaluation logged during RL training."""
+    final_games_per_cell: int = 256
+    """Games per persona and side in the final evaluation (final.json)."""
     log_checkpoints: int = 0
     """Extra checkpoints at about this many log-spaced steps (for probes over training time)."""
     init_from: str = ""
@@ -268,6 +273,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.seeds has duplicates: {t.seeds}")
     positive = {"train.steps": t.steps, "train.chunk": t.chunk, "train.batch_size": t.batch_size,
                 "train.checkpoint_every": t.checkpoint_every, "train.eval_games": t.eval_games,
+                "train.eval_games_per_cell": t.eval_games_per_cell,
+                "train.final_games_per_cell": t.final_games_per_cell,
                 "ppo.num_envs": p.num_envs, "ppo.epochs": p.epochs,
                 "ppo.minibatches": p.minibatches}
     for name, v in positive.items():
@@ -294,6 +301,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"ppo.opponents: {e}") from None
         if not math.isfinite(w) or w < 0:
             raise ConfigError(f"ppo.opponents: weight of {name!r} must be a finite number >= 0, got {w}")
+    if t.regime in ("rl", "pretrain_rl") and cfg.model.value_head == "none":
+        raise ConfigError("model.value_head: PPO needs a value head (critic or shared)")
     if t.regime in ("rl", "pretrain_rl") and cfg.data.persona_prompt:
         raise ConfigError("data.persona_prompt: RL regimes play without persona prompts; set it false")
     if t.regime != "random_init" and t.steps % t.chunk:
@@ -306,6 +315,21 @@ def validate(cfg: Config) -> None:
         raise ConfigError("ppo.pretrained: pretrain_rl needs the run directory of a next_token run")
     if cfg.log.wandb not in ("offline", "online", "disabled"):
         raise ConfigError(f"log.wandb must be offline, online or disabled, got {cfg.log.wandb!r}")
+
+
+def seed_keys(cfg: Config):
+    """The PRNG key of every seed of a run, stacked (the leading axis of all its params)."""
+    import jax
+    import jax.numpy as jnp
+
+    return jax.vmap(jax.random.key)(jnp.asarray(cfg.train.seeds, jnp.uint32))
+
+
+def held_out_data(cfg: Config, num_games: int) -> DataConfig:
+    """The run's game distribution under a data seed no training run uses (evaluation, analyses)."""
+    from dataclasses import replace
+
+    return replace(cfg.data, num_games=num_games, seed=cfg.data.seed + PROBE_SEED_OFFSET)
 
 
 def field_docs(cls) -> dict[str, str]:

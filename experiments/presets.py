@@ -1,4 +1,13 @@
-"""Named presets: partial configs merged over the defaults (``--preset NAME``)."""
+"""Named presets: what a preset trains and how large its analyses are.
+
+``PRESETS``: partial configs merged over the defaults (``--preset NAME``). ``STAGES``: the runs
+``agentsim reproduce --preset NAME`` trains, in order. ``SIZES``: held-out games and grids of
+its analyses. Data only, so the CLI, configs and the reproduction read one table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
 
 # Sizes tuned so that `agentsim reproduce --preset quick` runs in minutes on a 2-core CPU.
 PRESETS: dict[str, dict] = {
@@ -12,7 +21,80 @@ PRESETS: dict[str, dict] = {
         "data": {"num_games": 600},
         "model": {"num_layers": 2, "d_model": 16, "num_heads": 2, "mlp_ratio": 2},
         "train": {"seeds": [0, 1], "steps": 4, "chunk": 2, "batch_size": 16, "warmup": 1,
-                  "eval_games": 200, "checkpoint_every": 1},
+                  "eval_games": 200, "checkpoint_every": 1,
+                  "eval_games_per_cell": 4, "final_games_per_cell": 8},
         "ppo": {"num_envs": 8, "epochs": 1, "minibatches": 2},
     },
 }
+
+# Each preset is a list of stages: (run name, overrides over the preset). A stage may refer to
+# an earlier stage's run directory as {run:NAME}. Stages run in order.
+STAGES = {
+    # Every figure but F8 (no multi-token run) at reduced size, F6 for the simulator only, in about
+    # five minutes on 2 cores (326 s measured from a fresh clone and a cold compile cache).
+    "quick": [
+        ("next_token", ["train.regime='next_token'", "train.steps=1000", "train.chunk=200",
+                        "data.num_games=100000", "train.log_checkpoints=4"]),
+        ("random_init", ["train.regime='random_init'"]),
+        ("rl", ["train.regime='rl'", "train.steps=60", "train.chunk=20", "train.log_checkpoints=3",
+                "ppo.num_envs=128"]),
+        ("pretrain_rl", ["train.regime='pretrain_rl'", "train.steps=60", "train.chunk=20", "ppo.num_envs=128",
+                         "train.log_checkpoints=4", "ppo.pretrained='{run:next_token}'"]),
+    ],
+    "paper": [
+        ("next_token", ["train.regime='next_token'", "train.steps=1500", "train.chunk=100",
+                        "data.num_games=100000", "train.log_checkpoints=6"]),
+        ("random_init", ["train.regime='random_init'"]),
+        ("rl", ["train.regime='rl'", "train.steps=100", "train.chunk=10", "train.log_checkpoints=6"]),
+        ("pretrain_rl", ["train.regime='pretrain_rl'", "train.steps=100", "train.chunk=10",
+                         "train.log_checkpoints=6", "ppo.pretrained='{run:next_token}'"]),
+        ("continued_next_token", ["train.regime='next_token'", "train.steps=500", "train.chunk=250",
+                                  "data.num_games=100000", "train.init_from='{run:next_token}'"]),
+        ("next_token_mtp", ["train.regime='next_token'", "train.steps=1500", "train.chunk=250",
+                            "data.num_games=100000", "model.mtp_heads=2"]),
+        ("next_token_prompted", ["train.regime='next_token'", "train.steps=1500", "train.chunk=250",
+                                 "data.num_games=100000", "data.persona_prompt=true"]),
+        ("rl_shared_value", ["train.regime='rl'", "train.steps=100", "train.chunk=20", "model.value_head='shared'"]),
+    ],
+    # Every stage of the paper preset, so that tests run every analysis path.
+    "tiny": [
+        ("next_token", ["train.regime='next_token'", "train.log_checkpoints=2"]),
+        ("random_init", ["train.regime='random_init'"]),
+        ("rl", ["train.regime='rl'"]),
+        ("pretrain_rl", ["train.regime='pretrain_rl'", "ppo.pretrained='{run:next_token}'"]),
+        ("continued_next_token", ["train.regime='next_token'", "train.init_from='{run:next_token}'"]),
+        ("next_token_mtp", ["train.regime='next_token'", "model.mtp_heads=2"]),
+        ("next_token_prompted", ["train.regime='next_token'", "data.persona_prompt=true"]),
+        ("rl_shared_value", ["train.regime='rl'", "model.value_head='shared'"]),
+    ],
+}
+PRESET_SEEDS = {"quick": None, "tiny": None, "paper": [0, 1, 2, 3, 4]}
+
+
+@dataclass(frozen=True)
+class AnalysisSizes:
+    """How much held-out data and how large a grid each analysis gets: the figures' size."""
+
+    probe_games: int = 2000
+    """Held-out games for every probe (split by game 60/20/20)."""
+    steer_alphas: tuple[float, ...] = (-8.0, -4.0, 0.0, 4.0, 8.0)
+    """Steering strengths, in units of the residual's per-coordinate RMS."""
+    steer_games_per_cell: int = 32
+    """Games per opponent and side for each steering configuration."""
+    steer_random: int = 2
+    """Random directions per layer (the steering control)."""
+    games_per_cell: int = 128
+    """Games per opponent and side in layer reset and prompted play."""
+    steer_runs: tuple[str, ...] = ("next_token", "pretrain_rl")
+    """Stages whose runs are steered (F6, one figure each)."""
+
+
+SIZES = {
+    "tiny": AnalysisSizes(probe_games=300, steer_alphas=(-4.0, 0.0, 4.0), steer_games_per_cell=4, steer_random=1,
+                          games_per_cell=8),
+    "quick": AnalysisSizes(probe_games=600, steer_alphas=(-4.0, 0.0, 4.0), steer_games_per_cell=16, steer_random=1,
+                           games_per_cell=32, steer_runs=("next_token",)),
+    "paper": AnalysisSizes(),
+}
+
+

@@ -1,4 +1,4 @@
-"""Probes on frozen activations (linear and small MLP), their controls, and seed statistics.
+"""Probes on frozen activations (linear and small MLP) and their shuffled-label control.
 
 Every probe standardises features with *train* statistics, leaves the intercept unpenalised and
 picks its regularisation on a validation split; callers split by game (DESIGN.md, "Science
@@ -17,12 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from scipy.optimize import minimize
-from scipy.special import log_softmax
-from scipy.stats import trim_mean
 
 DEFAULT_ALPHAS = tuple(np.logspace(-3, 3, 13))
-DEFAULT_L2S = tuple(np.logspace(0, -5, 6))  # strong -> weak: each fit warm-starts the next
 
 
 def _f64(a) -> np.ndarray:
@@ -172,84 +168,6 @@ def probe_layers(resid_LxNxD, y_N, train_idx, val_idx, test_idx, alphas=DEFAULT_
     return LayerProbes(test_r2, val_r2_L, alpha_L, probes)
 
 
-# ---------------------------------------------------------------------------------- logistic
-
-
-@dataclass(frozen=True)
-class LogisticProbe:
-    """A fitted multinomial logistic probe: logits = ((x - mean) / std) @ weights + bias."""
-
-    weights: np.ndarray  # [D, K], standardised feature space
-    bias: np.ndarray  # [K]
-    mean: np.ndarray  # [D]
-    std: np.ndarray  # [D]
-    l2: float  # chosen on validation; objective = mean CE + l2/2 · ||weights||²
-    val_accuracy: float
-    val_cross_entropy: float  # nats
-
-    def logits(self, x_NxD) -> np.ndarray:
-        return ((_f64(x_NxD) - self.mean) / self.std) @ self.weights + self.bias
-
-    def predict_proba(self, x_NxD) -> np.ndarray:
-        return np.exp(log_softmax(self.logits(x_NxD), axis=1))
-
-    def predict(self, x_NxD) -> np.ndarray:
-        return self.logits(x_NxD).argmax(1)
-
-    def score(self, x_NxD, y_N) -> tuple[float, float]:
-        """(accuracy, mean cross-entropy in nats) on (x, y)."""
-        return _acc_ce(self.logits(x_NxD), np.asarray(y_N))
-
-    def direction(self, normalize: bool = True) -> np.ndarray:
-        """Per-class weight vectors in the original activation space, [D, K]."""
-        w = self.weights / self.std[:, None]
-        return w / np.linalg.norm(w, axis=0) if normalize else w
-
-
-def _acc_ce(logits_NxK: np.ndarray, y_N: np.ndarray) -> tuple[float, float]:
-    logp = log_softmax(logits_NxK, axis=1)
-    return float((logits_NxK.argmax(1) == y_N).mean()), float(-logp[np.arange(len(y_N)), y_N].mean())
-
-
-def fit_logistic_probe(
-    x_train, y_train, x_val, y_val, l2s=DEFAULT_L2S, num_classes: int | None = None, max_iter: int = 300
-) -> LogisticProbe:
-    """Multinomial L2 logistic probe from x [N, D] to integer labels y [N]; l2 chosen by val CE.
-
-    L-BFGS (scipy, float64) along the l2 path from strong to weak regularisation, each fit
-    warm-started from the previous one; the bias is unpenalised. sklearn's C = 1 / (l2 · N).
-    """
-    x_tr, x_va = _f64(x_train), _f64(x_val)
-    y_tr, y_va = np.asarray(y_train).astype(int), np.asarray(y_val).astype(int)
-    k = num_classes or int(max(y_tr.max(), y_va.max())) + 1
-    n, d = x_tr.shape
-    mean, std = _standardiser(x_tr)
-    xs_tr, xs_va = (x_tr - mean) / std, (x_va - mean) / std
-    onehot_NxK = np.eye(k)[y_tr]
-    # The two N×D×K matmuls are the whole cost and are memory-bound: float32 halves it.
-    xs32, xs32_T = xs_tr.astype(np.float32), np.ascontiguousarray(xs_tr.T, dtype=np.float32)
-
-    def loss_and_grad(theta, l2):
-        w, b = theta[: d * k].reshape(d, k), theta[d * k :]
-        logp = log_softmax(xs32 @ w.astype(np.float32) + b, axis=1)  # float64 from here on
-        resid = (np.exp(logp) - onehot_NxK) / n
-        loss = -(logp * onehot_NxK).sum() / n + 0.5 * l2 * (w * w).sum()
-        grad_w = xs32_T @ resid.astype(np.float32) + l2 * w
-        return loss, np.concatenate([grad_w.ravel(), resid.sum(0)])
-
-    theta, best = np.zeros(d * k + k), None
-    for l2 in l2s:
-        theta = minimize(
-            loss_and_grad, theta, args=(float(l2),), jac=True, method="L-BFGS-B",
-            options=dict(maxiter=max_iter, gtol=1e-6),
-        ).x
-        w, b = theta[: d * k].reshape(d, k), theta[d * k :]
-        acc, ce = _acc_ce(xs_va @ w + b, y_va)
-        if best is None or ce < best.val_cross_entropy:
-            best = LogisticProbe(w.copy(), b.copy(), mean, std, float(l2), acc, ce)
-    return best
-
-
 # ---------------------------------------------------------------------------------- controls
 
 
@@ -268,39 +186,6 @@ def shuffled(y, groups, rng) -> np.ndarray:
         rows = np.flatnonzero(groups == g)
         out[rows] = y[rng.permutation(rows)]
     return out
-
-
-def selectivity(score, control_score):
-    """Emergence over a control (random-init network or shuffled labels): score − control."""
-    return np.asarray(score) - np.asarray(control_score)
-
-
-# ---------------------------------------------------------------------------------- seeds
-
-
-class CI(NamedTuple):
-    mean: np.ndarray | float
-    low: np.ndarray | float
-    high: np.ndarray | float
-
-
-def bootstrap_ci(values_over_seeds, level: float = 0.95, n_boot: int = 2000, rng=0) -> CI:
-    """Percentile-bootstrap CI of the mean over seeds (axis 0); works per entry of [S, ...]."""
-    v = _f64(values_over_seeds)
-    s = v.shape[0]
-    rng = np.random.default_rng(rng)
-    means = v[rng.integers(0, s, size=(n_boot, s))].mean(1)
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(means, [tail, 100 - tail], axis=0)
-    mean = v.mean(0)
-    if v.ndim == 1:
-        return CI(float(mean), float(low), float(high))
-    return CI(mean, low, high)
-
-
-def iqm(values, axis: int = 0):
-    """Interquartile mean: the mean of the middle 50% of values (25% trimmed from each end)."""
-    return trim_mean(_f64(values), 0.25, axis=axis)
 
 
 # ---------------------------------------------------------------------------------- trained stacks

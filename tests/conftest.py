@@ -27,3 +27,44 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     while _SESSION_CACHE:
         shutil.rmtree(_SESSION_CACHE.pop(), ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------- shared tiny runs
+# Training is the slow part of most tests, so the tiny runs every module reads are trained once
+# per session. Tests must not write into them (give analyses an --out under tmp_path) and must
+# copy a run before damaging it.
+
+import pytest  # noqa: E402
+
+TINY = ("log.wandb='disabled'",)
+
+
+def _train_tiny(root, name: str, *overrides: str):
+    from experiments.config import load_config
+    from experiments.train.loop import train
+
+    train(load_config("tiny", overrides=list(TINY) + list(overrides)), root / name, on_message=lambda m: None)
+    return root / name
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("tiny_runs")
+
+
+@pytest.fixture(scope="session")
+def tiny_next_token(tiny_root):
+    """A tiny next_token run (2 seeds, 4 steps, checkpoints at 0, 2, 4)."""
+    return _train_tiny(tiny_root, "next_token", "train.regime='next_token'", "train.log_checkpoints=2")
+
+
+@pytest.fixture(scope="session")
+def tiny_pretrain_rl(tiny_root, tiny_next_token):
+    """A tiny pretrain_rl run fine-tuned from ``tiny_next_token``."""
+    return _train_tiny(tiny_root, "pretrain_rl", "train.regime='pretrain_rl'", f"ppo.pretrained='{tiny_next_token}'")
+
+
+@pytest.fixture(scope="session")
+def tiny_rl(tiny_root):
+    """A tiny rl run from scratch (separate critic)."""
+    return _train_tiny(tiny_root, "rl", "train.regime='rl'")

@@ -2,7 +2,6 @@
 Bayes simulator reproduces the dataset's Bayes loss), top-k shift of a model against itself,
 prompt tokens where the dataset puts them, and the analysis and CLI on a tiny trained run."""
 
-import argparse
 import json
 
 import jax.numpy as jnp
@@ -10,11 +9,13 @@ import numpy as np
 import pytest
 
 from envs.dataset import DataConfig, Layout, generate
-from experiments import behaviour as B
-from experiments import steering
-from experiments.activations import LoadedModel
-from experiments.config import load_config
-from experiments.train import seed_keys, train
+from experiments import cli
+from experiments.analysis import behaviour as B
+from experiments.analysis.heldout import mover_persona, persona_tables
+from experiments.analysis.model import LoadedModel
+from experiments.config import load_config, seed_keys
+from experiments.report.figures import plot_behaviour
+from experiments.train.evaluate import prompt_tokens
 from models.transformer import init_params
 
 NAMES = ("random", "perfect", "greedy", "center", "corner")
@@ -23,7 +24,7 @@ NAMES = ("random", "perfect", "greedy", "center", "corner")
 @pytest.fixture(scope="module")
 def games():
     data = generate(DataConfig(num_games=300, seed=5))
-    pi, legal = B.persona_tables(data, NAMES)
+    pi, legal = persona_tables(data, NAMES)
     return data, pi, legal
 
 
@@ -42,7 +43,7 @@ def test_persona_tables_replay_the_dataset(games):
 def test_a_persona_is_perfectly_consistent_with_itself(games):
     data, pi, legal = games
     mask = data["move_mask"]
-    mover = B.mover_persona(data)[mask]
+    mover = mover_persona(data)[mask]
     pi_r, optimal = pi[mask], pi[mask][:, NAMES.index("perfect")]
     own = np.take_along_axis(pi_r, mover[:, None, None], 1)[:, 0]
     scores = B.persona_consistency(own, pi_r, mover, NAMES, optimal)
@@ -88,10 +89,10 @@ def test_prompt_tokens_match_the_dataset_layout():
     layout = Layout(9, 9, NAMES, persona_prompt=True, outcome_token=False)
     tokens = jnp.full(layout.seq_len, layout.pad).at[0].set(layout.bos)
     # Agent plays O prompted as greedy (2) against perfect (1) playing X.
-    t = np.asarray(B.prompt_tokens(layout, tokens, 1, 2, 1))
+    t = np.asarray(prompt_tokens(layout, tokens, 1, 2, 1))
     assert t[1] == layout.persona_base + 1 and t[2] == layout.persona_base + len(NAMES) + 2
     # Agent plays X prompted as random (0); the opponent is not in the roster: PAD.
-    t = np.asarray(B.prompt_tokens(layout, tokens, 0, 0, -1))
+    t = np.asarray(prompt_tokens(layout, tokens, 0, 0, -1))
     assert t[1] == layout.persona_base and t[2] == layout.pad
 
 
@@ -115,14 +116,10 @@ def test_prompted_strength_and_final_table_on_toy_models(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("behaviour") / "nt"
-    train(load_config("tiny", overrides=["train.regime='next_token'", "log.wandb='disabled'"]), out,
-          on_message=lambda m: None)
-    return out
+def tiny_run(tiny_next_token):
+    return tiny_next_token
 
 
-@pytest.mark.slow
 def test_analysis_and_clis_on_a_tiny_run(tiny_run, tmp_path):
     res = B.analyse_behaviour({"nt": str(tiny_run)}, pretrained_dir=str(tiny_run), num_games=100,
                               games_per_cell=4)
@@ -133,18 +130,15 @@ def test_analysis_and_clis_on_a_tiny_run(tiny_run, tmp_path):
     for p, s in r["consistency"]["by_persona"].items():
         assert len(s["kl"]) == 2 and np.all(np.asarray(s["kl"]) >= 0)
         assert r["consistency"]["bayes_simulator"][p]["kl"] >= 0
-    B.plot_behaviour(res, tmp_path)
+    plot_behaviour(res, tmp_path)
     assert (tmp_path / "f9_behaviour.png").exists() and (tmp_path / "f9_behaviour.pdf").exists()
 
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command", required=True)
-    B.add_cli(sub)
-    steering.add_cli(sub)
-    args = parser.parse_args(["behaviour", str(tiny_run), "--pretrained", str(tiny_run), "--games", "60",
-                              "--out", str(tmp_path / "b" / "behaviour.json")])
-    assert args.func(args) == 0 and (tmp_path / "b" / "f9_behaviour.pdf").exists()
-    args = parser.parse_args(["steer", str(tiny_run), "--layer", "2", "--games", "100", "--games-per-cell", "2",
-                              "--out", str(tmp_path / "s" / "steering.json")])
-    assert args.func(args) == 0
+    (tmp_path / "b").mkdir()
+    assert cli.main(["behaviour", str(tiny_run), "--pretrained", str(tiny_run), "--games", "60",
+                     "--out", str(tmp_path / "b" / "behaviour.json")]) == 0
+    assert (tmp_path / "b" / "f9_behaviour.pdf").exists()
+    (tmp_path / "s").mkdir()
+    assert cli.main(["steer", str(tiny_run), "--layer", "2", "--games", "100", "--games-per-cell", "2",
+                     "--out", str(tmp_path / "s" / "steering.json")]) == 0
     result = json.loads((tmp_path / "s" / "steering.json").read_text())
     assert result["layers"] == [2] and (tmp_path / "s" / "f6_steering.png").exists()

@@ -4,7 +4,6 @@ The checks pin the layer bookkeeping: a model against itself changes nowhere, an
 made only in block 1 shows up only in block 1's weights and only from residual layer 1 on.
 """
 
-import argparse
 import json
 from dataclasses import replace
 
@@ -12,38 +11,22 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import change
-from experiments.activations import LoadedModel
-from experiments.config import load_config
-from experiments.train import train
-
-TINY = ["log.wandb='disabled'"]
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """A folder with a tiny next_token run, nt/."""
-    root = tmp_path_factory.mktemp("change")
-    train(load_config("tiny", overrides=TINY + ["train.regime='next_token'"]), root / "nt", on_message=lambda m: None)
-    return root
+from experiments import cli
+from experiments.analysis import change
+from experiments.analysis.heldout import held_out
+from experiments.analysis.layers import check_compatible, layer_of, weight_change
+from experiments.analysis.model import LoadedModel
+from experiments.runs.run import RunError
 
 
 @pytest.fixture(scope="module")
-def pre(runs):
-    return LoadedModel.from_run(runs / "nt")
+def pre(tiny_next_token):
+    return LoadedModel.from_run(tiny_next_token)
 
 
 @pytest.fixture(scope="module")
 def held(pre):
-    return change.HeldOut.make(pre, 60)
-
-
-@pytest.fixture(scope="module")
-def prl(runs):
-    """A tiny pretrain_rl run fine-tuned from nt/ (PPO compiles slowly: only the slow test uses it)."""
-    cfg = load_config("tiny", overrides=TINY + ["train.regime='pretrain_rl'", f"ppo.pretrained='{runs / 'nt'}'"])
-    train(cfg, runs / "prl", on_message=lambda m: None)
-    return runs / "prl"
+    return held_out(pre.cfg, 60)
 
 
 def perturb_block1(model: LoadedModel, scale: float = 0.5) -> LoadedModel:
@@ -51,7 +34,7 @@ def perturb_block1(model: LoadedModel, scale: float = 0.5) -> LoadedModel:
     rng = np.random.default_rng(0)  # numpy, not jax.random: eager jax ops compile per shape
 
     def f(path, a):
-        if change.layer_of(path) != "block1":
+        if layer_of(path) != "block1":
             return a
         a = np.asarray(a)
         return (a + scale * a.std() * rng.standard_normal(a.shape) + scale * 0.1).astype(a.dtype)
@@ -60,12 +43,12 @@ def perturb_block1(model: LoadedModel, scale: float = 0.5) -> LoadedModel:
 
 
 def test_layer_of_groups_every_trunk_param(pre):
-    names = {change.layer_of(p) for p, _ in jax.tree_util.tree_flatten_with_path(pre.params)[0]}
+    names = {layer_of(p) for p, _ in jax.tree_util.tree_flatten_with_path(pre.params)[0]}
     assert names == {"emb", "block1", "block2", "head", "critic", "value"}
 
 
 def test_model_against_itself_changes_nowhere(pre, held):
-    out = change.compare(pre, pre, held)
+    out = change.compare(pre, pre, held, change.cka_rows(held))
     np.testing.assert_array_equal(out["weight_change"], 0.0)
     np.testing.assert_allclose(out["cka"], 1.0, atol=1e-6)
     np.testing.assert_allclose(out["cka_debiased"], 1.0, atol=1e-6)
@@ -75,7 +58,7 @@ def test_model_against_itself_changes_nowhere(pre, held):
 
 def test_change_in_block1_shows_only_in_block1(pre, held):
     tuned = perturb_block1(pre)
-    out = change.compare(pre, tuned, held)
+    out = change.compare(pre, tuned, held, change.cka_rows(held))
     w = np.asarray(out["weight_change"])  # [S, (emb, block1, block2, head)]
     assert (w[:, 1] > 0.1).all()
     np.testing.assert_array_equal(w[:, [0, 2, 3]], 0.0)
@@ -92,18 +75,14 @@ def test_weight_change_matches_hand_norm(pre):
     num = sum(((np.asarray(b)[0] - np.asarray(a)[0]) ** 2).sum()
               for a, b in zip(jax.tree.leaves(block_pre), jax.tree.leaves(block_tuned)))
     den = sum((np.asarray(a)[0] ** 2).sum() for a in jax.tree.leaves(block_pre))
-    w = change.weight_change(pre.params, tuned.params, ["block1"])
+    w = weight_change(pre.params, tuned.params, ["block1"])
     np.testing.assert_allclose(w[0, 0], np.sqrt(num / den), rtol=1e-6)
 
 
-@pytest.mark.slow
-def test_analyse_change_and_cli(runs, prl, tmp_path):
-    parser = argparse.ArgumentParser()
-    change.add_cli(parser.add_subparsers())
+def test_analyse_change_and_cli(tiny_next_token, tiny_pretrain_rl, tmp_path):
     out = tmp_path / "change.json"
-    args = parser.parse_args(["change", str(runs / "nt"), str(prl), "--control", str(runs / "nt"),
-                              "--out", str(out), "--games", "60"])
-    assert args.func(args) == 0
+    assert cli.main(["change", str(tiny_next_token), str(tiny_pretrain_rl), "--control", str(tiny_next_token),
+                     "--out", str(out), "--games", "60"]) == 0
     res = json.loads(out.read_text())
     assert (tmp_path / "f4_where_rl_changes.png").exists() and (tmp_path / "f4_where_rl_changes.pdf").exists()
     assert res["layers"] == ["emb", "block1", "block2", "head"] and res["seeds"] == [0, 1]
@@ -116,16 +95,18 @@ def test_analyse_change_and_cli(runs, prl, tmp_path):
     np.testing.assert_array_equal(res["comparisons"]["control"]["weight_change"], 0.0)
 
 
-def test_bad_inputs_are_value_errors(runs, pre):
-    with pytest.raises(ValueError, match="not a run directory"):
-        change.analyse_change(runs / "nt", runs / "missing", num_games=60)
+def test_bad_inputs(tiny_next_token, pre, tmp_path, capsys):
+    with pytest.raises(RunError, match="not a run directory"):
+        change.analyse_change(tiny_next_token, tmp_path / "missing", num_games=60)
     with pytest.raises(ValueError, match="at least 10"):
-        change.analyse_change(runs / "nt", runs / "nt", num_games=0)
+        change.analyse_change(tiny_next_token, tiny_next_token, num_games=0)
+    assert cli.main(["change", str(tiny_next_token), str(tmp_path / "missing")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
     wide = LoadedModel(replace(pre.cfg, model=replace(pre.cfg.model, d_model=32)), pre.layout, pre.graphdef,
                        pre.params)
-    with pytest.raises(ValueError, match="architectures differ"):
-        change.check_compatible(pre, wide, "test")
+    with pytest.raises(RunError, match="architectures differ"):
+        check_compatible(pre, wide, "test")
     other = LoadedModel(replace(pre.cfg, train=replace(pre.cfg.train, seeds=[5, 6])), pre.layout,
                         pre.graphdef, pre.params)
-    with pytest.raises(ValueError, match="seeds differ"):
-        change.check_compatible(pre, other, "test")
+    with pytest.raises(RunError, match="seeds differ"):
+        check_compatible(pre, other, "test")

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from experiments import claims
-from experiments.reproduce import verdict
+from experiments.report import claims
+from experiments.report.claims import verdict
 
 
 @pytest.mark.parametrize("low, high, expected", [

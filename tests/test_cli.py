@@ -123,6 +123,7 @@ def _fake_run(path: Path) -> dict:
     path.mkdir(parents=True)
     (path / "config.json").write_text(json.dumps(load_config("tiny").to_dict()))
     (path / "metrics.jsonl").write_text('{"step": 2, "seed": 0, "losses/loss": 1.0}\n')
+    (path / "status.json").write_text('{"status": "interrupted", "step": 2}')
     return snapshot(path)
 
 
@@ -131,6 +132,20 @@ def test_train_existing_run_needs_resume_or_force(capsys, tmp_path):
     before = _fake_run(run)
     run_bad(capsys, ["train", "--out", run, "--regime", "next_token", *TINY], "--resume")
     assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("flags", [[], ["--force"], ["--resume"]])
+@pytest.mark.parametrize("files", [{"config.json": '{"mine": 1}'}, {"notes.txt": "thesis draft"}])
+def test_train_never_writes_into_a_folder_that_is_not_a_run(capsys, tmp_path, flags, files):
+    """Someone's folder (a lone config.json, other files) is refused whatever the flags, untouched."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    before = snapshot(folder)
+    run_bad(capsys, ["train", "--out", folder, "--regime", "next_token", *TINY, *flags],
+            "not an agentsim run directory")
+    assert snapshot(folder) == before
 
 
 def test_train_resume_refuses_overrides_that_would_change_the_saved_config(capsys, tmp_path):

@@ -25,12 +25,15 @@ import numpy as np
 import pytest
 
 from envs.dataset import Layout
-from experiments import checkpoints, cli
-from experiments import train as train_mod
-from experiments.checkpoints import CheckpointError
+from experiments import cli
+from experiments.runs.run import checkpoints
+from experiments.runs.restore import open_checkpoint
+from experiments.train import loop as train_mod
+from experiments.runs.checkpoints import CheckpointError
 from experiments.config import load_config
-from experiments.runs import Run, RunError, read_config, read_metrics
-from experiments.train import TrainingStopped, seed_keys
+from experiments.runs.run import Run, RunError, read_config, read_metrics
+from experiments.config import seed_keys
+from experiments.train.loop import TrainingStopped
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 20  # 10 chunks of 2 with a checkpoint after each: a kill at step >= 4 is mid-way
@@ -78,7 +81,7 @@ def _status(run: Path) -> dict:
 
 def _template(run: Path):
     cfg = read_config(run)
-    trainer = train_mod.make_trainer(cfg, Layout.for_config(cfg.data), for_restore=True)
+    trainer = train_mod.make_trainer(cfg, Layout.for_config(cfg.data))
     return trainer.init(seed_keys(cfg))
 
 
@@ -361,7 +364,7 @@ def test_all_checkpoints_corrupt_is_a_clear_error(fleet, tmp_path, capsys):
         checkpoints.restore_latest(run / "checkpoints", _template(run), on_skip=messages.append)
     assert len(messages) == len(_ckpt_steps(run))
     with pytest.raises(RunError, match="no readable checkpoint"):
-        train_mod.load_params(run)
+        open_checkpoint(run)
     argv = ["train", "--preset", "tiny", "--regime", "next_token", "--out", str(run), "--quiet", "--resume"]
     for s in NT_SETS:
         argv += ["--set", s]
@@ -381,9 +384,6 @@ def test_nan_guard_stops_names_the_step_and_keeps_last_good_checkpoint(tmp_path,
 
     def poisoned(*args, **kwargs):
         trainer = real(*args, **kwargs)
-        if kwargs.get("for_restore"):
-            return trainer
-
         def chunk(state):
             new_state, metrics = trainer.chunk(state)
             calls["n"] += 1
@@ -421,9 +421,6 @@ def _no_training(monkeypatch):
 
     def guarded(*args, **kwargs):
         trainer = real(*args, **kwargs)
-        if kwargs.get("for_restore"):
-            return trainer
-
         def boom(*a, **k):
             raise AssertionError("training started")
 
@@ -489,7 +486,7 @@ def test_resume_tolerates_a_torn_last_metrics_line(tmp_path):
 
 def test_checkpoint_round_trip_and_save_time(tmp_path, tmp_path_factory):
     cfg = _nt_cfg()
-    trainer = train_mod.make_trainer(cfg, Layout.for_config(cfg.data), for_restore=True)
+    trainer = train_mod.make_trainer(cfg, Layout.for_config(cfg.data))
     state = trainer.init(seed_keys(cfg))
     times = []
     for step in (0, 2, 4):

@@ -5,28 +5,24 @@ changed is known: resetting an unchanged layer must change nothing, and resettin
 must give back the pretrained model's numbers exactly.
 """
 
-import argparse
 import json
 
 import jax
 import numpy as np
 import pytest
 
-from experiments import layer_reset as lr
-from experiments.activations import LoadedModel
-from experiments.change import HeldOut, diff, layer_of, sq_norms
-from experiments.config import load_config
-from experiments.train import train
+from experiments import cli
+from experiments.analysis import layer_reset as lr
+from experiments.analysis.heldout import held_out
+from experiments.analysis.layers import diff, layer_of, sq_norms
+from experiments.analysis.model import LoadedModel
 
 LAYERS = ["emb", "block1", "block2", "head"]
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("layer_reset")
-    cfg = load_config("tiny", overrides=["log.wandb='disabled'", "train.regime='next_token'"])
-    train(cfg, root / "nt", on_message=lambda m: None)
-    return root / "nt"
+def run(tiny_next_token):
+    return tiny_next_token
 
 
 def moved(model: LoadedModel, layers, scale: float = 0.5) -> LoadedModel:
@@ -45,7 +41,7 @@ def pre(run):
 @pytest.fixture(scope="module")
 def result(pre):
     tuned = moved(pre, {"block1", "block2", "head"})  # the embeddings are left as pretrained
-    held = HeldOut.make(pre, 60)
+    held = held_out(pre.cfg, 60)
     return lr.layer_reset(pre, tuned, held, games_per_cell=8)
 
 
@@ -80,12 +76,9 @@ def test_perturbation_has_the_stated_norm(pre):
 
 
 def test_analyse_and_cli_on_a_run_against_itself(run, tmp_path):
-    parser = argparse.ArgumentParser()
-    lr.add_cli(parser.add_subparsers())
     out = tmp_path / "reset.json"
-    args = parser.parse_args(["layer-reset", str(run), str(run), "--out", str(out), "--games", "60",
-                              "--games-per-cell", "8"])
-    assert args.func(args) == 0
+    assert cli.main(["layer-reset", str(run), str(run), "--out", str(out), "--games", "60",
+                     "--games-per-cell", "8"]) == 0
     res = json.loads(out.read_text())
     assert (tmp_path / "f5_layer_reset.png").exists() and (tmp_path / "f5_layer_reset.pdf").exists()
     assert res["layers"] == LAYERS and res["seeds"] == [0, 1]

@@ -11,8 +11,10 @@ import pytest
 
 from envs.dataset import DataConfig, Layout, generate
 from experiments.config import load_config
-from experiments.next_token import lm_loss, make_next_token, move_nll, target_mask
-from experiments.train import datasets, seed_keys, train
+from experiments.train.next_token import lm_loss, make_next_token, move_nll, target_mask
+from experiments.config import seed_keys
+from experiments.train.loop import train
+from experiments.train.regimes import datasets
 from models.transformer import apply, init_params
 
 MIX = {"random": 1.0, "greedy": 1.0, "corner": 1.0}

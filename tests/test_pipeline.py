@@ -6,12 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from envs.dataset import Layout, generate, split_by_game
+from envs.dataset import Layout, generate
 from experiments.config import load_config
-from experiments.probe import residuals
-from experiments.reproduce import reproduce
-from experiments.runs import RunError
-from experiments.train import seed_keys
+from experiments.analysis.heldout import HeldOut
+from experiments.analysis.model import LoadedModel
+from experiments.report.reproduce import reproduce
+from experiments.runs.run import RunError
+from experiments.config import seed_keys
 from models.probes import probe_layers, shuffled
 from models.transformer import init_params
 
@@ -123,15 +124,14 @@ def test_probe_recovers_a_planted_feature_and_not_shuffled_labels():
     layout = Layout.for_config(cfg.data)
     data = generate(cfg.data)
     graphdef, params = init_params(cfg.model, layout.vocab_size, layout.seq_len, seed_keys(cfg))
-    resid = residuals(graphdef, params, layout, data["tokens"])  # [S, L+1, N, M, D]
-    mask = data["move_mask"]
-    flat = resid[0][:, mask]  # [L+1, rows, D]
+    resid = LoadedModel(cfg, layout, graphdef, params).run_with_cache(data["tokens"], ("resid",))["resid"]
+    held = HeldOut.from_data(data)
+    flat = resid[0][:, held.mask]  # [L+1, rows, D]
+    mask = held.mask
     assert flat.shape == (cfg.model.num_layers + 1, mask.sum(), cfg.model.d_model)
     rng = np.random.default_rng(0)
     y = flat[1] @ rng.normal(size=cfg.model.d_model) + 0.01 * rng.normal(size=len(flat[1]))
-    game_of_row = np.broadcast_to(np.arange(len(data))[:, None], mask.shape)[mask]
-    move_of_row = np.broadcast_to(np.arange(layout.max_moves)[None], mask.shape)[mask]
-    rows = [np.flatnonzero(np.isin(game_of_row, s)) for s in split_by_game(len(data), (0.6, 0.2, 0.2), 0)]
+    move_of_row, rows = held.move, held.splits
     r2 = probe_layers(flat, y, *rows).test_r2
     assert r2[1] > 0.95, r2
     # The control shuffles labels across games at the same move number, so it keeps what the

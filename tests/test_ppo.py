@@ -11,8 +11,8 @@ import envs
 from envs.dataset import Layout
 from envs.game import GameState, base3_code, returns_from_winner
 from experiments.config import load_config
-from experiments.ppo import NEG, gae, make_ppo, policy_at, ppo_loss
-from experiments.train import seed_keys
+from experiments.train.ppo import NEG, gae, make_ppo, policy_at, ppo_loss
+from experiments.config import seed_keys
 
 # ---------------------------------------------------------------------------------- GAE
 

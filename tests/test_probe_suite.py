@@ -9,12 +9,12 @@ import pytest
 from envs import make_game
 from envs.dataset import DataConfig, generate
 from envs.personas import make_persona
-from experiments.probe_suite import Rows
+from experiments.analysis.heldout import HeldOut
 
 
 @pytest.fixture(scope="module")
 def rows():
-    return Rows(generate(DataConfig(num_games=300, mixture={"random": 1.0, "center": 1.0, "perfect": 1.0}, seed=3)))
+    return HeldOut.from_data(generate(DataConfig(num_games=300, mixture={"random": 1.0, "center": 1.0, "perfect": 1.0}, seed=3)))
 
 
 def test_bayes_ceiling_matches_brute_force_posterior(rows):
@@ -41,7 +41,7 @@ def test_bayes_ceiling_matches_brute_force_posterior(rows):
                 with np.errstate(divide="ignore"):
                     lik = lik + np.log([float(p[move]) for p in probs(state)])
             state = game.step(state, move)
-    sub = Rows(d.subset(np.arange(60)))
+    sub = HeldOut.from_data(d.subset(np.arange(60)))
     ceiling = sub.bayes_ceiling()["x"]
     seen = counts > 0
     np.testing.assert_allclose(ceiling[seen], hits[seen] / counts[seen], atol=1e-6)
@@ -79,8 +79,8 @@ def test_probe_suite_cli_writes_linear_and_mlp_probes_with_controls(tmp_path, ca
     controls, scores in range, and the step-0 control present (the run has two checkpoints)."""
     from experiments import cli
     from experiments.config import load_config
-    from experiments.probe_suite import CLASSIFICATION, MLP_TARGETS, REGRESSION
-    from experiments.train import train
+    from experiments.analysis.probe_suite import CLASSIFICATION, MLP_TARGETS, REGRESSION
+    from experiments.train.loop import train
 
     monkeypatch.setattr(cli, "_enable_compile_cache", lambda: None)
     run = tmp_path / "nt"

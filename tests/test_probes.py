@@ -1,17 +1,7 @@
 import numpy as np
 import pytest
 
-from models.probes import (
-    bootstrap_ci,
-    fit_logistic_probe,
-    fit_probe_stack,
-    fit_ridge_probe,
-    iqm,
-    probe_layers,
-    r2_score,
-    selectivity,
-    shuffled,
-)
+from models.probes import fit_probe_stack, fit_ridge_probe, probe_layers, r2_score, shuffled
 
 N, D = 4000, 32
 TR, VA, TE = slice(0, 2400), slice(2400, 3200), slice(3200, 4000)
@@ -39,7 +29,7 @@ def test_ridge_recovers_planted_feature_and_not_shuffled_labels():
     y_ctrl = shuffled(y, positions, np.random.default_rng(1))
     control = _fit(x, y_ctrl)
     assert control.score(x[TE], y_ctrl[TE]) < 0.05
-    assert selectivity(probe.score(x[TE], y[TE]), control.score(x[TE], y_ctrl[TE])) > 0.9
+    assert probe.score(x[TE], y[TE]) - control.score(x[TE], y_ctrl[TE]) > 0.9
     # Pure noise is best predicted by shrinking hard; a real feature by barely shrinking.
     noise = _fit(x, np.random.default_rng(2).normal(size=N))
     assert noise.alpha > probe.alpha
@@ -107,24 +97,6 @@ def test_r2_score():
     assert r2_score(y3, p3) == pytest.approx(np.mean(ref))
 
 
-def test_logistic_probe_recovers_classes_and_is_at_chance_on_shuffled():
-    rng = np.random.default_rng(0)
-    k = 4
-    centres = rng.normal(size=(k, D)) * 1.5
-    labels = rng.integers(0, k, size=N)
-    x = (centres[labels] + rng.normal(size=(N, D))) * np.logspace(-1, 1, D)
-    probe = fit_logistic_probe(x[TR], labels[TR], x[VA], labels[VA])
-    acc, ce = probe.score(x[TE], labels[TE])
-    assert acc > 0.95 and ce < 0.2
-    assert probe.predict_proba(x[TE]).shape == (800, k)
-    ctrl = shuffled(labels, None, 1)
-    shuf = fit_logistic_probe(x[TR], ctrl[TR], x[VA], ctrl[VA])
-    acc_s, ce_s = shuf.score(x[TE], ctrl[TE])
-    assert abs(acc_s - 1 / k) < 0.06
-    assert ce_s > 0.95 * np.log(k)
-    assert shuf.l2 > probe.l2  # chance labels want the strongest regularisation
-
-
 def test_probe_layers_finds_the_layer_with_the_feature():
     rng = np.random.default_rng(0)
     resid = rng.normal(size=(4, N, D))
@@ -154,21 +126,6 @@ def test_shuffled_keeps_per_position_marginals_and_changes_assignment():
     y2 = np.stack([y, -y], 1)  # rows move together
     y2s = shuffled(y2, positions, 0)
     assert np.array_equal(y2s[:, 1], -y2s[:, 0])
-
-
-def test_bootstrap_ci_and_iqm():
-    few, many = np.linspace(-1, 1, 5) + 3.0, np.linspace(-1, 1, 50) + 3.0
-    ci_few, ci_many = bootstrap_ci(few, rng=0), bootstrap_ci(many, rng=0)
-    for v, ci in ((few, ci_few), (many, ci_many)):
-        assert ci.mean == pytest.approx(v.mean())
-        assert ci.low <= ci.mean <= ci.high
-    assert ci_many.high - ci_many.low < 0.5 * (ci_few.high - ci_few.low)
-    assert bootstrap_ci(few, level=0.5, rng=0).high - bootstrap_ci(few, level=0.5, rng=0).low < ci_few.high - ci_few.low
-    curves = np.stack([few, 2 * few], 1)  # [seeds, layers]: per-entry intervals
-    ci2 = bootstrap_ci(curves, rng=0)
-    assert ci2.mean.shape == (2,) and np.all(ci2.low < ci2.mean) and np.all(ci2.mean < ci2.high)
-    assert iqm([1, 2, 3, 4, 5, 6, 7, 8]) == pytest.approx(4.5)
-    assert iqm([0, 1, 1, 1, 1, 1, 1, 100]) == pytest.approx(1.0)
 
 
 def test_mlp_probe_reads_a_nonlinear_feature_that_a_linear_probe_cannot():
@@ -206,7 +163,7 @@ def test_mlp_probe_classes_multi_output_and_determinism():
 def test_linear_stack_direction_matches_the_planted_class_contrast():
     """hidden=0 is a softmax probe: on features of very different scales its class contrast
     w_1 - w_0, read in the original space, points along the planted direction, and it scores
-    as well as the L-BFGS logistic probe."""
+    nearly as well as the Bayes classifier sign(x·u)."""
     rng = np.random.default_rng(2)
     n, d = 3000, 12
     scales = np.geomspace(0.1, 10, d)
@@ -219,7 +176,7 @@ def test_linear_stack_direction_matches_the_planted_class_contrast():
     contrast = w[:, 1] - w[:, 0]
     cos = contrast @ u / np.linalg.norm(contrast) / np.linalg.norm(u)
     assert cos > 0.95, cos
-    logistic = fit_logistic_probe(x[tr], y[tr], x[va], y[va])
-    assert fit.test_score[0] > logistic.score(x[te], y[te])[0] - 0.02
+    bayes = np.mean((x[te] @ u > 0) == y[te])
+    assert fit.test_score[0] > bayes - 0.03, (fit.test_score[0], bayes)
     with pytest.raises(ValueError, match="hidden=0"):
         fit_probe_stack(x[None], y, tr, va, te, classes=2, hidden=8).direction()

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from envs.dataset import Layout
-from experiments.activations import LoadedModel
-from experiments.behaviour import OPPONENTS
+from experiments.analysis.model import LoadedModel
+from experiments.analysis.behaviour import OPPONENTS
 from experiments.config import load_config
-from experiments.evaluate import make_match_eval
-from experiments.steering import (apply_with_steering, make_steered_play, steering_experiment, summarise,
+from experiments.train.evaluate import make_match_eval
+from experiments.analysis.steering import (apply_with_steering, make_steered_play, steering_experiment, summarise,
                                   unit)
-from experiments.train import seed_keys
+from experiments.config import seed_keys
 from models.probes import fit_ridge_probe
 from models.transformer import ModelConfig, apply, init_params
 

@@ -13,8 +13,9 @@ import pytest
 
 from experiments import cli
 from experiments.config import Config, LogConfig
-from experiments.runs import RunError
-from experiments.store import compare, find_runs, list_runs, plot_comparison
+from experiments.runs.run import RunError
+from experiments.report.figures import plot_comparison
+from experiments.runs.store import compare, find_runs, list_runs
 
 METRIC = "eval/simulator_gap"
 STEPS = (10, 20, 30)

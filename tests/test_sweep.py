@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from experiments import cli, sweep
+from experiments import cli
+from experiments.runs import sweep
 from experiments.config import ConfigError, load_config
-from experiments.runs import read_metrics
-from experiments.sweep import export_wandb, load_spec, members, run_sweep
+from experiments.runs.run import read_metrics
+from experiments.runs.sweep import export_wandb, load_spec, members, run_sweep
 
 GRID_SPEC = """\
 preset = "tiny"

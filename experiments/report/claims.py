@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.probes import bootstrap_ci
+from experiments.statistics import bootstrap_ci
+
+EMERGENCE_THRESHOLD = 0.05  # R² above the random-init control that counts as "represented"
 
 
 def _ci(values) -> dict:
@@ -145,3 +147,60 @@ def judge_all(results: dict) -> dict:
         except (ValueError, IndexError) as e:  # too few checkpoints/seeds for the statistic
             out[number] = {"verdict": "inconclusive", "note": f"statistic not computable: {e}"}
     return out
+
+
+def _ci4(values) -> dict:
+    c = bootstrap_ci(np.asarray(values, float))
+    return {"mean": np.round(c.mean, 4).tolist(), "low": np.round(c.low, 4).tolist(),
+            "high": np.round(c.high, 4).tolist()}
+
+
+def summarise(probes: dict, finals: dict) -> dict:
+    regimes = {}
+    for regime, res in probes.items():
+        entry = {"probe": {}, "matches": {}, "simulator": finals[regime]["simulator"]}
+        for target, scores in res["targets"].items():
+            trained = np.asarray(scores["trained"])
+            emergence = trained - np.asarray(scores["random_init"])
+            best = int(np.argmax(emergence.mean(0)))
+            entry["probe"][target] = {
+                "r2_by_layer": _ci4(trained), "random_init_by_layer": _ci4(scores["random_init"]),
+                "shuffled_by_layer": _ci4(scores["shuffled"]), "emergence_by_layer": _ci4(emergence),
+                "best_layer": best, "best_emergence": _ci4(emergence[:, best]),
+                "per_seed": scores,
+            }
+        m = finals[regime]["matches"]
+        for persona in ("random", "greedy", "perfect", "center", "corner"):
+            entry["matches"][persona] = {o: _ci4(m[f"eval/{o}_vs_{persona}"]) if f"eval/{o}_vs_{persona}" in m
+                                         else _ci4(np.asarray(m[f"eval/{o}_vs_{persona}_as_x"]) * 0.5
+                                                  + np.asarray(m[f"eval/{o}_vs_{persona}_as_o"]) * 0.5)
+                                         for o in ("win", "draw", "loss")}
+        regimes[regime] = entry
+    return {"regimes": regimes, "claims": {"1": verdict_claim1(regimes)}}
+
+
+def verdict(low: float, high: float, threshold: float = EMERGENCE_THRESHOLD) -> str:
+    """supported if the whole CI is above the threshold, contradicted if wholly below, else
+    inconclusive."""
+    if low > threshold:
+        return "supported"
+    if high < threshold:
+        return "contradicted"
+    return "inconclusive"
+
+
+def verdict_claim1(regimes: dict) -> dict:
+    """Claim 1: an agent trained toward a terminal goal represents it (value decodable above the
+    random-init control). Judged on the expected-outcome target at the agent's best layer."""
+    out = {}
+    for regime in ("rl", "pretrain_rl", "next_token", "rl_shared_value", "next_token_mtp"):
+        if regime in regimes:
+            e = regimes[regime]["probe"]["expected_outcome"]["best_emergence"]
+            out[regime] = {"emergence": e, "layer": regimes[regime]["probe"]["expected_outcome"]["best_layer"],
+                           "verdict": verdict(e["low"], e["high"])}
+    agent = out.get("rl", {}).get("verdict", "inconclusive")
+    return {"by_regime": out, "verdict": agent,
+            "rule": (f"per regime: 'supported' if the 95% bootstrap CI (over seeds) of the best layer's "
+                     f"R² above the random-init control lies wholly above {EMERGENCE_THRESHOLD}, "
+                     f"'contradicted' if wholly below, else 'inconclusive'; the claim's verdict is "
+                     f"the rl agent's.")}

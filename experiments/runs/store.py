@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.runs import RunError, read_metrics, read_status
-from models.probes import bootstrap_ci, iqm
+from experiments.runs.run import RunError, read_metrics, read_status
+from experiments.statistics import bootstrap_ci, iqm
 
 
 def find_runs(patterns: list[str]) -> list[Path]:
@@ -146,35 +146,3 @@ def compare(patterns: list[str], metric: str) -> list[dict]:
     if not out:
         raise RunError(f"metric {metric!r} is in none of these runs")
     return out
-
-
-def plot_comparison(groups: list[dict], metric: str, out_prefix: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for g in groups:
-        n = min(len(c[2]) for c in g["curves"])
-        values = np.stack([c[2][:n] for c in g["curves"]])
-        steps = g["curves"][0][0][:n]
-        walls = np.nanmean(np.stack([c[1][:n] for c in g["curves"]]), 0)
-        ci = bootstrap_ci(values) if len(values) > 1 else None
-        for ax, x in zip(axes, (steps, walls)):
-            line, = ax.plot(x, values.mean(0), label=f"{g['label']} (n={len(values)})")
-            if ci is not None:
-                ax.fill_between(x, ci.low, ci.high, color=line.get_color(), alpha=0.2, lw=0)
-    axes[0].set_xlabel("step")
-    axes[1].set_xlabel("wall time (s)")
-    for ax in axes:
-        ax.set_ylabel(metric)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    out_prefix.parent.mkdir(parents=True, exist_ok=True)
-    paths = [out_prefix.with_name(out_prefix.name + ".png"), out_prefix.with_name(out_prefix.name + ".pdf")]
-    for p in paths:
-        fig.savefig(p, dpi=130)
-    plt.close(fig)
-    return paths

@@ -47,14 +47,25 @@ def save(directory: Path, step: int, state: Any) -> None:
     ckpt.close()
 
 
-def restore(directory: Path, step: int, like: Any) -> Any:
+def restore(directory: Path, step: int, like: Any, partial: bool = False) -> Any:
+    """The checkpoint at ``step`` in the structure of ``like`` (arrays or shapes); ``partial``
+    reads only the entries ``like`` names (e.g. just the params of a training state)."""
+    import orbax.checkpoint as ocp
+
     target = Path(directory).absolute() / f"step_{step}"
-    ckpt = _checkpointer()
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype if hasattr(x, "dtype")
                                                            else np.asarray(x).dtype), like)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        restored = ckpt.restore(target, abstract)
+        if partial:
+            ckpt = ocp.PyTreeCheckpointer()
+            restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), abstract)
+            restored = ckpt.restore(target, args=ocp.args.PyTreeRestore(item=abstract, restore_args=restore_args,
+                                                                        partial_restore=True))
+            restored = jax.tree.unflatten(jax.tree.structure(abstract), jax.tree.leaves(restored))
+        else:
+            ckpt = _checkpointer()
+            restored = ckpt.restore(target, abstract)
     ckpt.close()
     return restored
 
@@ -63,7 +74,7 @@ class CheckpointError(ValueError):
     pass
 
 
-def restore_latest(directory: Path, like: Any, on_skip=None) -> tuple[int, Any] | None:
+def restore_latest(directory: Path, like: Any, on_skip=None, partial: bool = False) -> tuple[int, Any] | None:
     """(step, state) of the newest checkpoint that restores; None if there is none.
 
     A checkpoint that fails to restore is skipped with a message via ``on_skip``."""
@@ -72,7 +83,7 @@ def restore_latest(directory: Path, like: Any, on_skip=None) -> tuple[int, Any] 
         return None
     for step in reversed(available):
         try:
-            return step, restore(directory, step, like)
+            return step, restore(directory, step, like, partial)
         except Exception as e:  # orbax raises many types for a damaged directory
             msg = f"checkpoint step_{step} is unreadable ({type(e).__name__}); trying an older one"
             (on_skip or log.warning)(msg)

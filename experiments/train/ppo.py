@@ -19,10 +19,10 @@ import optax
 from envs import make_game
 from envs.dataset import Layout
 from envs.personas import make_persona
-from experiments import arena as A
 from experiments.config import Config
-from experiments.evaluate import make_match_eval
-from experiments.next_token import Trainer
+from experiments.train import arena as A
+from experiments.train.evaluate import make_match_eval
+from experiments.train.trainer import Trainer
 from models.transformer import apply, init_params
 
 NEG = -1e9
@@ -113,7 +113,7 @@ def make_ppo(cfg: Config, layout: Layout, init_from=None, ref_params=None) -> Tr
     if ref_params is None:
         ref_params = init_from
     use_kl = p.kl_coef > 0 and ref_params is not None
-    match_eval = make_match_eval(cfg, layout, graphdef, ("random", "perfect"), games_per_cell=128)
+    match_eval = make_match_eval(cfg, layout, graphdef, ("random", "perfect"), t.eval_games_per_cell)
 
     def init(keys):
         params = init_from

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from experiments.config import Config, config_from_dict
+from experiments.runs import checkpoints
 
 
 class RunError(ValueError):
@@ -38,7 +39,14 @@ class Run:
     def __init__(self, path: str | Path, cfg: Config, *, resume: bool = False, force: bool = False):
         self.path = Path(path)
         self.cfg = cfg
-        exists = (self.path / "config.json").exists()
+        if self.path.exists() and not self.path.is_dir():
+            raise RunError(f"{self.path} is a file, not a run directory")
+        exists = is_run_dir(self.path)
+        if not exists and self.path.is_dir() and any(self.path.iterdir()):
+            # Someone's folder: never write into it or delete it, whatever the flags say.
+            held = ", ".join(sorted(p.name for p in self.path.iterdir())[:3])
+            raise RunError(f"{self.path} is not empty and is not an agentsim run directory (it holds {held}…); "
+                           "choose a new --out")
         if exists and not (resume or force):
             raise RunError(f"{self.path} already holds a run; pass --resume to continue it or "
                            "--force to replace it")
@@ -59,6 +67,7 @@ class Run:
                 self.cfg = config_from_dict(saved)
         else:
             (self.path / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=_json_default))
+            self.set_status("created")
         self._start = time.time()
         self._wandb = None
 
@@ -117,14 +126,12 @@ class Run:
         return self.path / "checkpoints"
 
     def save_checkpoint(self, step: int, state: Any) -> None:
-        from experiments import checkpoints
-
         checkpoints.save(self.checkpoint_dir, step, state)
 
-    def restore_checkpoint(self, like: Any) -> tuple[int, Any] | None:
-        from experiments import checkpoints
 
-        return checkpoints.restore_latest(self.checkpoint_dir, like)
+def is_run_dir(path: str | Path) -> bool:
+    """A directory ``Run`` made: its config and its status file (a lone config.json is not a run)."""
+    return (Path(path) / "config.json").is_file() and (Path(path) / "status.json").is_file()
 
 
 def _parse_lines(text: str) -> list[dict]:

@@ -12,21 +12,22 @@ value-probe R² at the last layer (probe refit on each variant, split by game), 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 
-from experiments.activations import LoadedModel
-from experiments.change import HeldOut, check_compatible, diff, layer_names, layer_of, sq_norms
-from experiments.evaluate import make_match_eval
+from experiments.analysis.heldout import HeldOut, held_out
+from experiments.analysis.layers import check_compatible, diff, layer_names, layer_of, sq_norms
+from experiments.analysis.model import LoadedModel
+from experiments.analysis.value_probes import resid_rows, value_probe_r2
+from experiments.train.evaluate import make_match_eval
 
 OPPONENTS = ("random", "perfect")
 VARIANTS = ("pretrained", "init", "perturb")
 
 
 def splice(into_params, from_params, layers):
-    """``into_params`` with every leaf of ``layers`` (names as in change.layer_of) taken from
+    """``into_params`` with every leaf of ``layers`` (names as in layers.layer_of) taken from
     ``from_params``."""
     layers = {layers} if isinstance(layers, str) else set(layers)
     return jax.tree_util.tree_map_with_path(lambda p, a, b: b if layer_of(p) in layers else a,
@@ -53,8 +54,8 @@ def make_scorer(model: LoadedModel, held: HeldOut, games_per_cell: int):
         m = matches(params)
         out = {f"{o}_vs_{p}": np.asarray(m[f"eval/{o}_vs_{p}"], np.float64)
                for p in OPPONENTS for o in ("loss", "win")}
-        resid = held.resid(model.with_params(params))[:, -1:]  # [S, 1, rows, D]
-        for target, r2 in held.probe_r2(resid).items():
+        resid = resid_rows(model.with_params(params), held)[:, -1:]  # [S, 1, rows, D]
+        for target, r2 in value_probe_r2(held, resid).items():
             out[f"probe_r2_last/{target}"] = r2[:, 0]
         return out
 
@@ -97,85 +98,8 @@ def analyse_layer_reset(pretrained_dir, tuned_dir, num_games: int = 2000, games_
         raise ValueError(f"games_per_cell must be positive, got {games_per_cell}")
     pre, tuned = LoadedModel.from_run(pretrained_dir), LoadedModel.from_run(tuned_dir)
     check_compatible(pre, tuned, f"{tuned_dir} vs {pretrained_dir}")
-    held = HeldOut.make(pre, num_games, seed)
+    held = held_out(pre.cfg, num_games, seed)
     out = layer_reset(pre, tuned, held, games_per_cell, include_head, seed)
     return {"runs": {"pretrained": str(pretrained_dir), "tuned": str(tuned_dir)},
             "regime": tuned.cfg.train.regime, "seeds": list(pre.cfg.train.seeds), "num_games": num_games,
             "games_per_cell": games_per_cell, **out, "seconds": time.perf_counter() - t0}
-
-
-# ---------------------------------------------------------------------------------- figure
-
-VARIANT_STYLE = {"pretrained": ("tab:green", "layer reset to pretrained"),
-                 "init": ("tab:red", "layer reset to random init"),
-                 "perturb": ("tab:gray", "random perturbation, same norm (control)")}
-PANELS = (("loss_vs_random", "loss rate vs random"), ("loss_vs_perfect", "loss rate vs perfect"),
-          ("probe_r2_last/expected_outcome", "last-layer value-probe R² (expected outcome)"))
-
-
-def plot_layer_reset(result: dict, out_dir, name: str = "f5_layer_reset") -> list[Path]:
-    """F5: each metric after resetting one layer of the tuned model, by layer, with seed bands;
-    the unmodified tuned and pretrained models as horizontal lines."""
-    from experiments.figures import _band, plt
-
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 4))
-    x = np.arange(len(result["layers"]))
-    for ax, (metric, title) in zip(axes, PANELS):
-        for variant, (color, label) in VARIANT_STYLE.items():
-            values = np.array([result["reset"][variant][l][metric] for l in result["layers"]]).T  # [S, layers]
-            _band(ax, x, values, color, label)
-        for base, style in (("tuned", "-"), ("pretrained", "--")):
-            ax.axhline(np.mean(result["baseline"][base][metric]), ls=style, color="black", lw=1,
-                       label=f"{base} model (no reset)")
-        ax.set_xticks(x, result["layers"])
-        ax.set_xlabel("layer reset")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"Layer reset of the {result['regime']} model (mean and 95% CI over {len(result['seeds'])} seeds)")
-    from experiments.figures import save_figure
-
-    return save_figure(fig, out_dir, name)
-
-
-# ---------------------------------------------------------------------------------- CLI
-
-
-def _table(result: dict) -> str:
-    """Seed means: the unmodified baselines, then every (layer, variant)."""
-    metrics = [m for m, _ in PANELS]
-
-    def row(layer, variant, values):
-        return f"{layer:7s} {variant[:11]:11s} " + " ".join(f"{np.mean(values[m]):15.3f}" for m in metrics)
-
-    lines = [f"{'layer':7s} {'variant':11s} " + " ".join(f"{m.split('/')[0]:>15s}" for m in metrics)]
-    lines += [row("-", base, result["baseline"][base]) for base in result["baseline"]]
-    lines += [row(layer, v, result["reset"][v][layer]) for layer in result["layers"] for v in VARIANTS]
-    return "\n".join(lines)
-
-
-def cmd_layer_reset(args) -> int:
-    if args.games < 10:
-        raise ValueError(f"--games must be at least 10, got {args.games}")
-    result = analyse_layer_reset(args.pretrained, args.tuned, args.games, args.games_per_cell,
-                                 include_head=not args.no_head)
-    from experiments.figures import save_analysis
-
-    save_analysis(result, args.out or Path(args.tuned) / "layer_reset.json", plot_layer_reset, _table(result))
-    return 0
-
-
-def add_cli(subparsers) -> None:
-    p = subparsers.add_parser(
-        "layer-reset", help="claim 4 ablation: reset one layer of a fine-tuned model at a time",
-        description="For each layer of the fine-tuned run, reset it to the pretrained weights, to "
-        "the random-init weights, or perturb it randomly by the same norm as its fine-tuning change; "
-        "report loss/win vs random and perfect and the last-layer value-probe R², per seed. "
-        "Writes JSON + figure F5.")
-    p.add_argument("pretrained", help="run directory of the pretrained (next_token) run")
-    p.add_argument("tuned", help="run directory of the fine-tuned run (same seeds and architecture)")
-    p.add_argument("--out", help="output JSON (default TUNED/layer_reset.json); the figure goes next to it")
-    p.add_argument("--games", type=int, default=2000, help="held-out games for the probe")
-    p.add_argument("--games-per-cell", type=int, default=128, help="match games per opponent per side per seed")
-    p.add_argument("--no-head", action="store_true", help="skip resetting the head")
-    p.set_defaults(func=cmd_layer_reset)

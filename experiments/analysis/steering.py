@@ -14,19 +14,17 @@ by a whole residual norm, and every direction at a layer gets the same norm for 
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs.dataset import split_by_game
-from experiments.activations import LoadedModel
-from experiments.behaviour import OPPONENTS, held_out, make_playout, mover_persona, outcome_rates, persona_tables
-from experiments.probe import targets
+from experiments.analysis.behaviour import OPPONENTS, outcome_rates
+from experiments.analysis.heldout import held_out, mover_persona, persona_tables
+from experiments.analysis.model import LoadedModel
+from experiments.runs.run import RunError
+from experiments.train.evaluate import make_playout
 from models.probes import fit_probe_stack, probe_layers
 from models.transformer import Output, apply
 
@@ -129,22 +127,19 @@ def steering_experiment(model: LoadedModel, probe_model: LoadedModel | None = No
     probe_model = probe_model or model
     layout, cfg = model.layout, model.cfg
     if probe_model.layout != layout or probe_model.num_seeds != model.num_seeds or probe_model.cfg.model != cfg.model:
-        raise ValueError("the probe run must share the steered run's architecture, token layout and seed count")
+        raise RunError("the probe run must share the steered run's architecture, token layout and seed count")
     num_layers = cfg.model.num_layers
     layers = list(range(num_layers + 1)) if layers is None else [int(l) for l in layers]
     if not all(0 <= l <= num_layers for l in layers):
-        raise ValueError(f"layers must lie in 0..{num_layers}, got {layers}")
+        raise RunError(f"layers must lie in 0..{num_layers} for {model.run_dir}, got {layers}")
     alphas = np.asarray(alphas, np.float32)
     names = layout.persona_names
     num_p, num_s, d_model = len(names), model.num_seeds, cfg.model.d_model
 
     # HELD-OUT GAMES, SPLIT BY GAME
-    data = held_out(cfg, num_games)
-    mask = data["move_mask"]
-    game_of_row, move_of_row = np.nonzero(mask)
-    splits = split_by_game(len(data), (0.6, 0.2, 0.2), seed)
-    rows = [np.flatnonzero(np.isin(game_of_row, s)) for s in splits]
-    value_R = targets(data)["expected_outcome"][mask].astype(np.float64)
+    held = held_out(cfg, num_games, seed)
+    data, mask, rows = held.data, held.mask, held.splits
+    value_R = held.value_targets()["expected_outcome"]
     persona_R = mover_persona(data)[mask]
 
     # DIRECTIONS: probes on the trained and the random-init network, random unit vectors
@@ -193,7 +188,7 @@ def steering_experiment(model: LoadedModel, probe_model: LoadedModel | None = No
     t_ll = time.time()
     pi, legal = persona_tables(data, names)
     test = np.zeros(len(data), bool)
-    test[splits[2]] = True
+    test[held.game[rows[2]]] = True
     g_idx, m_idx = np.nonzero(mask & test[:, None])
     loglik = make_steered_loglik(model, data["tokens"][test], np.cumsum(test)[g_idx] - 1, m_idx,
                                  legal[g_idx, m_idx], pi[g_idx, m_idx])
@@ -287,90 +282,3 @@ def analyse_steering(run_dir, probe_run_dir=None, layers=None, alphas=ALPHAS, nu
     probe_model = LoadedModel.from_run(probe_run_dir) if probe_run_dir else None
     out = steering_experiment(model, probe_model, layers, alphas, num_games, games_per_cell, num_random, seed)
     return {"run": str(run_dir), "probe_run": str(probe_run_dir or run_dir), **out}
-
-
-# ---------------------------------------------------------------------------------- figure
-
-
-def plot_steering(result: dict, out_dir: str | Path, name: str = "f6_steering") -> list[Path]:
-    """F6: per layer (columns), against alpha: Δ(win − loss) vs random and Δ loss vs perfect under
-    value steering, and Δ log-likelihood of the steered-to persona; probe directions beside the
-    random-direction and random-init-probe controls, seed means with 95% bootstrap bands."""
-    from experiments.figures import _band, plt, save_figure
-
-    alphas = np.asarray(result["alphas"])
-    zero = int(np.argmin(np.abs(alphas)))
-    layers = result["layers"]
-    play, ll = result["play"], result["persona_loglik"]
-    dirs = play["directions"]
-    score = np.asarray(play["win"]) - np.asarray(play["loss"])
-    score = score - score[:, :, :, zero:zero + 1]
-    loss = np.asarray(play["loss"]) - np.asarray(play["loss"])[:, :, :, zero:zero + 1]
-    rand = [i for i, d in enumerate(dirs) if d.startswith("random_")]
-    styles = {"value": ("tab:red", "-", "value probe"), "persona_perfect": ("tab:purple", "-", "'perfect' persona probe"),
-              "init_value": ("black", ":", "value probe @ random init"),
-              "init_persona_perfect": ("gray", ":", "'perfect' probe @ random init")}
-    fig, axes = plt.subplots(3, len(layers), figsize=(4.2 * len(layers), 9.5), squeeze=False)
-    for li, layer in enumerate(layers):
-        for row, (vals, opp, ylabel) in enumerate(((score, 0, "Δ(win − loss) vs random"),
-                                                   (loss, 1, "Δ loss rate vs perfect"))):
-            ax = axes[row, li]
-            for d, (color, style, label) in styles.items():
-                if d in dirs:
-                    _band(ax, alphas, vals[:, li, dirs.index(d), :, opp], color, label, style)
-            _band(ax, alphas, vals[:, li, rand, :, opp].mean(1), "tab:gray", "random directions", "--")
-            ax.set(ylabel=ylabel, title=f"steer after layer {layer}" if row == 0 else None)
-        ax = axes[2, li]
-        _band(ax, alphas, np.asarray(ll["target"]["probe"])[:, li], "tab:blue", "toward persona p (probe)")
-        _band(ax, alphas, np.asarray(ll["off_target"]["probe"])[:, li], "tab:cyan", "other personas (probe)", ":")
-        _band(ax, alphas, np.asarray(ll["target"]["init_probe"])[:, li], "black", "persona probe @ random init", ":")
-        _band(ax, alphas, np.asarray(ll["target"]["random"])[:, li], "tab:gray", "random directions", "--")
-        ax.set(ylabel="Δ mean log-lik of persona's moves [nats]", xlabel="alpha (× residual RMS)")
-        for ax in axes[:, li]:
-            ax.axhline(0, color="gray", lw=0.5)
-            ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=7)
-    axes[2, 0].legend(fontsize=7)
-    fig.suptitle(f"steering {result.get('run', '')} ({result['regime']}, {len(result['seeds'])} seeds)", fontsize=9)
-    return save_figure(fig, Path(out_dir), name)
-
-
-# ---------------------------------------------------------------------------------- CLI
-
-
-def cmd_steer(args) -> int:
-    for p in [args.run] + ([args.probe_run] if args.probe_run else []):
-        if not (Path(p) / "config.json").exists():
-            raise ValueError(f"{p} is not a run directory (no config.json)")
-    if args.games < 20 or args.games_per_cell < 1:
-        raise ValueError(f"--games must be at least 20 and --games-per-cell at least 1, got "
-                         f"{args.games} and {args.games_per_cell}")
-    layers = None if args.layer is None else [args.layer]
-    result = analyse_steering(args.run, args.probe_run, layers=layers, num_games=args.games,
-                              games_per_cell=args.games_per_cell)
-    out = Path(args.out) if args.out else Path(args.run) / "steering.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    figs = plot_steering(result, out.parent)
-    for layer, row in result["summary"].items():
-        print(f"layer {layer}: " + ", ".join(f"{k}={v:+.3f}" for k, v in row.items()
-                                            if "max_alpha" in k and "persona_perfect" not in k))
-    print("wrote " + ", ".join(str(p) for p in [out, *figs]))
-    return 0
-
-
-def add_cli(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "steer", help="steer a run along value/persona probe directions (with controls)",
-        description="Fit value (ridge) and persona (softmax) probes per layer on held-out games, add "
-        "alpha × direction to the residual stream, and measure greedy play vs random/perfect and the "
-        "log-likelihood of each persona's moves, beside random directions and random-init probes. "
-        "Writes JSON and F6 (f6_steering.png/pdf, next to the JSON).")
-    p.add_argument("run", metavar="RUN", help="run directory to steer")
-    p.add_argument("--layer", type=int, help="steer after this layer only (0 = embeddings; default: all)")
-    p.add_argument("--probe-run", metavar="DIR", help="fit the probes on this run instead (same architecture)")
-    p.add_argument("--games", type=int, default=2000, help="held-out games for probes and log-likelihoods")
-    p.add_argument("--games-per-cell", type=int, default=64, help="games per opponent and side per configuration")
-    p.add_argument("--out", metavar="FILE.json", help="output JSON (default RUN/steering.json)")
-    p.set_defaults(func=cmd_steer)
-    return p

@@ -6,15 +6,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
-
 import jax
 import jax.numpy as jnp
 import optax
 
 from envs.dataset import Dataset, Layout
 from experiments.config import Config
+from experiments.train.trainer import Trainer
 from models.transformer import apply, init_params
 
 
@@ -54,17 +52,6 @@ def lm_loss(graphdef, params, layout: Layout, tokens_BxT, num_heads: int):
         per_head.append(jnp.sum(nll * mask) / jnp.maximum(mask.sum(), 1))
     per_head = jnp.stack(per_head)
     return per_head.mean(), per_head
-
-
-@dataclass
-class Trainer:
-    """Pure pieces of one regime, shared by the training loop, tests and analyses."""
-
-    graphdef: Any
-    init: Callable[[jax.Array], Any]  # keys[S] -> seed-stacked state
-    chunk: Callable[[Any], tuple[Any, dict]]  # state -> (state, per-seed metrics [S])
-    evaluate: Callable[[Any], dict]  # state -> per-seed held-out metrics [S]
-    updates_per_chunk: int
 
 
 def make_next_token(cfg: Config, layout: Layout, train: Dataset | None, val: Dataset | None,

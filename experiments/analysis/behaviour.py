@@ -19,60 +19,25 @@ forward pass (and an optional persona prompt) given by the caller; steering reus
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from dataclasses import replace
-from functools import partial
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs import make_game
-from envs.dataset import Dataset, generate
-from envs.personas import make_persona, stacked_probs
-from experiments.activations import LoadedModel
-from experiments.evaluate import make_playout, prompt_tokens  # noqa: F401  (re-exported for tests)
-from experiments.train import PROBE_SEED_OFFSET
+from envs.dataset import Dataset
+from experiments.analysis.heldout import held_out, mover_persona, persona_tables
+from experiments.analysis.model import LoadedModel
+from experiments.train.evaluate import make_playout
 from models.transformer import apply
 
 OPPONENTS = ("random", "perfect")
 TOP_KS = (1, 2, 3)
 
 
-# ---------------------------------------------------------------------------------- data
-
-
-def held_out(cfg, num_games: int) -> Dataset:
-    """Analysis games: the run's mixture, a data seed no training run uses."""
-    return generate(replace(cfg.data, num_games=num_games, seed=cfg.data.seed + PROBE_SEED_OFFSET))
-
-
-@partial(jax.jit, static_argnums=(0, 1))
-def _replay(game, personas, moves_NxM):
-    def one(moves_M):
-        def move(state, a):
-            out = (stacked_probs(personas, state), game.legal_mask(state))
-            return game.step(state, jnp.maximum(a, 0)), out  # -1 (game over) changes nothing
-
-        return jax.lax.scan(move, game.init(), moves_M)[1]
-
-    return jax.vmap(one)(moves_NxM)
-
-
-def persona_tables(data: Dataset, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """(float32[N, M, P, A] each named persona's move distribution before move t,
-    bool[N, M, A] legal moves), by replaying the games with the rules."""
-    game = make_game(data.config.game)
-    probs, legal = _replay(game, tuple(make_persona(n, game) for n in names), jnp.asarray(data["moves"]))
-    return np.asarray(probs), np.asarray(legal)
-
-
-def mover_persona(data: Dataset) -> np.ndarray:
-    """int[N, M]: index (in the layout's roster) of the persona to move before move t."""
-    return np.where(data["player"] == 0, data["persona_x"][:, None], data["persona_o"][:, None])
+# ---------------------------------------------------------------------------------- model distributions
 
 
 def legal_log_probs(logits_xV: np.ndarray, legal_xA: np.ndarray) -> np.ndarray:
@@ -214,7 +179,7 @@ def analyse_behaviour(run_dirs: dict[str, str], pretrained_dir: str | None = Non
     def data_for(m: LoadedModel):
         key = repr(m.cfg.data)
         if key not in cache:
-            data = held_out(m.cfg, num_games)
+            data = held_out(m.cfg, num_games).data
             names = m.layout.persona_names
             pi, legal = persona_tables(data, names + ("perfect",))
             cache[key] = data, pi[..., :-1, :], legal, pi[..., -1, :]
@@ -241,118 +206,3 @@ def analyse_behaviour(run_dirs: dict[str, str], pretrained_dir: str | None = Non
         out["runs"][name] = res
     out["seconds"] = time.time() - t0
     return out
-
-
-# ---------------------------------------------------------------------------------- figure
-
-
-def plot_behaviour(result: dict, out_dir: str | Path, name: str = "f9_behaviour") -> list[Path]:
-    """F9: per regime, KL to each persona, mass on persona vs optimal moves, top-k shift, and
-    win/draw/loss against every persona; bars are seed means with 95% bootstrap CIs."""
-    from experiments.figures import REGIME_COLORS, save_figure, plt
-    from models.probes import bootstrap_ci
-
-    runs = result["runs"]
-    names = list(runs)
-    prompted = [n for n in names if isinstance(runs[n]["prompted_strength"], dict)]
-    panels = ["kl", "mass", "topk", "final"] + (["prompted"] if prompted else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
-    axes = dict(zip(panels, axes[0]))
-    width = 0.8 / max(len(names), 1)
-
-    def bars(ax, x, per_seed_list, offset, color, label, **kw):
-        ci = [bootstrap_ci(np.asarray(v, float)) for v in per_seed_list]
-        mean = np.array([c.mean for c in ci])
-        err = np.array([[c.mean - c.low for c in ci], [c.high - c.mean for c in ci]])
-        ax.bar(np.asarray(x) + offset, mean, width, yerr=err, color=color, label=label, capsize=2, **kw)
-
-    for i, n in enumerate(names):
-        r, off = runs[n], (i - (len(names) - 1) / 2) * width
-        color = REGIME_COLORS.get(r["regime"])
-        cons = r["consistency"]["by_persona"]
-        personas = list(cons)
-        bars(axes["kl"], np.arange(len(personas)), [cons[p]["kl"] for p in personas], off, color, n)
-        bars(axes["mass"], np.arange(len(personas)), [cons[p]["mass_on_persona"] for p in personas], off, color, n)
-        axes["mass"].scatter(np.arange(len(personas)) + off,
-                             [np.mean(cons[p]["mass_on_optimal"]) for p in personas], marker="_", s=120,
-                             color="black", zorder=3, label="mass on optimal moves" if i == 0 else None)
-        if isinstance(r.get("topk_shift"), dict):
-            ks = list(r["topk_shift"])
-            bars(axes["topk"], np.arange(len(ks)), [r["topk_shift"][k] for k in ks], off, color, n)
-            axes["topk"].set_xticks(np.arange(len(ks)), [f"outside top-{k[3:]}" for k in ks])
-        if r["final"]:
-            ps = list(r["final"])
-            score = [np.asarray(r["final"][p]["win"]) - np.asarray(r["final"][p]["loss"]) for p in ps]
-            bars(axes["final"], np.arange(len(ps)), score, off, color, n)
-            axes["final"].set_xticks(np.arange(len(ps)), ps, rotation=30)
-        if n in prompted:
-            ps = list(r["prompted_strength"])
-            score = [np.asarray(r["prompted_strength"][p]["perfect"]["loss"]) for p in ps]
-            bars(axes["prompted"], np.arange(len(ps)), score, off, color, n)
-            axes["prompted"].set_xticks(np.arange(len(ps)), ps, rotation=30)
-    first = runs[names[0]]["consistency"]
-    for key in ("kl", "mass"):
-        ps = list(first["by_persona"])
-        axes[key].set_xticks(np.arange(len(ps)), ps, rotation=30)
-    ps = list(first["bayes_simulator"])
-    axes["kl"].scatter(np.arange(len(ps)), [first["bayes_simulator"][p]["kl"] for p in ps], marker="*",
-                       color="black", zorder=3, label="Bayes-optimal simulator")
-    axes["kl"].set(ylabel="KL(persona ‖ model) [nats]", title="(a) consistency with the persona to move")
-    axes["mass"].set(ylabel="model mass on the persona's top moves", title="(a) persona's moves vs optimal (—)")
-    axes["topk"].set(ylabel="share of positions", title="(c) top move outside pretrained top-k")
-    axes["final"].set(ylabel="win − loss rate", title="(d) result vs each persona (greedy)")
-    if prompted:
-        axes["prompted"].set(ylabel="loss rate vs perfect", title="(b) prompted as persona")
-    for ax in axes.values():
-        ax.grid(alpha=0.3, axis="y")
-    axes["kl"].legend(fontsize=7)
-    axes["mass"].legend(fontsize=7)
-    return save_figure(fig, Path(out_dir), name)
-
-
-# ---------------------------------------------------------------------------------- CLI
-
-
-def _run_names(paths) -> dict[str, str]:
-    names: dict[str, str] = {}
-    for p in paths:
-        name = Path(p).resolve().name
-        while name in names:
-            name += "'"
-        names[name] = p
-    return names
-
-
-def cmd_behaviour(args) -> int:
-    for p in list(args.runs) + ([args.pretrained] if args.pretrained else []):
-        if not (Path(p) / "config.json").exists():
-            raise ValueError(f"{p} is not a run directory (no config.json)")
-    if args.games < 1:
-        raise ValueError(f"--games must be positive, got {args.games}")
-    result = analyse_behaviour(_run_names(args.runs), args.pretrained, num_games=args.games)
-    out = Path(args.out) if args.out else Path(args.runs[0]) / "behaviour.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    figs = plot_behaviour(result, out.parent)
-    for name, r in result["runs"].items():
-        kl = {p: round(float(np.mean(v["kl"])), 3) for p, v in r["consistency"]["by_persona"].items()}
-        print(f"{name:12s} KL(persona‖model): {kl}" + (
-            f"  top-k shift: { {k: round(float(np.mean(v)), 3) for k, v in r['topk_shift'].items()} }"
-            if isinstance(r.get("topk_shift"), dict) else ""))
-    print("wrote " + ", ".join(str(p) for p in [out, *figs]))
-    return 0
-
-
-def add_cli(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "behaviour", help="simulator vs agent behaviour: persona consistency, top-k shift, results",
-        description="On held-out games: KL from the persona to move to each run's move distribution, "
-        "mass on the persona's vs optimal moves, the Bayes-optimal simulator for reference, prompted "
-        "strength (persona-prompt layouts), top-k shift from --pretrained, and win/draw/loss from "
-        "final.json. Writes JSON and F9 (f9_behaviour.png/pdf, next to the JSON).")
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
-    p.add_argument("--pretrained", metavar="DIR", help="the pretrained run RL started from (for top-k shift)")
-    p.add_argument("--games", type=int, default=2000, help="held-out games")
-    p.add_argument("--out", metavar="FILE.json", help="output JSON (default RUN/behaviour.json of the first RUN)")
-    p.set_defaults(func=cmd_behaviour)
-    return p

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.config import ConfigError, load_config
-from experiments.runs import last_metrics
+from experiments.runs.run import last_metrics
 
 HEADLINE = ("eval/simulator_gap", "eval/move_loss", "eval/loss_vs_random", "eval/loss_vs_perfect",
             "charts/episodic_return")

@@ -1,4 +1,4 @@
-"""Behavioural evaluation: win/draw/loss against every persona, as X and as O.
+"""Evaluation: win/draw/loss against every persona as X and as O, and the simulator's held-out loss.
 
 Uses the same arena functions as PPO, so what is evaluated is what is trained. The policy is
 played greedily (arg-max over legal moves) unless ``greedy=False``.
@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from envs import make_game
-from envs.dataset import Layout
+from envs.dataset import Layout, generate
 from envs.personas import make_persona
-from experiments import arena as A
+from experiments.config import Config, held_out_data
+from experiments.runs.run import to_host
+from experiments.train import arena as A
+from experiments.train.next_token import move_nll
 from models.transformer import apply
 
 NEG = -1e9
@@ -102,3 +106,20 @@ def make_match_eval(cfg, layout: Layout, graphdef, persona_names, games_per_cell
         return out
 
     return run
+
+
+ALL_PERSONAS = ("random", "greedy", "perfect", "center", "corner")
+
+
+def final_evaluation(cfg: Config, layout: Layout, graphdef, params) -> dict:
+    """Per-seed win/draw/loss against every persona, and the simulator's held-out loss."""
+    matches = make_match_eval(cfg, layout, graphdef, ALL_PERSONAS, cfg.train.final_games_per_cell)(params)
+    matches = {k: np.asarray(v).tolist() for k, v in to_host(matches).items()}
+    held_out = generate(held_out_data(cfg, cfg.train.eval_games))
+    nll = jax.jit(jax.vmap(lambda p: move_nll(graphdef, p, layout, jnp.asarray(held_out["tokens"]))))(params)
+    mask = held_out["move_mask"]
+    loss = (np.asarray(nll) * mask).sum((1, 2)) / mask.sum()
+    bayes = held_out.bayes_optimal_loss()
+    return {"seeds": list(cfg.train.seeds), "matches": matches,
+            "simulator": {"move_loss": loss.tolist(), "bayes_optimal_loss": bayes,
+                          "gap": (loss - bayes).tolist()}}

@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from envs.dataset import Layout
-from experiments.config import Config
-from experiments.train import load_params, seed_keys
+from experiments.config import Config, seed_keys
+from experiments.runs.restore import open_checkpoint
 from models.transformer import apply, init_params
 
 NAMES = ("resid", "attn", "mlp")
@@ -51,12 +51,8 @@ class LoadedModel:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, step: int | None = None) -> "LoadedModel":
-        from experiments import checkpoints
-
-        cfg, graphdef, params = load_params(run_dir, step=step)
-        if step is None:
-            step = checkpoints.steps(Path(run_dir) / "checkpoints")[-1]
-        return cls(cfg, Layout.for_config(cfg.data), graphdef, params, Path(run_dir), step)
+        ck = open_checkpoint(run_dir, step)
+        return cls(ck.cfg, ck.layout, ck.graphdef, ck.params, Path(run_dir), ck.step)
 
     def at_init(self) -> "LoadedModel":
         """The same architecture and seeds at random init (the control of every probe)."""

@@ -1,0 +1,140 @@
+"""Held-out games for every analysis: one generator, one flattening, one split by game.
+
+An analysis reads the network at move positions: row r is (game ``game[r]``, move number
+``move[r]``), i.e. the state before that move, in the order ``data[...][mask]`` gives. Rows are
+split 60/20/20 into train/val/test by whole games (never by position), so a probe never sees
+a test game. Labels are defined here once: the value targets, the probe suite's targets, the
+control task and the persona tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from envs import make_game
+from envs.dataset import Dataset, generate, split_by_game
+from envs.personas import make_persona, stacked_probs
+from experiments.config import Config, held_out_data
+
+SPLIT = (0.6, 0.2, 0.2)
+
+
+@dataclass
+class HeldOut:
+    data: Dataset
+    mask: np.ndarray  # bool[N, M]: real moves
+    game: np.ndarray  # int[rows]
+    move: np.ndarray  # int[rows]
+    splits: list[np.ndarray]  # train/val/test row indices, split by game
+
+    @classmethod
+    def from_data(cls, data: Dataset, seed: int = 0) -> "HeldOut":
+        mask = data["move_mask"]
+        game, move = np.nonzero(mask)
+        splits = [np.flatnonzero(np.isin(game, s)) for s in split_by_game(len(data), SPLIT, seed)]
+        return cls(data, mask, game, move, splits)
+
+    @property
+    def tokens(self) -> np.ndarray:
+        return self.data["tokens"]
+
+    def rows(self, per_position_NxMx: np.ndarray) -> np.ndarray:
+        """[N, M, ...] -> [rows, ...] (also works on activations [S, L, N, M, D] via ``[..., mask, :]``)."""
+        return per_position_NxMx[self.mask]
+
+    def value_targets(self) -> dict[str, np.ndarray]:
+        """Claim 1's targets per row in the mover's frame: exact expected outcome under the
+        personas playing, and minimax."""
+        d = self.data
+        sign = np.where(d["player"] == 0, 1.0, -1.0)
+        return {"expected_outcome": (d["expected_x"] * sign)[self.mask].astype(np.float64),
+                "minimax": (d["minimax_x"] * sign)[self.mask].astype(np.float64)}
+
+    def labels(self) -> dict[str, tuple[str, np.ndarray, int]]:
+        """The probe suite's targets: name -> (kind, y[rows] (ints for classes), classes per output)."""
+        d, mask = self.data, self.mask
+        player = d["player"][mask]
+        sign = np.where(player == 0, 1.0, -1.0)
+        num_p = d["posterior_x"].shape[-1]
+        px = np.broadcast_to(d["persona_x"][:, None], mask.shape)[mask]
+        po = np.broadcast_to(d["persona_o"][:, None], mask.shape)[mask]
+        outcome = np.broadcast_to(d["outcome_x"][:, None], mask.shape)[mask]
+        board = d["boards"][mask].astype(np.int64)  # 0 empty, 1 X, 2 O
+        own = player[:, None] + 1
+        board_mover = np.where(board == 0, 0, np.where(board == own, 1, 2))
+        return {
+            "value_mover": ("reg", d["expected_x"][mask] * sign, 0),
+            "value_x": ("reg", d["expected_x"][mask], 0),
+            "minimax_mover": ("reg", d["minimax_x"][mask] * sign, 0),
+            "minimax_x": ("reg", d["minimax_x"][mask], 0),
+            "outcome_mover": ("reg", outcome * sign, 0),
+            "persona_mover": ("cls", np.where(player == 0, px, po)[:, None], num_p),
+            "persona_x": ("cls", px[:, None], num_p),
+            "persona_o": ("cls", po[:, None], num_p),
+            "board_mover": ("cls", board_mover, 3),
+            "board_xo": ("cls", board, 3),
+        }
+
+    def control_task(self, y_cls: np.ndarray, classes: int, seed: int) -> np.ndarray:
+        """Labels fixed by (last move token, move number) at random: memorisable, not decodable."""
+        tokens = self.tokens[self.game]
+        last = tokens[np.arange(len(self.move)), self.data.layout.prefix_len - 1 + self.move]
+        key = last.astype(np.int64) * 64 + self.move
+        rng = np.random.default_rng(seed)
+        table = rng.integers(0, classes, size=(key.max() + 1, y_cls.shape[1]))
+        return table[key]
+
+    def bayes_ceiling(self) -> dict[str, np.ndarray]:
+        """Accuracy of the exact posterior's argmax per move number (no persona probe can beat it)."""
+        d, mask = self.data, self.mask
+        out = {}
+        for side, post_key, true_key in (("x", "posterior_x", "persona_x"), ("o", "posterior_o", "persona_o")):
+            hit = (d[post_key].argmax(-1) == d[true_key][:, None]) & mask
+            out[side] = hit.sum(0) / np.maximum(mask.sum(0), 1)
+        return out
+
+    def by_move(self, hit_T: np.ndarray) -> list[float]:
+        """Mean of a per-test-row score at each move number (nan where no test row has it)."""
+        moves = self.move[self.splits[2]]
+        return [float(hit_T[moves == t].mean()) if np.any(moves == t) else float("nan")
+                for t in range(self.mask.shape[1])]
+
+
+def held_out(cfg: Config, num_games: int, seed: int = 0) -> HeldOut:
+    """The run's game distribution under a data seed no training run uses, split by game."""
+    if num_games < 10:
+        raise ValueError(f"num_games must be at least 10, got {num_games}")
+    return HeldOut.from_data(generate(held_out_data(cfg, num_games)), seed)
+
+
+# ---------------------------------------------------------------------------------- personas
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _replay(game, personas, moves_NxM):
+    def one(moves_M):
+        def move(state, a):
+            out = (stacked_probs(personas, state), game.legal_mask(state))
+            return game.step(state, jnp.maximum(a, 0)), out  # -1 (game over) changes nothing
+
+        return jax.lax.scan(move, game.init(), moves_M)[1]
+
+    return jax.vmap(one)(moves_NxM)
+
+
+def persona_tables(data: Dataset, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(float32[N, M, P, A] each named persona's move distribution before move t,
+    bool[N, M, A] legal moves), by replaying the games with the rules."""
+    game = make_game(data.config.game)
+    probs, legal = _replay(game, tuple(make_persona(n, game) for n in names), jnp.asarray(data["moves"]))
+    return np.asarray(probs), np.asarray(legal)
+
+
+def mover_persona(data: Dataset) -> np.ndarray:
+    """int[N, M]: index (in the layout's roster) of the persona to move before move t."""
+    return np.where(data["player"] == 0, data["persona_x"][:, None], data["persona_o"][:, None])

@@ -1,0 +1,83 @@
+"""Parameters by layer: which layer a weight belongs to, and per-layer norms and changes.
+
+Layer names line up with the residual stream: 'emb' (embeddings, stream 0), 'block1'…'blockL'
+(stream i after block i), 'head' (final LayerNorm and unembedding), and, outside the policy,
+'critic' and 'value'. Used by the change analysis (claim 4), layer reset and RL amount.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from experiments.analysis.model import LoadedModel
+from experiments.runs.run import RunError
+
+
+def _key(entry):
+    return getattr(entry, "key", getattr(entry, "idx", getattr(entry, "name", entry)))
+
+
+def layer_of(path) -> str | None:
+    """The layer a parameter belongs to: 'emb', 'block1'…'blockL', 'head', 'critic' or 'value'.
+
+    Block i (0-based in the tree) is layer i+1 so that weight groups line up with the residual
+    stream index (resid[i+1] is the stream after block i). The final LayerNorm feeds only the
+    next-token heads, so it counts as the head. The separate critic trunk is 'critic' and the
+    value head (on the critic or, in the shared variant, on the trunk) is 'value'.
+    """
+    keys = [_key(e) for e in path]
+    if keys[0] == "trunk":
+        if keys[1] in ("tok", "pos"):
+            return "emb"
+        if keys[1] == "blocks":
+            return f"block{int(keys[2]) + 1}"
+        return "head"  # ln_f
+    if keys[0] == "heads":
+        return "head"
+    if keys[0] in ("critic", "value"):
+        return keys[0]
+    return None
+
+
+def layer_names(num_layers: int, head: bool = True) -> list[str]:
+    return ["emb"] + [f"block{i}" for i in range(1, num_layers + 1)] + (["head"] if head else [])
+
+
+def leaves(params):
+    return jax.tree_util.tree_flatten_with_path(params)[0]
+
+
+def sq_norms(params, layers: list[str]) -> np.ndarray:
+    """float64[S, len(layers)]: per seed, the squared Frobenius norm of each layer's params."""
+    flat = leaves(params)
+    out = np.zeros((np.shape(flat[0][1])[0], len(layers)))
+    for path, leaf in flat:
+        name = layer_of(path)
+        if name in layers:
+            a = np.asarray(leaf, np.float64)
+            out[:, layers.index(name)] += (a.reshape(a.shape[0], -1) ** 2).sum(1)
+    return out
+
+
+def diff(a, b):
+    """a − b, leaf by leaf (same tree)."""
+    return jax.tree.map(lambda x, y: np.asarray(x, np.float64) - np.asarray(y, np.float64), a, b)
+
+
+def weight_change(pre_params, tuned_params, layers: list[str]) -> np.ndarray:
+    """float64[S, len(layers)]: ‖W_tuned − W_pre‖ / ‖W_pre‖ per seed and layer."""
+    return np.sqrt(sq_norms(diff(tuned_params, pre_params), layers) / sq_norms(pre_params, layers))
+
+
+def check_compatible(a: LoadedModel, b: LoadedModel, what: str) -> None:
+    """RunError unless the two models have the same architecture, token layout and seeds."""
+    if a.cfg.model != b.cfg.model:
+        raise RunError(f"{what}: model architectures differ ({a.cfg.model} vs {b.cfg.model})")
+    if a.layout != b.layout:
+        raise RunError(f"{what}: token layouts differ ({a.layout} vs {b.layout})")
+    if list(a.cfg.train.seeds) != list(b.cfg.train.seeds):
+        raise RunError(f"{what}: seeds differ ({a.cfg.train.seeds} vs {b.cfg.train.seeds}); "
+                         "per-seed comparisons need the same seeds in the same order")
+    if jax.tree.structure(a.params) != jax.tree.structure(b.params):
+        raise RunError(f"{what}: parameter trees differ")

@@ -1,0 +1,170 @@
+"""`agentsim reproduce`: train every regime, evaluate, probe, and write figures, results and
+a report whose verdicts follow from the numbers by a stated rule.
+
+Layout of ``OUT``: ``runs/<regime>/`` (ordinary run directories), ``figures/``,
+``results.json`` (every number in the figures, win rates, simulator gap) and ``REPORT.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from experiments.analysis.behaviour import analyse_behaviour
+from experiments.analysis.change import analyse_change
+from experiments.analysis.layer_reset import analyse_layer_reset
+from experiments.analysis.probe_suite import analyse_probes
+from experiments.analysis.rl_amount import analyse_rl_amount
+from experiments.analysis.steering import analyse_steering
+from experiments.analysis.timeline import analyse_timeline
+from experiments.analysis.value_probes import probe_run
+from experiments.config import ConfigError, load_config
+from experiments.presets import PRESET_SEEDS, SIZES, STAGES
+from experiments.report import figures as F
+from experiments.report.claims import judge_all, summarise
+from experiments.report.report import report
+from experiments.runs.run import RunError, read_status
+from experiments.train.loop import train
+
+
+def reproduce(preset: str, out: str | Path, *, force: bool = False, resume: bool = False,
+              overrides: tuple[str, ...] = (), progress=None, on_message=print,
+              probe_games: int | None = None, value_only: bool = False) -> dict:
+    """Train every stage of the preset, then run every analysis at the preset's sizes
+    (``value_only``: only the claim-1 value probes and figure)."""
+    out = Path(out)
+    if preset not in STAGES:
+        raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(STAGES)}")
+    if probe_games is not None and probe_games < 50:
+        raise ConfigError(f"probe_games must be at least 50, got {probe_games}")
+    if out.exists() and not out.is_dir():
+        raise RunError(f"{out} is a file, not a folder")
+    if out.exists() and any(out.iterdir()):
+        if not _is_reproduction(out):  # someone's folder: never write into it or delete it
+            raise RunError(f"{out} is not empty and holds no reproduction; choose a new --out")
+        if not (force or resume):
+            raise RunError(f"{out} is not empty; pass --resume to finish it or --force to replace it")
+        if force and not resume:
+            shutil.rmtree(out)
+    sizes = SIZES[preset] if probe_games is None else replace(SIZES[preset], probe_games=probe_games)
+    base_preset = "quick" if preset == "paper" else preset
+    seeds = PRESET_SEEDS[preset]
+    started = time.time()
+    timings, finals, probes, dirs = {}, {}, {}, {}
+    for name, stage in STAGES[preset]:
+        run_dir = out / "runs" / name
+        dirs[name] = run_dir
+        extra = [_resolve(o, out) for o in stage]
+        if seeds:
+            extra.append(f"train.seeds={seeds}")
+        cfg = load_config(base_preset, overrides=extra + list(overrides))
+        t0 = time.time()
+        if read_status(run_dir).get("status") != "finished":
+            train(cfg, run_dir, resume=(run_dir / "config.json").exists(), progress=progress,
+                  on_message=on_message)
+        t1 = time.time()
+        probes[name] = probe_run(run_dir, num_games=sizes.probe_games)
+        timings[name] = {"train_s": round(t1 - t0, 1), "probe_s": round(time.time() - t1, 1)}
+        finals[name] = json.loads((run_dir / "final.json").read_text())
+    figures = F.value_probe_by_layer(probes, out / "figures")
+    results = summarise(probes, finals)
+    if not value_only:
+        t0 = time.time()
+        extra_results, extra_figures = run_analyses(dirs, out / "figures", sizes, on_message)
+        results["analyses"] = extra_results
+        figures += extra_figures
+        (out / "analyses.json").write_text(json.dumps(extra_results))  # kept even if judging fails
+        timings["analyses"] = {"train_s": 0.0, "probe_s": round(time.time() - t0, 1)}
+        results["claims"].update(judge_all(results))
+    results.update(preset=preset, sizes=asdict(sizes), timings=timings, total_s=round(time.time() - started, 1),
+                   figures=[str(p.relative_to(out)) for p in figures])
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "REPORT.md").write_text(report(results))
+    return results
+
+
+def _is_reproduction(out: Path) -> bool:
+    """A folder ``reproduce`` wrote: only its own entries (runs/, figures/, results and report)."""
+    own = {"runs", "figures", "results.json", "REPORT.md", "analyses.json"}
+    return (out / "runs").is_dir() and {p.name for p in out.iterdir()} <= own
+
+
+def _resolve(override: str, out: Path) -> str:
+    while "{run:" in override:
+        i = override.index("{run:")
+        j = override.index("}", i)
+        override = override[:i] + str(out / "runs" / override[i + 5:j]) + override[j + 1:]
+    return override
+
+
+def run_analyses(dirs: dict[str, Path], fig_dir: Path, sizes, on_message=print) -> tuple[dict, list[Path]]:
+    """``sizes``: an ``experiments.reproduce.AnalysisSizes`` (held-out games, grids)."""
+    probe_games = sizes.probe_games
+    results: dict = {}
+    paths: list[Path] = []
+    have = {k: v for k, v in dirs.items()}
+    seconds: dict[str, float] = {}
+    clock = [time.time()]
+
+    def lap(name: str) -> None:  # wall time of each analysis, reported beside the stages'
+        now = time.time()
+        seconds[name] = round(now - clock[0], 1)
+        clock[0] = now
+        on_message(f"analysis {name}: {seconds[name]:.0f} s")
+
+    # WHAT AND WHERE: the probe suite on every trained model (F2, F3, F8).
+    # MLP probes (F2) only on the three regimes F2 compares; F8 needs the linear probes of the MTP run.
+    suites = {name: analyse_probes(have[name], num_games=probe_games) for name in ("next_token", "rl", "pretrain_rl")
+              if name in have}
+    if "next_token_mtp" in have:
+        suites["next_token_mtp"] = analyse_probes(have["next_token_mtp"], num_games=probe_games, mlp_targets=())
+    results["probe_suite"] = suites
+    main = {k: suites[k] for k in ("next_token", "rl", "pretrain_rl") if k in suites}
+    paths += F.probe_grid(main, fig_dir)
+    paths += F.persona_by_move({k: suites[k] for k in ("next_token", "next_token_mtp", "pretrain_rl") if k in suites}, fig_dir)
+    if "next_token_mtp" in suites:
+        paths += F.mtp_vs_ntp({k: suites[k] for k in ("next_token", "next_token_mtp")}, fig_dir)
+    lap("probe_suite")
+
+    # WHEN: probes at every checkpoint (F1).
+    timelines = {k: analyse_timeline(have[k], num_games=probe_games) for k in ("next_token", "rl", "pretrain_rl") if k in have}
+    results["timeline"] = timelines
+    paths += F.timeline(timelines, fig_dir)
+    paths += F.timeline({k: timelines[k] for k in timelines}, fig_dir, target="minimax_mover",
+                        name="f1b_minimax_probe_layer_by_checkpoint")
+    lap("timeline")
+
+    if "pretrain_rl" in have and "next_token" in have:
+            # WHERE RL CHANGES THE NETWORK (F4) and how that grows with RL (F7).
+        results["change"] = analyse_change(have["next_token"], have["pretrain_rl"],
+                                                  control_dir=have.get("continued_next_token"), num_games=probe_games)
+        paths += F.plot_change(results["change"], fig_dir)
+        results["rl_amount"] = analyse_rl_amount(have["next_token"], have["pretrain_rl"], timelines.get("pretrain_rl"))
+        paths += F.rl_amount(results["rl_amount"], fig_dir)
+        lap("change")
+        # LAYER RESET (F5).
+        results["layer_reset"] = analyse_layer_reset(have["next_token"], have["pretrain_rl"],
+                                                                 num_games=probe_games,
+                                                                 games_per_cell=sizes.games_per_cell)
+        paths += F.plot_layer_reset(results["layer_reset"], fig_dir)
+        lap("layer_reset")
+
+    # STEERING (F6) and BEHAVIOUR (F9).
+    # The grid is the preset's: the CLI's full one (9 strengths, 3 random directions) takes minutes per run.
+    results["steering"] = {k: analyse_steering(have[k], alphas=sizes.steer_alphas, num_games=min(probe_games, 1000),
+                                                        games_per_cell=sizes.steer_games_per_cell,
+                                                        num_random=sizes.steer_random)
+                           for k in sizes.steer_runs if k in have}
+    for stage, res in results["steering"].items():
+        paths += F.plot_steering(res, fig_dir, name=f"f6_steering_{stage}")
+    lap("steering")
+    results["behaviour"] = analyse_behaviour(
+        {k: str(v) for k, v in have.items()}, pretrained_dir=str(have["next_token"]) if "next_token" in have else None,
+        num_games=probe_games, games_per_cell=sizes.games_per_cell)
+    paths += F.plot_behaviour(results["behaviour"], fig_dir)
+    lap("behaviour")
+    results["seconds"] = seconds
+    return results, paths
