@@ -214,6 +214,9 @@ def _play(game: Game, personas: tuple[Persona, ...], num_games: int, log_w, pair
             "persona_loglik": jnp.log(p_move),
             "minimax_x": minimax_x[idx],
             "expected_x": pair_x[px, po, idx],
+            # what a perfect simulator of the mixture expects: the pairs weighted by the posterior
+            "bayes_x": jnp.einsum("ni,nj,ijn->n", jax.nn.softmax(log_w + loglik[:, 0], axis=-1),
+                                  jax.nn.softmax(log_w + loglik[:, 1], axis=-1), pair_x[:, :, idx]),
         }
         side = jax.nn.one_hot(mover, 2, dtype=bool)[:, :, None] & valid[:, None, None]
         loglik = loglik + jnp.where(side, jnp.log(p_move)[:, None, :], 0.0)
@@ -226,7 +229,7 @@ def _play(game: Game, personas: tuple[Persona, ...], num_games: int, log_w, pair
 
 
 @lru_cache(maxsize=16)
-def _pair_outcomes(game_name: str, names: tuple[str, ...]) -> np.ndarray:
+def pair_outcomes(game_name: str, names: tuple[str, ...]) -> np.ndarray:
     """float[P, P, states]: exact expected X result for every (X persona, O persona) pair from
     every state; a second of solver work per roster, so computed once per process."""
     game = make_game(game_name)
@@ -246,7 +249,7 @@ def generate(cfg: DataConfig) -> Dataset:
     weights = np.array([cfg.mixture[n] for n in layout.persona_names], np.float64)
     log_w = jnp.log(jnp.asarray(weights / weights.sum(), jnp.float32))
     sg = solved(game)
-    pair_x = _pair_outcomes(cfg.game, layout.persona_names)
+    pair_x = pair_outcomes(cfg.game, layout.persona_names)
 
     px, po, outcome_x, rec = jax.device_get(
         _play(game, personas, cfg.num_games, log_w, jnp.asarray(pair_x),

@@ -44,10 +44,9 @@ def run_bench(preset: str = "quick", seeds: int = 3) -> dict:
     from envs import make_game
     from envs.dataset import generate, split_by_game
     from envs.solver import solve
-    from experiments.config import load_config
+    from experiments.config import load_config, seed_keys
     from experiments.train.next_token import make_next_token
     from experiments.train.ppo import make_ppo
-    from experiments.config import seed_keys
 
     out = {}
     game = make_game("tictactoe")

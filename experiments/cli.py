@@ -50,7 +50,13 @@ def _enable_compile_cache() -> None:
 
 @contextmanager
 def _progress(enabled: bool = True):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     if not enabled:
         yield None
@@ -160,6 +166,7 @@ def cmd_train(args) -> int:
 def cmd_probe(args) -> int:
     import numpy as np
 
+    _require_runs(args.run)
     if args.games < 50:
         raise UserError(f"--games must be at least 50, got {args.games}")
     if args.suite or args.timeline:
@@ -168,6 +175,7 @@ def cmd_probe(args) -> int:
 
         if args.suite:
             res = analyse_probes(args.run, num_games=args.games)
+            (Path(args.run) / "probe_suite.json").write_text(json.dumps(res))
             for target, entry in res["targets"].items():
                 for probe, results in (("linear", entry), ("mlp", entry.get("mlp", {}))):
                     for kind in ("trained", "random_init", "step0", "shuffled", "control_task"):
@@ -178,6 +186,7 @@ def cmd_probe(args) -> int:
             print(f"wrote {Path(args.run) / 'probe_suite.json'}")
         if args.timeline:
             res = analyse_timeline(args.run, num_games=args.games)
+            (Path(args.run) / "timeline.json").write_text(json.dumps(res))
             for target, per_ckpt in res["targets"].items():
                 for step, scores in zip(res["steps"], per_ckpt):
                     print(f"{target:15s} step {step:6d}: " + " ".join(f"{v:.3f}" for v in np.mean(scores, 0)))
@@ -186,6 +195,7 @@ def cmd_probe(args) -> int:
     from experiments.analysis.value_probes import probe_run
 
     res = probe_run(args.run, num_games=args.games)
+    (Path(args.run) / "probes.json").write_text(json.dumps(res, indent=2))
     for target, scores in res["targets"].items():
         for kind, vals in scores.items():
             print(f"{target:17s} {kind:12s} R² by layer: " + " ".join(f"{v:.3f}" for v in np.mean(vals, 0)))

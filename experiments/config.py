@@ -8,8 +8,8 @@ overrides, in that order, and validated before any work starts: every problem is
 from __future__ import annotations
 
 import ast
-import math
 import json
+import math
 import tomllib
 import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass

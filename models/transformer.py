@@ -63,6 +63,7 @@ class Output(NamedTuple):
     resid_LxBxTxD: jax.Array  # L+1 entries: embeddings, then after each block
     attn_LxBxTxD: jax.Array  # L entries: each block's attention output (added to the stream)
     mlp_LxBxTxD: jax.Array  # L entries: each block's MLP output
+    critic_resid_LxBxTxD: jax.Array | None = None  # the separate critic's residuals (critic_layers + 1)
 
 
 class Block(nnx.Module):
@@ -135,12 +136,13 @@ class Transformer(nnx.Module):
         """``steer``: see ``Trunk.__call__``; the separate critic always reads the plain tokens."""
         h, resid, attn, mlp = self.trunk(tokens_BxT, steer)
         logits = jnp.stack([head(h) for head in self.heads])
-        value = None
+        value, critic_resid = None, None
         if self.cfg.value_head == "shared":
             value = self.value(h)[..., 0]
         elif self.cfg.value_head == "critic":
-            value = self.value(self.critic(tokens_BxT)[0])[..., 0]
-        return Output(logits, value, resid, attn, mlp)
+            h_critic, critic_resid, _, _ = self.critic(tokens_BxT)
+            value = self.value(h_critic)[..., 0]
+        return Output(logits, value, resid, attn, mlp, critic_resid)
 
 
 def make_model(cfg: ModelConfig, vocab_size: int, seq_len: int, key: jax.Array):

@@ -103,9 +103,8 @@ def test_prompted_strength_and_final_table_on_toy_models(tmp_path):
     res = B._prompted_strength(LoadedModel(cfg, layout, graphdef, params), games_per_cell=4)
     assert set(res) == set(layout.persona_names)
     for cell in res.values():
-        for opp in B.OPPONENTS:
-            total = np.add(np.add(cell[opp]["win"], cell[opp]["draw"]), cell[opp]["loss"])
-            np.testing.assert_allclose(total, 1.0)
+        np.testing.assert_array_equal(cell["perfect"]["win"], 0.0)  # nothing beats perfect play
+        assert np.all(np.asarray(cell["random"]["loss"]) > 0)  # an untrained net loses some to random
     plain = LoadedModel(cfg, Layout.for_config(load_config("tiny").data), graphdef, params)
     assert B._prompted_strength(plain, 4).startswith("not applicable")
     final = {"matches": {f"eval/{o}_vs_{p}_as_{s}": [v, v] for p in ("random", "noisy_perfect:0.2") for s in "xo"
@@ -127,9 +126,13 @@ def test_analysis_and_clis_on_a_tiny_run(tiny_run, tmp_path):
     assert r["topk_shift"] == {"top1": [0.0, 0.0], "top2": [0.0, 0.0], "top3": [0.0, 0.0]}
     assert r["prompted_strength"].startswith("not applicable")
     assert set(r["final"]) >= {"random", "perfect"}
-    for p, s in r["consistency"]["by_persona"].items():
-        assert len(s["kl"]) == 2 and np.all(np.asarray(s["kl"]) >= 0)
-        assert r["consistency"]["bayes_simulator"][p]["kl"] >= 0
+    # Moves are drawn from the persona to move, so E[NLL] = E[H(persona) + KL(persona ‖ q)]: the Bayes
+    # simulator minimises it, and a barely trained network must sit well above it.
+    cons, bayes = r["consistency"]["by_persona"], r["consistency"]["bayes_simulator"]
+    rows = np.array([cons[p]["positions"][0] for p in cons])
+    model_kl = np.array([np.mean(cons[p]["kl"]) for p in cons]) @ rows / rows.sum()
+    bayes_kl = np.array([bayes[p]["kl"] for p in cons]) @ rows / rows.sum()
+    assert model_kl > bayes_kl + 0.1, (model_kl, bayes_kl)
     plot_behaviour(res, tmp_path)
     assert (tmp_path / "f9_behaviour.png").exists() and (tmp_path / "f9_behaviour.pdf").exists()
 

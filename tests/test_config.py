@@ -13,8 +13,17 @@ from dataclasses import replace
 
 import pytest
 
-from experiments.config import (Config, ConfigError, LogConfig, PPOConfig, TrainConfig, config_from_dict,
-                                field_docs, load_config, parse_override)
+from experiments.config import (
+    Config,
+    ConfigError,
+    LogConfig,
+    PPOConfig,
+    TrainConfig,
+    config_from_dict,
+    field_docs,
+    load_config,
+    parse_override,
+)
 from experiments.presets import PRESETS
 
 # --------------------------------------------------------------------------------------------
@@ -68,9 +77,8 @@ def test_toml_round_trip_keeps_float_edge_values(tmp_path):
     assert load_config(file=path) == cfg
 
 
-# BUG experiments/config.py _toml_value: json.dumps (ensure_ascii) writes non-BMP characters as
-# UTF-16 surrogate escapes (\ud83d\ude80), which TOML rejects. Fix: json.dumps(v, ensure_ascii=False)
-# (json still escapes control characters, as TOML requires).
+# Regression (fixed): _toml_value: json.dumps (ensure_ascii) writes non-BMP characters as UTF-16
+# surrogate escapes (\ud83d\ude80), which TOML rejects.
 def test_toml_round_trip_of_non_bmp_string(tmp_path):
     cfg = replace(Config(), log=LogConfig(project="agentsim 🚀"))
     path = tmp_path / "cfg.toml"
@@ -224,10 +232,9 @@ def test_data_validation_error_names_the_field(overrides, section_word, field):
     pytest.param(["ppo.opponents={random=inf, greedy=1.0}"], "ppo.opponents", id="inf_opponent_weight"),
     pytest.param(["train.seeds=[-1, 0]"], "train.seeds", id="negative_seed"),
 ])
-# BUG experiments/config.py validate(): these pass validation and fail or misbehave only at run time:
-# - ppo.opponents weights are not checked for finiteness (data.mixture is, via np.isfinite);
-# - negative seeds crash later in train.seed_keys (OverflowError converting to uint32).
-# Fix: `if not math.isfinite(w) or w < 0` for opponents; `any(s < 0 or s >= 2**32 for s in t.seeds)`.
+# Regression (fixed): validate(): these pass validation and fail or misbehave only at run time: -
+# ppo.opponents weights are not checked for finiteness (data.mixture is, via np.isfinite); -
+# negative seeds crash later in train.seed_keys (OverflowError converting to uint32).
 def test_values_that_should_fail_validation(overrides, field):
     try:
         load_config("tiny", overrides=overrides)
@@ -264,10 +271,9 @@ def test_unknown_field_in_file(tmp_path):
         load_config(file=path)
 
 
-# BUG experiments/config.py load_config: only FileNotFoundError and TOMLDecodeError become ConfigError;
-# a directory (IsADirectoryError), an unreadable file (PermissionError) or non-UTF-8 bytes escape raw
-# (the CLI shows a traceback for the OSErrors). Fix: also catch OSError and UnicodeDecodeError and
-# raise ConfigError(f"config file {path}: {e}").
+# Regression (fixed): load_config: only FileNotFoundError and TOMLDecodeError become ConfigError; a
+# directory (IsADirectoryError), an unreadable file (PermissionError) or non-UTF-8 bytes escape raw
+# (the CLI shows a traceback for the OSErrors).
 def test_config_file_that_is_a_directory(tmp_path):
     try:
         load_config(file=tmp_path)

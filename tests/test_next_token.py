@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 
 from envs.dataset import DataConfig, Layout, generate
-from experiments.config import load_config
-from experiments.train.next_token import lm_loss, make_next_token, move_nll, target_mask
-from experiments.config import seed_keys
+from experiments.config import load_config, seed_keys
 from experiments.train.loop import train
+from experiments.train.next_token import lm_loss, make_next_token, move_nll, target_mask
 from experiments.train.regimes import datasets
 from models.transformer import apply, init_params
 

@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 
 from envs.dataset import Layout, generate
-from experiments.config import load_config
 from experiments.analysis.heldout import HeldOut
 from experiments.analysis.model import LoadedModel
+from experiments.config import load_config, seed_keys
 from experiments.report.reproduce import reproduce
 from experiments.runs.run import RunError
-from experiments.config import seed_keys
 from models.probes import probe_layers, shuffled
 from models.transformer import init_params
 

@@ -10,9 +10,9 @@ import pytest
 import envs
 from envs.dataset import Layout
 from envs.game import GameState, base3_code, returns_from_winner
-from experiments.config import load_config
-from experiments.train.ppo import NEG, gae, make_ppo, policy_at, ppo_loss
-from experiments.config import seed_keys
+from experiments.config import load_config, seed_keys
+from experiments.train.policy import NEG, policy_at
+from experiments.train.ppo import gae, make_ppo, ppo_loss
 
 # ---------------------------------------------------------------------------------- GAE
 

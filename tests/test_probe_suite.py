@@ -78,8 +78,8 @@ def test_probe_suite_cli_writes_linear_and_mlp_probes_with_controls(tmp_path, ca
     """`agentsim probe RUN --suite` on a tiny run: every target, both probe types, each beside its
     controls, scores in range, and the step-0 control present (the run has two checkpoints)."""
     from experiments import cli
-    from experiments.config import load_config
     from experiments.analysis.probe_suite import CLASSIFICATION, MLP_TARGETS, REGRESSION
+    from experiments.config import load_config
     from experiments.train.loop import train
 
     monkeypatch.setattr(cli, "_enable_compile_cache", lambda: None)

@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from models.probes import fit_probe_stack, fit_ridge_probe, probe_layers, r2_score, shuffled
+from models.probes import (
+    fit_probe_stack,
+    fit_ridge_probe,
+    probe_layers,
+    r2_score,
+    shuffled,
+)
 
 N, D = 4000, 32
 TR, VA, TE = slice(0, 2400), slice(2400, 3200), slice(3200, 4000)

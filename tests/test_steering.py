@@ -10,13 +10,17 @@ import numpy as np
 import pytest
 
 from envs.dataset import Layout
-from experiments.analysis.model import LoadedModel
 from experiments.analysis.behaviour import OPPONENTS
-from experiments.config import load_config
+from experiments.analysis.model import LoadedModel
+from experiments.analysis.steering import (
+    apply_with_steering,
+    make_steered_play,
+    steering_experiment,
+    summarise,
+    unit,
+)
+from experiments.config import load_config, seed_keys
 from experiments.train.evaluate import make_match_eval
-from experiments.analysis.steering import (apply_with_steering, make_steered_play, steering_experiment, summarise,
-                                  unit)
-from experiments.config import seed_keys
 from models.probes import fit_ridge_probe
 from models.transformer import ModelConfig, apply, init_params
 
@@ -139,6 +143,25 @@ def test_steering_experiment_runs_and_alpha_zero_is_the_baseline(toy):
     cos = np.asarray(res["cosines"]["persona_vs_init_persona"])
     assert cos.shape == (s, l, p) and np.all(np.abs(cos) <= 1 + 1e-6)
     assert set(res["summary"]) == {"0", "2"}
-    assert summarise(res) == res["summary"]
     for row in res["summary"].values():
         assert all(np.isfinite(v) for v in row.values())
+
+
+def test_summary_reads_the_extreme_alphas_against_alpha_zero():
+    """A hand-made result: win rate = 0.1 × alpha index + 0.01 × direction, loss = 0, vs each opponent;
+    the summary's effects at the largest and smallest alpha follow by hand."""
+    s, layers, dirs, alphas = 2, [0, 3], ["value", "random_0", "random_1"], [-4.0, 0.0, 4.0]
+    win = np.zeros((s, len(layers), len(dirs), len(alphas), 2))
+    for d in range(len(dirs)):
+        for a in range(len(alphas)):
+            win[:, :, d, a, :] = 0.1 * a + 0.01 * d
+    win[:, 1] *= 2  # layer 3 moves twice as much
+    zeros = np.zeros((s, len(layers), 1, len(alphas), 1))
+    result = {"alphas": alphas, "layers": layers,
+              "play": {"directions": dirs, "win": win.tolist(), "loss": np.zeros_like(win).tolist()},
+              "persona_loglik": {"target": {"probe": zeros[:, :, 0, :, 0].tolist()}, "off_target": {}}}
+    out = summarise(result)
+    assert out["0"]["value/score_vs_random/max_alpha"] == pytest.approx(0.1)  # (0.2 - 0.1) at alpha 4 vs 0
+    assert out["0"]["value/score_vs_random/min_alpha"] == pytest.approx(-0.1)
+    assert out["3"]["random/score_vs_random/max_alpha"] == pytest.approx(0.2)  # random directions averaged
+    assert out["3"]["value/loss_vs_perfect/max_alpha"] == 0.0

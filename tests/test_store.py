@@ -13,8 +13,8 @@ import pytest
 
 from experiments import cli
 from experiments.config import Config, LogConfig
-from experiments.runs.run import RunError
 from experiments.report.figures import plot_comparison
+from experiments.runs.run import RunError
 from experiments.runs.store import compare, find_runs, list_runs
 
 METRIC = "eval/simulator_gap"
@@ -150,9 +150,8 @@ def test_plot_comparison_writes_png_and_pdf(groups, tmp_path):
     assert pdf.read_bytes()[:5] == b"%PDF-"
 
 
-# BUG experiments/store.py plot_comparison (and cli.cmd_compare for the .json): out_prefix.with_suffix()
+# Regression (fixed): plot_comparison (and cli.cmd_compare for the .json): out_prefix.with_suffix()
 # replaces anything after a dot, so --out figs/lr0.003 writes figs/lr0.png, lr0.pdf, lr0.json.
-# Fix: out_prefix.with_name(out_prefix.name + ".png") etc.
 def test_plot_prefix_with_a_dot(groups, tmp_path):
     paths = plot_comparison(groups, METRIC, tmp_path / "lr0.003")
     assert sorted(p.name for p in paths) == ["lr0.003.pdf", "lr0.003.png"]
@@ -184,9 +183,8 @@ def test_list_runs_filters(root):
 
 
 @pytest.mark.parametrize("cond", ["train.lr=3e-3", "train.seeds=[0,1]"])
-# BUG experiments/store.py matches_filter: compares str(value) / json.dumps(value) with the raw text, so a
-# value written as for --set (3e-3 for 0.003; [0,1] for [0, 1]) matches nothing. Fix: parse the text
-# with config.parse_override's literal rules and compare values (lists and tuples alike).
+# Regression (fixed): matches_filter: compares str(value) / json.dumps(value) with the raw text, so
+# a value written as for --set (3e-3 for 0.003; [0,1] for [0, 1]) matches nothing.
 def test_where_accepts_values_as_written_for_set(root, cond):
     assert sorted(Path(r["path"]).name for r in list_runs([str(root)], where=[cond]))[:1] == ["a1"]
 

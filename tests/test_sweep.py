@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from experiments import cli
-from experiments.runs import sweep
 from experiments.config import ConfigError, load_config
+from experiments.runs import sweep
 from experiments.runs.run import read_metrics
 from experiments.runs.sweep import export_wandb, load_spec, members, run_sweep
 
@@ -311,10 +311,10 @@ def test_cli_export(tmp_path, capsys):
     assert (tmp_path / "spec.wandb.yaml").exists() and "wandb sweep" in capsys.readouterr().out
 
 
-# BUG experiments/sweep.py run_sweep: member commands get --out relative to the driver's cwd, but Ray
-# workers run in the raylet's cwd (where `ray start` ran, or on another machine), so
-# `agentsim sweep spec.toml --out DIR --backend ray` with a relative DIR writes the runs elsewhere
-# and the table has no metrics. Fix: out = Path(out).absolute() at the top of run_sweep.
+# Regression (fixed): run_sweep: member commands get --out relative to the driver's cwd, but Ray
+# workers run in the raylet's cwd (where `ray start` ran, or on another machine), so `agentsim sweep
+# spec.toml --out DIR --backend ray` with a relative DIR writes the runs elsewhere and the table has
+# no metrics.
 def test_member_commands_use_absolute_run_dirs(tmp_path, monkeypatch):
     seen = []
 

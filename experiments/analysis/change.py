@@ -22,10 +22,16 @@ from itertools import combinations
 import numpy as np
 
 from experiments.analysis.heldout import HeldOut, held_out
-from experiments.analysis.layers import check_compatible, layer_names, layer_of, leaves, weight_change
+from experiments.analysis.layers import (
+    check_compatible,
+    layer_names,
+    layer_of,
+    leaves,
+    weight_change,
+)
 from experiments.analysis.model import LoadedModel
-from models.cka import debiased_linear_cka, linear_cka
 from experiments.analysis.value_probes import resid_rows, value_probe_r2
+from models.cka import debiased_linear_cka, linear_cka
 
 
 def cka_rows(held: HeldOut, seed: int = 0, max_rows: int = 8000) -> np.ndarray:

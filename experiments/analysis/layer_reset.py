@@ -17,7 +17,13 @@ import jax
 import numpy as np
 
 from experiments.analysis.heldout import HeldOut, held_out
-from experiments.analysis.layers import check_compatible, diff, layer_names, layer_of, sq_norms
+from experiments.analysis.layers import (
+    check_compatible,
+    diff,
+    layer_names,
+    layer_of,
+    sq_norms,
+)
 from experiments.analysis.model import LoadedModel
 from experiments.analysis.value_probes import resid_rows, value_probe_r2
 from experiments.train.evaluate import make_match_eval

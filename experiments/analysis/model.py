@@ -25,17 +25,18 @@ from experiments.config import Config, seed_keys
 from experiments.runs.restore import open_checkpoint
 from models.transformer import apply, init_params
 
-NAMES = ("resid", "attn", "mlp")
+NAMES = ("resid", "attn", "mlp")  # also: "critic_resid" (separate critic), "value" (the value head's output)
 
 
-@partial(jax.jit, static_argnums=(0, 3))
-def _forward(graphdef, params, tokens, names: tuple[str, ...]):
-    def one(p):
-        out = apply(graphdef, p, tokens)
-        acts = {"resid": out.resid_LxBxTxD, "attn": out.attn_LxBxTxD, "mlp": out.mlp_LxBxTxD}
+@partial(jax.jit, static_argnums=(0, 3, 4))
+def _forward(graphdef, params, tokens, names: tuple[str, ...], per_seed_tokens: bool = False):
+    def one(p, tok):
+        out = apply(graphdef, p, tok)
+        acts = {"resid": out.resid_LxBxTxD, "attn": out.attn_LxBxTxD, "mlp": out.mlp_LxBxTxD,
+                "critic_resid": out.critic_resid_LxBxTxD, "value": out.value_BxT}
         return {k: acts[k] for k in names}, out.logits_KxBxTxV[0]
 
-    return jax.vmap(one)(params)
+    return jax.vmap(one, (0, 0 if per_seed_tokens else None))(params, tokens)
 
 
 @dataclass
@@ -67,13 +68,17 @@ class LoadedModel:
         return len(self.cfg.train.seeds)
 
     def logits(self, tokens: np.ndarray, batch: int = 1024) -> np.ndarray:
-        """float32[S, N, T, V] of the policy/next-token head."""
-        return np.concatenate([np.asarray(_forward(self.graphdef, self.params, jnp.asarray(tokens[i:i + batch]), ())[1])
-                               for i in range(0, len(tokens), batch)], axis=1)
+        """float32[S, N, T, V] of the policy/next-token head; ``tokens`` [N, T] for every seed or
+        [S, N, T], one set per seed (e.g. each agent's own games)."""
+        per_seed = tokens.ndim == 3
+        n = tokens.shape[-2]
+        return np.concatenate([np.asarray(_forward(self.graphdef, self.params, jnp.asarray(tokens[..., i:i + batch, :]),
+                                                   (), per_seed)[1]) for i in range(0, n, batch)], axis=1)
 
     def run_with_cache(self, tokens: np.ndarray, names: tuple[str, ...] = NAMES, positions: str = "moves",
                        batch: int = 1024, cache: bool = False) -> dict[str, np.ndarray]:
-        """{name: float32[S, layers, N, P, D]} at the move positions (P = max_moves) or all (P = T)."""
+        """{name: float32[S, layers, N, P, D]} at the move positions (P = max_moves) or all (P = T);
+        "value" is [S, N, P]. ``tokens``: [N, T] for every seed, or [S, N, T] (one set per seed)."""
         path = None
         if cache and self.run_dir is not None:
             digest = hashlib.sha1(np.ascontiguousarray(tokens).tobytes() + repr((names, positions)).encode()).hexdigest()[:16]
@@ -82,12 +87,15 @@ class LoadedModel:
                 with np.load(path) as z:
                     return {k: z[k] for k in z.files}
         pos = self.layout.move_positions() if positions == "moves" else np.arange(self.layout.seq_len)
+        per_seed = tokens.ndim == 3
         chunks: dict[str, list] = {k: [] for k in names}
-        for i in range(0, len(tokens), batch):
-            acts, _ = _forward(self.graphdef, self.params, jnp.asarray(tokens[i:i + batch]), tuple(names))
+        for i in range(0, tokens.shape[-2], batch):
+            acts, _ = _forward(self.graphdef, self.params, jnp.asarray(tokens[..., i:i + batch, :]), tuple(names),
+                               per_seed)
             for k in names:
-                chunks[k].append(np.asarray(acts[k])[:, :, :, pos])
-        out = {k: np.concatenate(v, axis=2) for k, v in chunks.items()}
+                a = np.asarray(acts[k])
+                chunks[k].append(a[..., pos] if k == "value" else a[..., pos, :])
+        out = {k: np.concatenate(v, axis=1 if k == "value" else 2) for k, v in chunks.items()}
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             np.savez(path, **out)

@@ -18,7 +18,6 @@ cross-entropy or squared error (``models.probes.fit_probe_stack``).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -108,7 +107,7 @@ def probe_suite(model: LoadedModel, rows: HeldOut, controls: dict[str, LoadedMod
 
 def analyse_probes(run_dir: str | Path, num_games: int = 2000, targets=REGRESSION + CLASSIFICATION,
                    mlp_targets=MLP_TARGETS) -> dict:
-    """The suite on a run's final checkpoint with every control; writes RUN/probe_suite.json."""
+    """The suite on a run's final checkpoint with every control."""
     model = LoadedModel.from_run(run_dir)
     rows = held_out(model.cfg, num_games)
     controls = {"random_init": model.at_init()}
@@ -119,5 +118,4 @@ def analyse_probes(run_dir: str | Path, num_games: int = 2000, targets=REGRESSIO
               "targets": probe_suite(model, rows, controls, targets, mlp_targets=mlp_targets),
               "bayes_ceiling": {k: v.tolist() for k, v in rows.bayes_ceiling().items()},
               "persona_names": list(model.layout.persona_names)}
-    (Path(run_dir) / "probe_suite.json").write_text(json.dumps(result))
     return result

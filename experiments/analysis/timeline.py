@@ -6,7 +6,6 @@ read how each layer's score develops over training.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from experiments.analysis.heldout import held_out
@@ -29,5 +28,4 @@ def analyse_timeline(run_dir: str | Path, num_games: int = 2000,
         for t in targets:
             result["targets"].setdefault(t, []).append([r["score"] for r in suite[t]["trained"]])
     # result["targets"][t]: [checkpoint][seed][layer]
-    (Path(run_dir) / "timeline.json").write_text(json.dumps(result))
     return result

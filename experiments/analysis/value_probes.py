@@ -8,7 +8,6 @@ labels shuffled across games at the same move number.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -52,5 +51,4 @@ def probe_run(run_dir: str | Path, num_games: int = 3000, seed: int = 0) -> dict
             scores["random_init"].append(probe_layers(control[s], y, *held.splits).test_r2.tolist())
             scores["shuffled"].append(probe_layers(trained[s], y_shuf, *held.splits).test_r2.tolist())
         out["targets"][name] = scores
-    (Path(run_dir) / "probes.json").write_text(json.dumps(out, indent=2))
     return out

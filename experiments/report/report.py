@@ -7,7 +7,6 @@ import numpy as np
 from experiments.analysis.value_probes import VALUE_TARGETS
 from experiments.report.claims import _ci4 as _ci
 
-
 CLAIM_TITLES = {
     "2": "A simulator holds characters; the current one is inferable from its residual stream",
     "3": "Later layers finish developing later than earlier ones",

@@ -73,7 +73,7 @@ def reproduce(preset: str, out: str | Path, *, force: bool = False, resume: bool
     results = summarise(probes, finals)
     if not value_only:
         t0 = time.time()
-        extra_results, extra_figures = run_analyses(dirs, out / "figures", sizes, on_message)
+        extra_results, extra_figures = run_analyses(dirs, out / "figures", sizes, on_message, root=out)
         results["analyses"] = extra_results
         figures += extra_figures
         (out / "analyses.json").write_text(json.dumps(extra_results))  # kept even if judging fails
@@ -100,8 +100,24 @@ def _resolve(override: str, out: Path) -> str:
     return override
 
 
-def run_analyses(dirs: dict[str, Path], fig_dir: Path, sizes, on_message=print) -> tuple[dict, list[Path]]:
-    """``sizes``: an ``experiments.reproduce.AnalysisSizes`` (held-out games, grids)."""
+def relative_paths(obj, root: Path):
+    """``obj`` with every string naming a path under ``root`` made relative to it: results and
+    figures name runs as the reader's copy of the folder has them, never a temporary path."""
+    prefix = str(Path(root).absolute()) + "/"
+    if isinstance(obj, dict):
+        return {k: relative_paths(v, root) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [relative_paths(v, root) for v in obj]
+    if isinstance(obj, str) and str(Path(obj).absolute()).startswith(prefix):
+        return str(Path(obj).absolute())[len(prefix):]
+    return obj
+
+
+def run_analyses(dirs: dict[str, Path], fig_dir: Path, sizes, on_message=print, root: Path | None = None
+                 ) -> tuple[dict, list[Path]]:
+    """Every analysis of the preset in order, each figure drawn as its numbers arrive.
+    ``sizes``: the preset's ``AnalysisSizes``; ``root``: run paths are reported relative to it."""
+    root = Path(root or fig_dir.parent)
     probe_games = sizes.probe_games
     results: dict = {}
     paths: list[Path] = []
@@ -154,9 +170,9 @@ def run_analyses(dirs: dict[str, Path], fig_dir: Path, sizes, on_message=print) 
 
     # STEERING (F6) and BEHAVIOUR (F9).
     # The grid is the preset's: the CLI's full one (9 strengths, 3 random directions) takes minutes per run.
-    results["steering"] = {k: analyse_steering(have[k], alphas=sizes.steer_alphas, num_games=min(probe_games, 1000),
+    results["steering"] = {k: relative_paths(analyse_steering(have[k], alphas=sizes.steer_alphas, num_games=min(probe_games, 1000),
                                                         games_per_cell=sizes.steer_games_per_cell,
-                                                        num_random=sizes.steer_random)
+                                                        num_random=sizes.steer_random), root)
                            for k in sizes.steer_runs if k in have}
     for stage, res in results["steering"].items():
         paths += F.plot_steering(res, fig_dir, name=f"f6_steering_{stage}")
@@ -167,4 +183,4 @@ def run_analyses(dirs: dict[str, Path], fig_dir: Path, sizes, on_message=print) 
     paths += F.plot_behaviour(results["behaviour"], fig_dir)
     lap("behaviour")
     results["seconds"] = seconds
-    return results, paths
+    return relative_paths(results, root), paths

@@ -1,6 +1,6 @@
 """The agent's side of a game against scripted opponents, as pure jittable functions.
 
-Used by PPO rollouts and by evaluation (one implementation): the environment keeps the game
+Used by PPO rollouts, evaluation and the agent-games analysis (one implementation): the environment keeps the game
 state, the token history the transformer reads (``BOS m1 m2 …``, the same stream as the
 datasets), which side the agent plays and which opponent persona it faces. The opponent's
 replies happen inside ``step``, so from the agent's point of view it is a single-agent game.
@@ -78,3 +78,41 @@ def step(arena: Arena, env: EnvState, action: jax.Array, key: jax.Array):
     done = env.game.done
     reward = jnp.where(done, arena.game.returns(env.game)[env.agent_side], 0.0)
     return env, reward, done
+
+
+class Turn(NamedTuple):
+    """One agent decision of every game in a batch (leading axis = game)."""
+
+    position: jax.Array  # int32: token position whose output chose the move
+    legal: jax.Array  # bool[A]
+    action: jax.Array
+    logp: jax.Array
+    value: jax.Array
+    reward: jax.Array  # the agent's result if the game ended on this turn, else 0
+    done: jax.Array  # the game ended on this turn
+    live: jax.Array  # the game was still on before this turn (the turn is real)
+
+
+def play_games(arena: Arena, policy, k_reset: jax.Array, k_play: jax.Array, num_games: int,
+               opponent_logits: jax.Array) -> tuple[EnvState, Turn]:
+    """Whole games of a sampling agent against the pool (side and opponent drawn per game), one
+    agent decision per ``lax.scan`` step: PPO's rollout and the agent's own games for analysis.
+
+    ``policy(tokens_BxT, position_B, legal_BxA) -> (masked logits_BxA, value_B)``. Returns the
+    final environments (their tokens are the whole games) and the turns, [turns, games].
+    """
+    turns = (arena.game.max_moves + 1) // 2  # most decisions one side makes in a game
+    envs = jax.vmap(lambda k: reset(arena, k, opponent_logits))(jax.random.split(k_reset, num_games))
+
+    def turn(envs, key):
+        k_act, k_env = jax.random.split(key)
+        obs = jax.vmap(observe, (None, 0))(arena, envs)
+        logits, value = policy(obs.tokens, obs.position, obs.legal)
+        action = jax.random.categorical(k_act, logits)
+        logp = jnp.take_along_axis(jax.nn.log_softmax(logits), action[:, None], 1)[:, 0]
+        live = ~envs.game.done
+        new, reward, done = jax.vmap(step, (None, 0, 0, 0))(arena, envs, action, jax.random.split(k_env, num_games))
+        envs = jax.tree.map(lambda a, b: jnp.where(live.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, envs)
+        return envs, Turn(obs.position, obs.legal, action, logp, value, jnp.where(live, reward, 0.0), done & live, live)
+
+    return jax.lax.scan(turn, envs, jax.random.split(k_play, turns))

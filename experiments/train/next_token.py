@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import optax
@@ -95,6 +96,7 @@ def make_next_token(cfg: Config, layout: Layout, train: Dataset | None, val: Dat
         return new, metrics
 
     @jax.jit
+    @chex.assert_max_traces(n=1)  # a second trace would mean a silent recompile every chunk
     def chunk(state):
         def one_seed(s):
             s, metrics = jax.lax.scan(update, s, None, length=t.chunk)
@@ -103,6 +105,7 @@ def make_next_token(cfg: Config, layout: Layout, train: Dataset | None, val: Dat
         return jax.vmap(one_seed)(state)
 
     @jax.jit
+    @chex.assert_max_traces(n=1)
     def evaluate(state):
         def one_seed(params):
             nll = move_nll(graphdef, params, layout, val_tokens)

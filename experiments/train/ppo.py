@@ -9,8 +9,7 @@ may add ``kl_coef × KL(π ‖ π_pretrained)`` to the loss (the RLHF analogue).
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,32 +21,9 @@ from envs.personas import make_persona
 from experiments.config import Config
 from experiments.train import arena as A
 from experiments.train.evaluate import make_match_eval
+from experiments.train.policy import make_policy, policy_at
 from experiments.train.trainer import Trainer
-from models.transformer import apply, init_params
-
-NEG = -1e9
-
-
-class Turn(NamedTuple):
-    """One agent decision of every game in the batch (leading axis = game)."""
-
-    position: jax.Array  # int32: token position whose output chose the move
-    legal: jax.Array  # bool[A]
-    action: jax.Array
-    logp: jax.Array
-    value: jax.Array
-    reward: jax.Array  # the agent's result if the game ended on this turn, else 0
-    done: jax.Array  # the game ended on this turn
-    live: jax.Array  # the game was still on before this turn (the turn is real)
-
-
-def policy_at(graphdef, params, tokens_BxT, position_BxK, legal_BxKxA, num_actions: int):
-    """One forward pass per game; (masked logits [B, K, A], value [B, K]) at K positions."""
-    out = apply(graphdef, params, tokens_BxT)
-    rows = jnp.arange(tokens_BxT.shape[0])[:, None]
-    logits = out.logits_KxBxTxV[0][rows, position_BxK, :num_actions]
-    value = out.value_BxT[rows, position_BxK]
-    return jnp.where(legal_BxKxA, logits, NEG), value
+from models.transformer import init_params
 
 
 def gae(rewards, values, dones, last_value, gamma: float, lam: float):
@@ -131,25 +107,8 @@ def make_ppo(cfg: Config, layout: Layout, init_from=None, ref_params=None) -> Tr
         key, k_reset, k_play, k_epochs = jax.random.split(jax.random.wrap_key_data(state["key"]), 4)
 
         # COLLECT TRAJECTORIES: num_envs whole games, one agent decision per scan step.
-        envs = jax.vmap(lambda k: A.reset(arena, k, opp_logits))(jax.random.split(k_reset, p.num_envs))
-
-        def turn(envs, key):
-            k_act, k_env = jax.random.split(key)
-            obs = jax.vmap(A.observe, (None, 0))(arena, envs)
-            logits, value = policy_at(graphdef, params, obs.tokens, obs.position[:, None],
-                                      obs.legal[:, None], num_a)
-            logits, value = logits[:, 0], value[:, 0]
-            action = jax.random.categorical(k_act, logits)
-            logp = jnp.take_along_axis(jax.nn.log_softmax(logits), action[:, None], 1)[:, 0]
-            live = ~envs.game.done
-            new, reward, done = jax.vmap(A.step, (None, 0, 0, 0))(
-                arena, envs, action, jax.random.split(k_env, p.num_envs))
-            envs = jax.tree.map(lambda a, b: jnp.where(live.reshape((-1,) + (1,) * (a.ndim - 1)), a, b),
-                                new, envs)
-            return envs, Turn(obs.position, obs.legal, action, logp, value,
-                              jnp.where(live, reward, 0.0), done & live, live)
-
-        envs, traj = jax.lax.scan(turn, envs, jax.random.split(k_play, turns))  # [K, E]
+        envs, traj = A.play_games(arena, make_policy(graphdef, params, num_a), k_reset, k_play, p.num_envs,
+                                  opp_logits)  # [K, E]
         adv, target = gae(traj.reward, traj.value, traj.done | ~traj.live,
                           jnp.zeros(p.num_envs), p.gamma, p.gae_lambda)
 
@@ -158,6 +117,10 @@ def make_ppo(cfg: Config, layout: Layout, init_from=None, ref_params=None) -> Tr
             "position": traj.position, "legal": traj.legal, "action": traj.action, "logp": traj.logp,
             "value": traj.value, "adv": adv, "target": target, "live": traj.live})
         per_game["tokens"] = envs.tokens
+        chex.assert_shape([per_game["position"], per_game["action"], per_game["adv"], per_game["live"]],
+                          (p.num_envs, turns))
+        chex.assert_shape(per_game["legal"], (p.num_envs, turns, num_a))
+        chex.assert_shape(per_game["tokens"], (p.num_envs, layout.seq_len))
 
         def minibatch_update(carry, mb):
             params, opt = carry
@@ -199,6 +162,7 @@ def make_ppo(cfg: Config, layout: Layout, init_from=None, ref_params=None) -> Tr
         return new, metrics
 
     @jax.jit
+    @chex.assert_max_traces(n=1)  # a second trace would mean a silent recompile every chunk
     def _chunk(state, ref):
         def one_seed(s, r):
             s, metrics = jax.lax.scan(lambda c, _: iteration(c, r), s, None, length=t.chunk)

@@ -1,0 +1,143 @@
+"""Where an agent's value lives: its own games, its own decisions, its own V^π (claim 1).
+
+An agent is trained on the games it plays against its opponent pool, and the quantity its
+training pushes it to represent is its own expected return given what it has seen. So:
+
+- ``agent_games``: each seed's own games, played exactly as in training (the masked softmax
+  sampled, side and opponent drawn per game from the PPO pool), through ``arena.play_games``;
+- ``tree_policy``: the network's move distribution after every history of the game tree, read
+  from the fewest sequences a causal network needs (``GameTree.covering``);
+- ``agent_values``: V^π at every node for each seed (``envs.game_tree.policy_value``), given the
+  history, so weighted by the posterior over the opponent it faces;
+- ``mixture_values``: what a *simulator* of the persona mixture would predict for the same
+  histories: the expected X result under the Bayes posterior over both sides' personas.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from envs import make_game
+from envs.dataset import pair_outcomes
+from envs.game_tree import GameTree, build_tree, policy_value
+from envs.personas import make_persona, probs_table
+from experiments.analysis.model import LoadedModel
+from experiments.train import arena as A
+from experiments.train.policy import make_policy
+
+
+@lru_cache(maxsize=4)
+def game_tree(game_name: str) -> GameTree:
+    """The game tree, built once per process (a few seconds for tic-tac-toe)."""
+    return build_tree(make_game(game_name))
+
+
+def opponent_pool(cfg) -> tuple[tuple[str, ...], np.ndarray]:
+    """The PPO pool a run trains against: persona names with positive weight, and the weights."""
+    names = tuple(n for n, w in cfg.ppo.opponents.items() if w > 0)
+    return names, np.array([cfg.ppo.opponents[n] for n in names], np.float64)
+
+
+@dataclass(frozen=True)
+class AgentGames:
+    """Each seed's own games (leading axes: seed, game)."""
+
+    tokens: np.ndarray  # int32[S, G, T]
+    moves: np.ndarray  # int32[S, G, M]: -1 after the end
+    side: np.ndarray  # int32[S, G]: the agent's side (0 = X)
+    opponent: np.ndarray  # int32[S, G]: index into the pool
+    result: np.ndarray  # float32[S, G]: the agent's final return
+
+
+def agent_games(model: LoadedModel, num_games: int, seed: int = 0) -> AgentGames:
+    """``num_games`` games per seed, each seed playing its own policy with its own key."""
+    cfg, layout = model.cfg, model.layout
+    game = make_game(cfg.data.game)
+    names, weights = opponent_pool(cfg)
+    arena = A.Arena(game, layout, tuple(make_persona(n, game) for n in names))
+    opp_logits = jnp.log(jnp.asarray(weights / weights.sum(), jnp.float32))
+
+    @jax.jit
+    def play(params, key):
+        def one(p, k):
+            k_reset, k_play = jax.random.split(k)
+            envs, traj = A.play_games(arena, make_policy(model.graphdef, p, game.num_actions), k_reset, k_play,
+                                      num_games, opp_logits)
+            return envs.tokens, envs.agent_side, envs.opponent, traj.reward.sum(0)
+
+        return jax.vmap(one)(params, jax.random.split(key, model.num_seeds))
+
+    tokens, side, opponent, result = (np.asarray(x) for x in play(model.params, jax.random.key(seed)))
+    body = tokens[..., layout.prefix_len: layout.prefix_len + layout.max_moves]
+    moves = np.where(body < layout.num_actions, body, -1).astype(np.int32)
+    return AgentGames(tokens, moves, side, opponent, result)
+
+
+def _node_tokens(model: LoadedModel, tree: GameTree, nodes: np.ndarray) -> np.ndarray:
+    layout = model.layout
+    tokens = np.full((len(nodes), layout.seq_len), layout.pad, np.int32)
+    tokens[:, 0] = layout.bos
+    hist = tree.histories(nodes)
+    tokens[:, layout.prefix_len: layout.prefix_len + layout.max_moves] = np.where(hist >= 0, hist, layout.pad)
+    return tokens
+
+
+def tree_policy(model: LoadedModel, tree: GameTree, batch: int = 4096) -> np.ndarray:
+    """float32[S, N, A]: each seed's move distribution (softmax over legal moves, as it samples in
+    play) after every live history; zeros at terminal nodes."""
+    front, cover = tree.covering()
+    live = np.flatnonzero(cover >= 0)
+    row, depth = cover[live], tree.depth[live]
+    pos = model.layout.prefix_len - 1 + depth  # the output after `depth` moves chooses the next
+    legal = tree.solved.children[tree.state[live]] >= 0
+    num_a = tree.solved.game.num_actions
+    out = np.zeros((model.num_seeds, tree.num_nodes, num_a), np.float32)
+    order = np.argsort(row, kind="stable")  # nodes grouped by the frontier sequence that covers them
+    starts = np.searchsorted(row[order], np.arange(0, len(front) + batch, batch))
+    for b, i in enumerate(range(0, len(front), batch)):
+        sel = order[starts[b]:starts[b + 1]]
+        logits = model.logits(_node_tokens(model, tree, front[i:i + batch]), batch=batch)  # [S, B, T, V]
+        z = logits[:, row[sel] - i, pos[sel], :num_a]
+        z = np.where(legal[sel][None], z, -np.inf)
+        z = np.exp(z - z.max(-1, keepdims=True))
+        out[:, live[sel]] = z / z.sum(-1, keepdims=True)
+    return out
+
+
+def agent_values(model: LoadedModel, tree: GameTree | None = None) -> np.ndarray:
+    """float64[S, N, 2]: each seed's exact V^π at every history, for the agent as X and as O."""
+    tree = tree or game_tree(model.cfg.data.game)
+    game = tree.solved.game
+    names, weights = opponent_pool(model.cfg)
+    opp = np.stack([probs_table(make_persona(n, game), game) for n in names])
+    probs = tree_policy(model, tree)
+    return np.stack([policy_value(tree, probs[s], opp, weights) for s in range(model.num_seeds)])
+
+
+def mixture_values(tree: GameTree, data_cfg) -> np.ndarray:
+    """float64[N]: E[X's result | history] for a simulator of the persona mixture: the exact
+    outcome of each (X persona, O persona) pair weighted by the posterior over both sides."""
+    game = tree.solved.game
+    names = tuple(n for n, w in data_cfg.mixture.items() if w > 0)
+    w = np.array([data_cfg.mixture[n] for n in names], np.float64)
+    tables = np.stack([probs_table(make_persona(n, game), game) for n in names])[:, tree.state]  # [P, N, A]
+    pair = pair_outcomes(data_cfg.game, names)[:, :, tree.state]  # [P, P, N]
+    player = tree.player
+    loglik = np.zeros((2, len(names), tree.num_nodes))  # per side
+    for d in range(1, int(tree.depth.max()) + 1):
+        rows = np.flatnonzero(tree.depth == d)
+        par = tree.parent[rows]
+        with np.errstate(divide="ignore"):
+            step = np.log(tables[:, par, tree.move[rows]])  # [P, n]
+        for side in (0, 1):
+            mover = (player[par] == side)[None]
+            loglik[side][:, rows] = loglik[side][:, par] + np.where(mover, step, 0.0)
+    post = np.log(w / w.sum())[None, :, None] + loglik  # [2, P, N]
+    post = np.exp(post - post.max(1, keepdims=True))
+    post /= post.sum(1, keepdims=True)
+    return np.einsum("in,jn,ijn->n", post[0], post[1], pair)
