@@ -325,11 +325,12 @@ def seed_keys(cfg: Config):
     return jax.vmap(jax.random.key)(jnp.asarray(cfg.train.seeds, jnp.uint32))
 
 
-def held_out_data(cfg: Config, num_games: int) -> DataConfig:
-    """The run's game distribution under a data seed no training run uses (evaluation, analyses)."""
+def held_out_data(cfg: Config, num_games: int, index: int = 0) -> DataConfig:
+    """The run's game distribution under a data seed no training run uses (evaluation, analyses);
+    ``index`` > 0 gives further independent sets (e.g. one per seed)."""
     from dataclasses import replace
 
-    return replace(cfg.data, num_games=num_games, seed=cfg.data.seed + PROBE_SEED_OFFSET)
+    return replace(cfg.data, num_games=num_games, seed=cfg.data.seed + PROBE_SEED_OFFSET + index)
 
 
 def field_docs(cls) -> dict[str, str]:

@@ -33,8 +33,8 @@ STAGES = {
     # Every figure but F8 (no multi-token run) at reduced size, F6 for the simulator only, in about
     # five minutes on 2 cores (326 s measured from a fresh clone and a cold compile cache).
     "quick": [
-        ("next_token", ["train.regime='next_token'", "train.steps=1000", "train.chunk=200",
-                        "data.num_games=100000", "train.log_checkpoints=4"]),
+        ("next_token", ["train.regime='next_token'", "train.steps=1000", "train.chunk=25",
+                        "data.num_games=100000", "train.log_checkpoints=14", "train.checkpoint_every=40"]),
         ("random_init", ["train.regime='random_init'"]),
         ("rl", ["train.regime='rl'", "train.steps=60", "train.chunk=20", "train.log_checkpoints=3",
                 "ppo.num_envs=128"]),
@@ -42,8 +42,8 @@ STAGES = {
                          "train.log_checkpoints=4", "ppo.pretrained='{run:next_token}'"]),
     ],
     "paper": [
-        ("next_token", ["train.regime='next_token'", "train.steps=1500", "train.chunk=100",
-                        "data.num_games=100000", "train.log_checkpoints=6"]),
+        ("next_token", ["train.regime='next_token'", "train.steps=1500", "train.chunk=25",
+                        "data.num_games=100000", "train.log_checkpoints=14", "train.checkpoint_every=60"]),
         ("random_init", ["train.regime='random_init'"]),
         ("rl", ["train.regime='rl'", "train.steps=100", "train.chunk=10", "train.log_checkpoints=6"]),
         ("pretrain_rl", ["train.regime='pretrain_rl'", "train.steps=100", "train.chunk=10",
@@ -87,6 +87,10 @@ class AnalysisSizes:
     """Games per opponent and side in layer reset and prompted play."""
     steer_runs: tuple[str, ...] = ("next_token", "pretrain_rl")
     """Stages whose runs are steered (F6, one figure each)."""
+    value_games: int = 2000
+    """Games per seed for the claim-1 value measure: the agent's own games, and persona games."""
+    rl_checkpoints: int = 4
+    """RL checkpoints at which claim 5 repeats the value measure (log-spaced, first and last included)."""
 
 
 SIZES = {

@@ -39,3 +39,127 @@ def iqm(values, axis: int = 0):
     n = v.shape[axis]
     cut = int(0.25 * n)
     return np.take(v, np.arange(cut, n - cut), axis=axis).mean(axis=axis)
+
+
+# ---------------------------------------------------------------------------------- judging claims
+
+# Two-sided 95% Student-t quantiles by degrees of freedom (scipy.stats.t.ppf(0.975, df)).
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
+         10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110,
+         18: 2.101, 19: 2.093, 20: 2.086, 25: 2.060, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
+
+
+def t975(df: int) -> float:
+    """The 97.5% quantile of Student's t (the nearest tabulated df at or below; 1.96 beyond 120)."""
+    if df < 1:
+        return float("nan")
+    return _T975[max(k for k in _T975 if k <= df)] if df <= 120 else 1.96
+
+
+class Interval(NamedTuple):
+    """A 95% interval for a mean over seeds, with where its width comes from."""
+
+    mean: float
+    low: float
+    high: float
+    n_seeds: int
+    seed_half: float  # half-width the seed-to-seed spread alone would give
+    game_half: float  # half-width the sampling of held-out games alone would give
+
+    def as_dict(self) -> dict:
+        return {k: float(v) if k != "n_seeds" else int(v) for k, v in self._asdict().items()}
+
+
+def seed_interval(per_seed, game_var=0.0, shared_games: bool = False) -> Interval:
+    """t-interval (df = seeds − 1) for the mean of a per-seed statistic, honest about games.
+
+    ``game_var``: the sampling variance of the statistic over held-out games (from a game-level
+    bootstrap). With ``shared_games=False`` every seed was measured on its own games (e.g. an
+    agent's own rollouts): the spread between seeds already contains that noise, so the interval
+    comes from the seeds alone and ``game_var`` ([S], per seed) only splits its width into a game
+    part and a seed part. With ``shared_games=True`` all seeds were measured on the same games:
+    that sampling error is common to every seed and does not average out, so the variance of the
+    mean is s²/S + ``game_var`` (the bootstrap variance of the seed-mean statistic).
+    """
+    v = np.asarray(per_seed, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    s = len(v)
+    mean = float(v.mean()) if s else float("nan")
+    if s < 2:
+        return Interval(mean, float("nan"), float("nan"), s, float("nan"), float("nan"))
+    t = t975(s - 1)
+    between = float(v.var(ddof=1)) / s
+    if shared_games:
+        game = float(np.mean(game_var))
+        half, seed_part = t * np.sqrt(between + game), between
+    else:
+        game = float(np.mean(game_var)) / s
+        half, seed_part = t * np.sqrt(between), max(between - game, 0.0)
+    return Interval(mean, mean - half, mean + half, s, t * np.sqrt(seed_part), t * np.sqrt(game))
+
+
+MIN_SEEDS = 5  # DESIGN: a verdict needs at least five seeds
+VERDICTS = ("supported", "negligible", "contradicted", "inconclusive")
+
+
+def verdict(interval: Interval, smallest_effect: float, min_seeds: int = MIN_SEEDS) -> dict:
+    """The four-way rule every claim uses, on an interval oriented so that > 0 is what the claim
+    predicts and ``smallest_effect`` is the smallest effect worth the name:
+
+    - negligible:   the whole interval lies inside (−smallest_effect, +smallest_effect);
+    - supported:    the whole interval lies above 0, and not inside that band;
+    - contradicted: the whole interval lies below 0, and not inside that band;
+    - inconclusive: otherwise, or with fewer than ``min_seeds`` seeds (then ``rule_gives`` still
+      says what the interval alone would give).
+    """
+    lo, hi = interval.low, interval.high
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        outcome = "inconclusive"
+    elif -smallest_effect < lo and hi < smallest_effect:
+        outcome = "negligible"
+    elif lo > 0:
+        outcome = "supported"
+    elif hi < 0:
+        outcome = "contradicted"
+    else:
+        outcome = "inconclusive"
+    enough = interval.n_seeds >= min_seeds
+    return {"verdict": outcome if enough else "inconclusive", "rule_gives": outcome,
+            "enough_seeds": enough, "smallest_effect": smallest_effect}
+
+
+RULE_TEXT = ("95% t-interval over seeds (held-out games resampled by game for the game part); with "
+             "δ the smallest effect worth the name: 'negligible' if the interval lies inside ±δ, "
+             "'supported' if it lies above 0 (and not inside ±δ), 'contradicted' if below 0 (and not "
+             f"inside ±δ), else 'inconclusive'; fewer than {MIN_SEEDS} seeds is 'inconclusive' whatever "
+             "the interval says.")
+
+
+# ---------------------------------------------------------------------------------- game bootstrap
+
+
+def game_weights(game_of_row, n_boot: int = 200, rng=0) -> np.ndarray:
+    """float64[B, rows]: how often each row appears when whole games are resampled with
+    replacement (rows of one game move together: positions within a game are correlated)."""
+    games, inverse = np.unique(np.asarray(game_of_row), return_inverse=True)
+    counts = np.random.default_rng(rng).multinomial(len(games), np.full(len(games), 1.0 / len(games)), size=n_boot)
+    return counts[:, inverse].astype(np.float64)
+
+
+def weighted_r2(y_R, pred_xR, weights_BxR, move_R=None) -> np.ndarray:
+    """R² of predictions [..., R] under each row weighting [B, R] -> [B, ...]. With ``move_R``,
+    R² within move number: the total sum of squares is taken around each move number's own mean,
+    so what the move number alone predicts does not count."""
+    y = np.asarray(y_R, np.float64)
+    w = np.asarray(weights_BxR, np.float64)
+    pred = np.asarray(pred_xR, np.float64)
+    res = np.einsum("br,...r->b...", w, (pred - y) ** 2)
+    if move_R is None:
+        sw, swy, swy2 = w.sum(1), w @ y, w @ y**2
+        tot = swy2 - swy**2 / sw
+    else:
+        onehot = np.eye(int(np.max(move_R)) + 1)[np.asarray(move_R)]  # [R, T]
+        sw, swy, swy2 = w @ onehot, w @ (onehot * y[:, None]), w @ (onehot * (y**2)[:, None])
+        tot = (swy2 - np.where(sw > 0, swy**2 / np.where(sw > 0, sw, 1.0), 0.0)).sum(1)
+    tot = tot.reshape(tot.shape + (1,) * (res.ndim - 1))
+    return 1.0 - res / np.where(tot > 1e-12, tot, np.nan)

@@ -27,6 +27,19 @@ def linear_cka(x_NxD1, y_NxD2) -> float:
         return float(xy / (xx * yy))
 
 
+def weighted_linear_cka(x_NxD1, y_NxD2, weights_BxN) -> np.ndarray:
+    """float64[B]: linear CKA with rows weighted (e.g. by how often a resample of whole games
+    draws them); uniform weights give ``linear_cka``."""
+    x, y = np.asarray(x_NxD1, np.float64), np.asarray(y_NxD2, np.float64)
+    out = np.empty(len(weights_BxN))
+    for b, w in enumerate(np.asarray(weights_BxN, np.float64)):
+        xc = x - (w @ x) / w.sum()
+        yc = y - (w @ y) / w.sum()
+        xw, yw = xc * w[:, None], yc * w[:, None]
+        out[b] = np.linalg.norm(xw.T @ yc) ** 2 / (np.linalg.norm(xw.T @ xc) * np.linalg.norm(yw.T @ yc))
+    return out
+
+
 def _unbiased_hsic(x, y, n: int) -> float:
     """Song et al.'s unbiased HSIC times n(n-3), for centred features (so K·1 = diag(K))."""
     # K̃ = XXᵀ with its diagonal zeroed; with centred X, K̃·1 = -diag(XXᵀ). The terms of

@@ -30,8 +30,10 @@ from experiments.analysis.layers import (
     weight_change,
 )
 from experiments.analysis.model import LoadedModel
-from experiments.analysis.value_probes import resid_rows, value_probe_r2
-from models.cka import debiased_linear_cka, linear_cka
+from experiments.statistics import game_weights
+from models.cka import debiased_linear_cka, linear_cka, weighted_linear_cka
+
+N_BOOT = 100
 
 
 def cka_rows(held: HeldOut, seed: int = 0, max_rows: int = 8000) -> np.ndarray:
@@ -64,13 +66,17 @@ def compare(pre: LoadedModel, tuned: LoadedModel, held: HeldOut, rows: np.ndarra
     """Weight change, CKA and probe change of ``tuned`` against ``pre`` (same seeds), per seed."""
     check_compatible(pre, tuned, "compare")
     layers = layer_names(pre.cfg.model.num_layers)
-    pre_resid = resid_rows(pre, held) if pre_resid is None else pre_resid
-    pre_r2 = value_probe_r2(held, pre_resid) if pre_r2 is None else pre_r2
-    tuned_resid = resid_rows(tuned, held)
+    pre_resid = held.resid(pre) if pre_resid is None else pre_resid
+    pre_r2 = held.value_probe_r2(pre_resid) if pre_r2 is None else pre_r2
+    tuned_resid = held.resid(tuned)
     lin, deb = cka_by_layer(pre_resid[:, :, rows], tuned_resid[:, :, rows])
-    tuned_r2 = value_probe_r2(held, tuned_resid)
+    tuned_r2 = held.value_probe_r2(tuned_resid)
+    weights = game_weights(held.game[rows], n_boot=N_BOOT, rng=0)  # whole games resampled
+    boot = [[weighted_linear_cka(pre_resid[s, l, rows], tuned_resid[s, l, rows], weights).tolist()
+             for l in range(lin.shape[1])] for s in range(lin.shape[0])]
     out = {"weight_change": weight_change(pre.params, tuned.params, layers).tolist(),
            "cka": lin.tolist(), "cka_debiased": deb.tolist(),
+           "boot_cka": np.moveaxis(np.asarray(boot), 2, 1).tolist(),  # [seed, B, layer]
            "probe_r2": {k: v.tolist() for k, v in tuned_r2.items()},
            "delta_probe_r2": {k: (tuned_r2[k] - pre_r2[k]).tolist() for k in tuned_r2}}
     others = [n for n in ("critic", "value") if n in {layer_of(p) for p, _ in leaves(pre.params)}]
@@ -92,8 +98,8 @@ def analyse_change(pretrained_dir, tuned_dir, control_dir=None, num_games: int =
     layers = layer_names(pre.cfg.model.num_layers)
     held = held_out(pre.cfg, num_games, seed)
     rows = cka_rows(held, seed)
-    pre_resid = resid_rows(pre, held)
-    pre_r2 = value_probe_r2(held, pre_resid)
+    pre_resid = held.resid(pre)
+    pre_r2 = held.value_probe_r2(pre_resid)
     comparisons = {"tuned": compare(pre, tuned, held, rows, pre_resid, pre_r2)}
     if control is not None:
         comparisons["control"] = compare(pre, control, held, rows, pre_resid, pre_r2)

@@ -20,6 +20,8 @@ from envs import make_game
 from envs.dataset import Dataset, generate, split_by_game
 from envs.personas import make_persona, stacked_probs
 from experiments.config import Config, held_out_data
+from experiments.statistics import game_weights
+from models.probes import probe_layers
 
 SPLIT = (0.6, 0.2, 0.2)
 
@@ -48,12 +50,22 @@ class HeldOut:
         return per_position_NxMx[self.mask]
 
     def value_targets(self) -> dict[str, np.ndarray]:
-        """Claim 1's targets per row in the mover's frame: exact expected outcome under the
-        personas playing, and minimax."""
+        """Value targets per row in the mover's frame, both exact functions of the history: the
+        expected result a simulator of the mixture predicts (posterior over both personas), and
+        minimax."""
         d = self.data
         sign = np.where(d["player"] == 0, 1.0, -1.0)
-        return {"expected_outcome": (d["expected_x"] * sign)[self.mask].astype(np.float64),
+        return {"mixture_value": (d["bayes_x"] * sign)[self.mask].astype(np.float64),
                 "minimax": (d["minimax_x"] * sign)[self.mask].astype(np.float64)}
+
+    def resid(self, model) -> np.ndarray:
+        """float32[S, L+1, rows, D]: ``model``'s residual stream at every move position."""
+        return model.run_with_cache(self.tokens, ("resid",))["resid"][:, :, self.mask]
+
+    def value_probe_r2(self, resid_SxLxRxD: np.ndarray) -> dict[str, np.ndarray]:
+        """target -> float64[S, L]: ridge value-probe test R² per seed and layer."""
+        return {k: np.array([probe_layers(r, y, *self.splits).test_r2 for r in resid_SxLxRxD])
+                for k, y in self.value_targets().items()}
 
     def labels(self) -> dict[str, tuple[str, np.ndarray, int]]:
         """The probe suite's targets: name -> (kind, y[rows] (ints for classes), classes per output)."""
@@ -68,8 +80,8 @@ class HeldOut:
         own = player[:, None] + 1
         board_mover = np.where(board == 0, 0, np.where(board == own, 1, 2))
         return {
-            "value_mover": ("reg", d["expected_x"][mask] * sign, 0),
-            "value_x": ("reg", d["expected_x"][mask], 0),
+            "value_mover": ("reg", d["bayes_x"][mask] * sign, 0),
+            "value_x": ("reg", d["bayes_x"][mask], 0),
             "minimax_mover": ("reg", d["minimax_x"][mask] * sign, 0),
             "minimax_x": ("reg", d["minimax_x"][mask], 0),
             "outcome_mover": ("reg", outcome * sign, 0),
@@ -90,13 +102,25 @@ class HeldOut:
         return table[key]
 
     def bayes_ceiling(self) -> dict[str, np.ndarray]:
-        """Accuracy of the exact posterior's argmax per move number (no persona probe can beat it)."""
+        """Accuracy of the exact posterior's argmax (no persona probe can beat it): per move number
+        for X's persona ("x"), O's ("o") and the mover's ("mover"), and for the mover over the
+        test rows ("mover_test", the ceiling of the persona_mover probe's test accuracy)."""
         d, mask = self.data, self.mask
-        out = {}
+        out, hits = {}, {}
         for side, post_key, true_key in (("x", "posterior_x", "persona_x"), ("o", "posterior_o", "persona_o")):
-            hit = (d[post_key].argmax(-1) == d[true_key][:, None]) & mask
-            out[side] = hit.sum(0) / np.maximum(mask.sum(0), 1)
+            hits[side] = (d[post_key].argmax(-1) == d[true_key][:, None]) & mask
+            out[side] = hits[side].sum(0) / np.maximum(mask.sum(0), 1)
+        mover = np.where(d["player"] == 0, hits["x"], hits["o"])
+        out["mover"] = mover.sum(0) / np.maximum(mask.sum(0), 1)
+        out["mover_test"] = np.asarray(mover[mask][self.splits[2]].mean())
         return out
+
+    @property
+    def boot_weights(self) -> np.ndarray:
+        """float64[B, test rows]: the game-level bootstrap of the test games (fixed per held-out set)."""
+        if not hasattr(self, "_boot"):
+            self._boot = game_weights(self.game[self.splits[2]], n_boot=200, rng=0)
+        return self._boot
 
     def by_move(self, hit_T: np.ndarray) -> list[float]:
         """Mean of a per-test-row score at each move number (nan where no test row has it)."""

@@ -25,7 +25,6 @@ from experiments.analysis.layers import (
     sq_norms,
 )
 from experiments.analysis.model import LoadedModel
-from experiments.analysis.value_probes import resid_rows, value_probe_r2
 from experiments.train.evaluate import make_match_eval
 
 OPPONENTS = ("random", "perfect")
@@ -60,8 +59,8 @@ def make_scorer(model: LoadedModel, held: HeldOut, games_per_cell: int):
         m = matches(params)
         out = {f"{o}_vs_{p}": np.asarray(m[f"eval/{o}_vs_{p}"], np.float64)
                for p in OPPONENTS for o in ("loss", "win")}
-        resid = resid_rows(model.with_params(params), held)[:, -1:]  # [S, 1, rows, D]
-        for target, r2 in value_probe_r2(held, resid).items():
+        resid = held.resid(model.with_params(params))[:, -1:]  # [S, 1, rows, D]
+        for target, r2 in held.value_probe_r2(resid).items():
             out[f"probe_r2_last/{target}"] = r2[:, 0]
         return out
 

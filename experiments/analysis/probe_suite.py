@@ -25,6 +25,7 @@ import numpy as np
 from experiments.analysis.heldout import HeldOut, held_out
 from experiments.analysis.model import LoadedModel
 from experiments.runs import checkpoints
+from experiments.statistics import weighted_r2
 from models.probes import fit_probe_stack, probe_layers, shuffled
 
 REGRESSION = ("value_mover", "value_x", "minimax_mover", "minimax_x", "outcome_mover")
@@ -32,6 +33,7 @@ CLASSIFICATION = ("persona_mover", "persona_x", "persona_o", "board_mover", "boa
 # Small-MLP probes (probe type is an axis of F2) on both label frames of the main targets,
 # each beside the random-init network and its selectivity control.
 MLP_TARGETS = ("value_mover", "value_x", "persona_mover", "persona_x", "board_mover", "board_xo")
+JUDGED = ("persona_mover",)  # read by a claim (2): scored under a game bootstrap too
 
 
 def _one_hot(y_cls: np.ndarray, classes: int) -> np.ndarray:
@@ -44,18 +46,31 @@ def _accuracy(probe, x, y_cls, classes):
     return float(hit.mean()), hit
 
 
-def score_layers(resid_LxNxD: np.ndarray, kind: str, y, classes: int, rows: HeldOut) -> dict:
-    """Test score per layer (R² or accuracy) and, for classes, accuracy per move number."""
+def score_layers(resid_LxNxD: np.ndarray, kind: str, y, classes: int, rows: HeldOut, boot: bool = False) -> dict:
+    """Per layer: test score (R² or accuracy), validation score (for choosing a layer) and, for
+    classes, accuracy per move number; ``boot`` adds the test score under each game-level
+    resample of the test games (``HeldOut.boot_weights``), [B, layers]."""
     tr, va, te = rows.splits
     if kind == "reg":
-        return {"score": probe_layers(resid_LxNxD, y, tr, va, te).test_r2.tolist()}
+        fit = probe_layers(resid_LxNxD, y, tr, va, te)
+        out = {"score": fit.test_r2.tolist(), "val_score": fit.val_r2.tolist()}
+        if boot:
+            pred = np.stack([p.predict(resid_LxNxD[l, te]) for l, p in enumerate(fit.probes)])
+            out["boot_score"] = weighted_r2(np.asarray(y, float)[te], pred, rows.boot_weights).tolist()
+        return out
     fit = probe_layers(resid_LxNxD, _one_hot(y, classes), tr, va, te)
-    scores, by_move = [], []
+    scores, val, by_move, hits = [], [], [], []
     for layer, probe in enumerate(fit.probes):
         acc, hit = _accuracy(probe, resid_LxNxD[layer, te], y[te], classes)
         scores.append(acc)
+        val.append(_accuracy(probe, resid_LxNxD[layer, va], y[va], classes)[0])
         by_move.append(rows.by_move(hit))
-    return {"score": scores, "by_move": by_move}
+        hits.append(hit)
+    out = {"score": scores, "val_score": val, "by_move": by_move}
+    if boot:
+        w = rows.boot_weights
+        out["boot_score"] = ((w @ np.stack(hits).T) / w.sum(1, keepdims=True)).tolist()
+    return out
 
 
 def score_layers_mlp(resid_SxLxNxD: np.ndarray, kind: str, y, classes: int, rows: HeldOut) -> list[dict]:
@@ -73,9 +88,11 @@ def score_layers_mlp(resid_SxLxNxD: np.ndarray, kind: str, y, classes: int, rows
 
 
 def probe_suite(model: LoadedModel, rows: HeldOut, controls: dict[str, LoadedModel],
-                targets=REGRESSION + CLASSIFICATION, seed: int = 0, mlp_targets=MLP_TARGETS) -> dict:
+                targets=REGRESSION + CLASSIFICATION, seed: int = 0, mlp_targets=MLP_TARGETS,
+                boot_targets=JUDGED) -> dict:
     """{target: {"trained"|control name|"shuffled"|"control_task": per-seed results,
-    "mlp": the same for the MLP probe (targets in ``mlp_targets``; no step-0 control)}}."""
+    "mlp": the same for the MLP probe (targets in ``mlp_targets``; no step-0 control)}}; targets
+    in ``boot_targets`` carry game-bootstrap scores for the trained network and its controls."""
     tokens = rows.tokens
     resid = {"trained": model.run_with_cache(tokens, ("resid",))["resid"][:, :, rows.mask]}
     for name, ctrl in controls.items():
@@ -90,7 +107,7 @@ def probe_suite(model: LoadedModel, rows: HeldOut, controls: dict[str, LoadedMod
         y_ctrl = rows.control_task(y, classes, seed) if kind == "cls" else None
         for s in range(model.num_seeds):
             for name, r in resid.items():
-                entry[name].append(score_layers(r[s], kind, y, classes, rows))
+                entry[name].append(score_layers(r[s], kind, y, classes, rows, boot=target in boot_targets))
             entry["shuffled"].append(score_layers(resid["trained"][s], kind, y_shuf, classes, rows))
             if kind == "cls":
                 entry["control_task"].append(score_layers(resid["trained"][s], kind, y_ctrl, classes, rows))
@@ -111,8 +128,10 @@ def analyse_probes(run_dir: str | Path, num_games: int = 2000, targets=REGRESSIO
     model = LoadedModel.from_run(run_dir)
     rows = held_out(model.cfg, num_games)
     controls = {"random_init": model.at_init()}
-    first = checkpoints.steps(Path(run_dir) / "checkpoints")[0]
-    if first != model.step:
+    if model.cfg.train.regime == "pretrain_rl" or model.cfg.train.init_from:
+        # The first checkpoint of a run that starts from another run's params is that run (for
+        # pretrain_rl, the simulator); for runs from scratch it would repeat random init.
+        first = checkpoints.steps(Path(run_dir) / "checkpoints")[0]
         controls["step0"] = LoadedModel.from_run(run_dir, step=first)
     result = {"run": str(run_dir), "regime": model.cfg.train.regime, "seeds": list(model.cfg.train.seeds),
               "targets": probe_suite(model, rows, controls, targets, mlp_targets=mlp_targets),

@@ -1,11 +1,22 @@
-"""Claim 5: how the fine-tuned network changes with the amount of RL, checkpoint by checkpoint."""
+"""Claim 5: how the fine-tuned network changes with the amount of RL, checkpoint by checkpoint:
+per-layer weight change from the pretrained model, and the claim-1 value measure (the policy's
+own V^π on its own games) at several checkpoints."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
+from experiments.analysis.agent_value import (
+    agent_games,
+    agent_values,
+    game_tree,
+    mixture_values,
+)
 from experiments.analysis.layers import layer_names, weight_change
 from experiments.analysis.model import LoadedModel
+from experiments.analysis.value_probes import own_game_rows, score_layers
 from experiments.runs import checkpoints
 
 
@@ -21,3 +32,47 @@ def analyse_rl_amount(pretrained_dir, tuned_dir, timeline: dict | None = None) -
     if timeline is not None and timeline.get("steps") == steps:
         out["value_r2"] = timeline["targets"]["value_mover"]
     return out
+
+
+def pick_steps(steps: list[int], count: int) -> list[int]:
+    """``count`` of a run's checkpoint steps, spread evenly in log(step): always the first (the
+    start of RL) and the last."""
+    if len(steps) <= count:
+        return list(steps)
+    logs = np.log10(np.maximum(np.asarray(steps, float), 1.0))
+    want = np.linspace(logs[0], logs[-1], count)
+    picked = sorted({int(np.argmin(np.abs(logs - w))) for w in want} | {0, len(steps) - 1})
+    return [steps[i] for i in picked]
+
+
+def value_over_checkpoints(run_dir, num_games: int = 1000, max_checkpoints: int = 4, seed: int = 0) -> dict:
+    """The claim-1 measure at several checkpoints of an RL run: at each, the policy's own V^π on
+    its own games, probed at every block of the policy trunk beside the random-init network, as
+    the fraction of the achievable gap (ceiling − control; the ceiling of V^π is 1), with the
+    game-bootstrap replicates a claim needs."""
+    steps = pick_steps(checkpoints.steps(Path(run_dir) / "checkpoints"), max_checkpoints)
+    final = LoadedModel.from_run(run_dir)
+    tree = game_tree(final.cfg.data.game)
+    mixture = mixture_values(tree, final.cfg.data)
+    control = final.at_init()
+    frac, boot = [], []
+    for step in steps:
+        model = LoadedModel.from_run(run_dir, step=step)
+        values = agent_values(model, tree)
+        games = agent_games(model, num_games, seed)
+        built = [own_game_rows(tree, games, s, values, mixture, seed) for s in range(model.num_seeds)]
+        resid = model.run_with_cache(games.tokens, ("resid",))["resid"]
+        ctrl = control.run_with_cache(games.tokens, ("resid",))["resid"]
+        f_s, b_s = [], []
+        for s, (rows, (g, t)) in enumerate(built):
+            y = rows.y["agent_value"]
+            net, c = score_layers(resid[s][:, g, t], y, rows), score_layers(ctrl[s][:, g, t], y, rows)
+            r2, c2 = np.asarray(net.test_r2)[1:], np.asarray(c.test_r2)[1:]
+            rb, cb = np.asarray(net.boot_r2)[:, 1:], np.asarray(c.boot_r2)[:, 1:]
+            f_s.append((r2 - c2) / (1.0 - c2))
+            b_s.append((rb - cb) / (1.0 - cb))
+        frac.append(f_s)
+        boot.append(b_s)
+    return {"steps": steps, "fraction_of_gap_by_block": np.asarray(frac).tolist(),  # [ckpt, seed, block]
+            "boot_fraction_of_gap_by_block": np.asarray(boot).tolist(),  # [ckpt, seed, B, block]
+            "num_games": num_games}

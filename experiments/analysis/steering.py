@@ -139,7 +139,7 @@ def steering_experiment(model: LoadedModel, probe_model: LoadedModel | None = No
     # HELD-OUT GAMES, SPLIT BY GAME
     held = held_out(cfg, num_games, seed)
     data, mask, rows = held.data, held.mask, held.splits
-    value_R = held.value_targets()["expected_outcome"]
+    value_R = held.value_targets()["mixture_value"]
     persona_R = mover_persona(data)[mask]
 
     # DIRECTIONS: probes on the trained and the random-init network, random unit vectors

@@ -1,54 +1,221 @@
-"""Per-layer value probes on frozen residual streams, beside their controls (claim 1).
+"""Claim 1, measured where each network uses its value: per-layer value probes with ceilings.
 
-Probes are fit on held-out games (``analysis.heldout``), split by game into train/val/test;
-ridge regularisation is chosen on val; R² is read on test. Every score stands beside two
-controls: the same probe on the same-architecture network at random init (same seed), and on
-labels shuffled across games at the same move number.
+An agent's value is its own V^π on its own games at its own decisions (``agent_value``); a
+simulator's is the expected result given the history under the persona mixture it models
+(``mixture_value``). Both are exact functions of the history, so their ceiling (the best any
+predictor of the history can do) is R² = 1; the old target, the exact result under the hidden
+persona pair (``pair_value``), has a ceiling below 1: the R² of its Bayes predictor, which is
+reported beside it. ``minimax`` is the policy-independent secondary target.
+
+Two sets of positions, each seed with its own games (so game sampling noise is in the seed
+spread): the agent's own games (``own_games``, rows = the agent's decisions) and persona games
+(``persona_games``, a transfer test for agents, the home ground of simulators; rows = every
+move). On each, every network is probed on the same tokens: the agent's policy trunk and its
+separate critic trunk, the simulator of the same seed, and their random-init controls; the value
+head's own output is scored as it is, without a probe.
+
+Per network and seed: ridge probes at every layer (0 = embeddings), alpha chosen on validation
+games; the layer is chosen on validation R² among layers 1…L (never 0, never on test); test R²
+overall and within move number; and R² under a game-level bootstrap of the test games (the same
+resamples for every network of a seed, so differences between networks are paired).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from experiments.analysis.heldout import HeldOut, held_out
+from envs.dataset import generate
+from envs.game_tree import GameTree
+from experiments.analysis.agent_value import (
+    AgentGames,
+    agent_games,
+    agent_values,
+    game_tree,
+    mixture_values,
+)
+from experiments.analysis.heldout import HeldOut
 from experiments.analysis.model import LoadedModel
-from models.probes import probe_layers, shuffled
+from experiments.config import held_out_data
+from experiments.statistics import game_weights, weighted_r2
+from models.probes import probe_layers
 
-VALUE_TARGETS = {
-    "expected_outcome": "exact expected result for the player to move under the personas playing",
-    "minimax": "minimax value for the player to move",
+TARGETS = {
+    "agent_value": "V^π: the agent's expected result given the history (its own value; ceiling 1)",
+    "mixture_value": "expected result given the history under the persona mixture (a simulator's value; ceiling 1)",
+    "minimax": "minimax value (ceiling 1)",
+    "pair_value": "exact expected result under the hidden persona pair (ceiling: its Bayes predictor's R²)",
 }
+N_BOOT = 200
 
 
-def resid_rows(model: LoadedModel, held: HeldOut) -> np.ndarray:
-    """float32[S, L+1, rows, D]: the residual stream at every held-out move position."""
-    return model.run_with_cache(held.tokens, ("resid",))["resid"][:, :, held.mask]
+@dataclass(frozen=True)
+class Scores:
+    """One network's value probe on one seed's rows, at every layer (or its one output)."""
+
+    val_r2: list[float]
+    test_r2: list[float]
+    within_r2: list[float]  # test R² within move number
+    boot_r2: list[list[float]]  # [B, layers]: test R² when the test games are resampled
+    boot_within_r2: list[list[float]]
+    layer: int  # chosen on validation R² among layers 1..L (0 for a single output)
 
 
-def value_probe_r2(held: HeldOut, resid_SxLxRxD: np.ndarray) -> dict[str, np.ndarray]:
-    """target -> float64[S, L]: value-probe test R² per seed and layer."""
-    return {k: np.array([probe_layers(r, y, *held.splits).test_r2 for r in resid_SxLxRxD])
-            for k, y in held.value_targets().items()}
+@dataclass
+class Rows:
+    """One seed's probe rows: targets, move number, game, split by game into train/val/test."""
+
+    y: dict[str, np.ndarray]
+    move: np.ndarray
+    game: np.ndarray
+    splits: list[np.ndarray]
+    weights: np.ndarray  # [B, test rows]: the game-level bootstrap of the test games
+
+    @classmethod
+    def make(cls, y: dict[str, np.ndarray], move, game, seed: int) -> "Rows":
+        games = np.unique(game)
+        order = np.random.default_rng(seed).permutation(games)
+        cut = np.cumsum((np.array([0.6, 0.2]) * len(games)).astype(int))
+        split_games = np.split(order, cut)
+        splits = [np.flatnonzero(np.isin(game, g)) for g in split_games]
+        return cls(y, move, game, splits, game_weights(game[splits[2]], N_BOOT, rng=seed))
 
 
-def probe_run(run_dir: str | Path, num_games: int = 3000, seed: int = 0) -> dict:
-    """Value-probe R² per seed and layer for a run, its random-init control and shuffled labels."""
-    model = LoadedModel.from_run(run_dir)
-    cfg = model.cfg
-    held = held_out(cfg, num_games, seed)
-    rng = np.random.default_rng(seed)
-    trained = model.run_with_cache(held.tokens, ("resid",))["resid"][:, :, held.mask]
-    control = model.at_init().run_with_cache(held.tokens, ("resid",))["resid"][:, :, held.mask]
-    out = {"seeds": list(cfg.train.seeds), "regime": cfg.train.regime, "num_games": num_games,
-           "num_positions": int(held.mask.sum()), "targets": {}}
-    for name, y in held.value_targets().items():
-        y_shuf = shuffled(y, held.move, rng)
-        scores = {"trained": [], "random_init": [], "shuffled": []}
-        for s in range(len(cfg.train.seeds)):
-            scores["trained"].append(probe_layers(trained[s], y, *held.splits).test_r2.tolist())
-            scores["random_init"].append(probe_layers(control[s], y, *held.splits).test_r2.tolist())
-            scores["shuffled"].append(probe_layers(trained[s], y_shuf, *held.splits).test_r2.tolist())
-        out["targets"][name] = scores
+def score_layers(resid_LxRxD: np.ndarray, y: np.ndarray, rows: Rows) -> Scores:
+    tr, va, te = rows.splits
+    fit = probe_layers(resid_LxRxD, y, tr, va, te)
+    pred = np.stack([p.predict(resid_LxRxD[l, te]) for l, p in enumerate(fit.probes)])  # [L, test]
+    return _scores(fit.val_r2, pred, y[te], rows, layer=1 + int(np.argmax(fit.val_r2[1:])))
+
+
+def score_output(pred_R: np.ndarray, y: np.ndarray, rows: Rows) -> Scores:
+    """A prediction scored as it is (the value head): no probe, one 'layer'."""
+    va, te = rows.splits[1], rows.splits[2]
+    val = weighted_r2(y[va], pred_R[va][None], np.ones((1, len(va))))[0]
+    return _scores(val, pred_R[te][None], y[te], rows, layer=0)
+
+
+def _scores(val_r2, pred_LxT, y_T, rows: Rows, layer: int) -> Scores:
+    move = rows.move[rows.splits[2]]
+    ones = np.ones((1, len(y_T)))
+    return Scores(np.asarray(val_r2, float).tolist(), weighted_r2(y_T, pred_LxT, ones)[0].tolist(),
+                  weighted_r2(y_T, pred_LxT, ones, move)[0].tolist(),
+                  weighted_r2(y_T, pred_LxT, rows.weights).tolist(),
+                  weighted_r2(y_T, pred_LxT, rows.weights, move).tolist(), layer)
+
+
+def ceiling(y: np.ndarray, best_R: np.ndarray, rows: Rows) -> Scores:
+    """The best achievable R² from what the network sees: the Bayes predictor's, on test rows."""
+    return score_output(best_R, y, rows)
+
+
+# ---------------------------------------------------------------------------------- rows
+
+
+def own_game_rows(tree: GameTree, games: AgentGames, s: int, values_SxNx2, mixture_N, seed: int):
+    """The agent's decisions in seed s's own games: (rows, (game, move) index arrays)."""
+    nodes = tree.find(games.moves[s])[:, :-1]  # [G, M]: the node before each move
+    live = nodes >= 0
+    node = np.maximum(nodes, 0)
+    mine = live & ~tree.terminal[node] & (tree.player[node] == games.side[s][:, None])
+    g, t = np.nonzero(mine)
+    n, side = nodes[g, t], games.side[s][g]
+    sign = np.where(side == 0, 1.0, -1.0)
+    y = {"agent_value": values_SxNx2[s, n, side], "mixture_value": sign * mixture_N[n],
+         "minimax": sign * tree.solved.minimax_x[tree.state[n]]}
+    return Rows.make(y, t, g, seed + s), (g, t)
+
+
+def _persona_rows(tree: GameTree, data, values_SxNx2, s: int, seed: int):
+    """Every move of held-out persona games (mover's frame): rows and (game, move) indices."""
+    held = HeldOut.from_data(data)
+    g, t = held.game, held.move
+    sign = np.where(data["player"][g, t] == 0, 1.0, -1.0)
+    y = {"mixture_value": sign * data["bayes_x"][g, t], "minimax": sign * data["minimax_x"][g, t],
+         "pair_value": sign * data["expected_x"][g, t]}
+    if values_SxNx2 is not None:
+        nodes = tree.find(data["moves"])[g, t]
+        y["agent_value"] = values_SxNx2[s, nodes, data["player"][g, t]]
+    keep = np.all([np.isfinite(v) for v in y.values()], axis=0)  # V^π is nan off the pool's support
+    rows = Rows.make({k: v[keep] for k, v in y.items()}, t[keep], g[keep], seed + s)
+    return rows, (g[keep], t[keep])
+
+
+# ---------------------------------------------------------------------------------- measurement
+
+
+def _activations(model: LoadedModel, tokens_SxNxT, which: str) -> np.ndarray:
+    name = {"policy": "resid", "critic": "critic_resid", "head": "value"}[which]
+    return model.run_with_cache(tokens_SxNxT, (name,))[name]
+
+
+def _measure(networks: dict[str, tuple[LoadedModel, str]], tokens_SxNxT, rows_by_seed, index_by_seed,
+             targets) -> dict:
+    """{target: {network: [Scores per seed]}} plus the ceilings, on one dataset."""
+    out: dict = {t: {} for t in targets}
+    for name, (model, which) in networks.items():
+        acts = _activations(model, tokens_SxNxT, which)  # [S, L, N, M, D] or [S, N, M]
+        for s, (rows, (g, t)) in enumerate(zip(rows_by_seed, index_by_seed)):
+            x = acts[s][g, t] if which == "head" else acts[s][:, g, t]
+            for target in targets:
+                if target not in rows.y:
+                    continue
+                scores = score_output(x, rows.y[target], rows) if which == "head" else \
+                    score_layers(x, rows.y[target], rows)
+                out[target].setdefault(name, []).append(asdict(scores))
     return out
+
+
+def measure_value(agent: LoadedModel | None, simulator: LoadedModel, num_games: int = 2000,
+                  seed: int = 0) -> dict:
+    """Claim 1's numbers for one agent run beside the simulator run of the same seeds (or, with
+    ``agent=None``, the simulator alone on persona games): see the module docstring."""
+    if agent is not None and list(agent.cfg.train.seeds) != list(simulator.cfg.train.seeds):
+        raise ValueError(f"agent and simulator must share seeds to be paired: {agent.cfg.train.seeds} vs "
+                         f"{simulator.cfg.train.seeds}")
+    num_s = simulator.num_seeds
+    tree = game_tree(simulator.cfg.data.game)
+    mixture = mixture_values(tree, simulator.cfg.data)
+    values = agent_values(agent, tree) if agent is not None else None
+    result: dict = {"seeds": list(simulator.cfg.train.seeds), "num_games": num_games, "targets": TARGETS,
+                    "simulator": str(simulator.run_dir), "agent": str(agent.run_dir) if agent else None,
+                    "regime": agent.cfg.train.regime if agent else simulator.cfg.train.regime, "datasets": {}}
+    control = (agent or simulator).at_init()
+
+    # OWN GAMES: each agent seed's rollouts, at its decisions.
+    if agent is not None:
+        games = agent_games(agent, num_games, seed)
+        built = [own_game_rows(tree, games, s, values, mixture, seed) for s in range(num_s)]
+        rows, index = [b[0] for b in built], [b[1] for b in built]
+        nets = {"policy": (agent, "policy"), "simulator": (simulator, "policy"), "random_init": (control, "policy")}
+        if agent.cfg.model.value_head == "critic":
+            nets |= {"critic": (agent, "critic"), "random_init_critic": (control, "critic")}
+        nets["value_head"] = (agent, "head")
+        scores = _measure(nets, games.tokens, rows, index, ("agent_value", "mixture_value", "minimax"))
+        ceilings = {t: [asdict(ceiling(r.y[t], r.y[t], r)) for r in rows] for t in ("agent_value", "mixture_value", "minimax")}
+        result["datasets"]["own_games"] = _dataset(scores, ceilings, rows, games.result.mean(1).tolist())
+
+    # PERSONA GAMES: held-out games of the mixture, a fresh set per seed.
+    datas = [generate(held_out_data(simulator.cfg, num_games, index=1 + s)) for s in range(num_s)]
+    built = [_persona_rows(tree, d, values, s, seed) for s, d in enumerate(datas)]
+    rows, index = [b[0] for b in built], [b[1] for b in built]
+    tokens = np.stack([d["tokens"] for d in datas])
+    nets = {"simulator": (simulator, "policy"), "random_init": (control, "policy")}
+    if agent is not None:
+        nets = {"policy": (agent, "policy"), **nets}
+        if agent.cfg.model.value_head == "critic":
+            nets |= {"critic": (agent, "critic"), "random_init_critic": (control, "critic")}
+        nets["value_head"] = (agent, "head")
+    targets = ("agent_value", "mixture_value", "minimax", "pair_value") if agent else ("mixture_value", "minimax", "pair_value")
+    scores = _measure(nets, tokens, rows, index, targets)
+    ceilings = {t: [asdict(ceiling(r.y[t], r.y[t], r)) for r in rows] for t in targets if t != "pair_value"}
+    ceilings["pair_value"] = [asdict(ceiling(r.y["pair_value"], r.y["mixture_value"], r)) for r in rows]
+    result["datasets"]["persona_games"] = _dataset(scores, ceilings, rows, None)
+    return result
+
+
+def _dataset(scores: dict, ceilings: dict, rows: list[Rows], mean_result) -> dict:
+    return {"targets": {t: {"networks": nets, "ceiling": ceilings[t]} for t, nets in scores.items() if nets},
+            "rows": [int(len(r.move)) for r in rows], "test_games": [int(len(np.unique(r.game[r.splits[2]]))) for r in rows],
+            "mean_result": mean_result}

@@ -1,206 +1,312 @@
-"""Verdicts on the six claims of DESIGN.md, derived from numbers by rules stated here.
+"""Verdicts on the six claims of DESIGN.md, each from one per-seed statistic by one stated rule.
 
-Every rule reads a per-seed statistic, takes its 95% bootstrap CI over seeds, and compares it
-with a smallest effect worth calling one (the claim's threshold): 'supported' when the whole CI
-lies above it, 'contradicted' when the whole CI lies below it (the effect is reliably smaller
-than that, or reversed), 'inconclusive' otherwise. Nothing here is written by hand.
+Every claim reads a statistic per seed, oriented so that > 0 is what the claim predicts, puts a
+95% t-interval over seeds around its mean (``statistics.seed_interval``: held-out games are
+resampled by game, and shared games add their sampling variance), and applies the four-way
+rule of ``statistics.verdict`` with the claim's smallest effect worth the name. Layers are
+chosen on validation data among layers 1…L, never on test and never the embeddings. Nothing
+here knows which answer is expected: the same functions give every verdict in the tests.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
+
 import numpy as np
 
-from experiments.statistics import bootstrap_ci
+from experiments.statistics import RULE_TEXT, Interval, seed_interval, verdict
 
-EMERGENCE_THRESHOLD = 0.05  # R² above the random-init control that counts as "represented"
-
-
-def _ci(values) -> dict:
-    c = bootstrap_ci(np.asarray(values, float))
-    return {k: np.asarray(v, float).tolist() for k, v in zip(("mean", "low", "high"), c)}
-
-
-def three_way(ci: dict, above: float, below: float | None = None) -> str:
-    below = above if below is None else below
-    if ci["low"] > above:
-        return "supported"
-    if ci["high"] < below:
-        return "contradicted"
-    return "inconclusive"
+# Quality bars (DESIGN: "The subject must deserve its name").
+BARS = {"rl": ("loss_vs_perfect", 0.02), "pretrain_rl": ("loss_vs_perfect", 0.01),
+        "rl_shared_value": ("loss_vs_perfect", 0.02), "next_token": ("simulator_gap", 0.02),
+        "next_token_mtp": ("simulator_gap", 0.02)}
+TITLES = {
+    "1": "An agent represents its terminal goal (its value); a simulator need not",
+    "2": "A simulator holds characters; the current one is inferable from its residual stream",
+    "3": "Later layers finish developing later than earlier ones",
+    "4": "RL fine-tuning changes mostly later layers and reuses early concepts",
+    "5": "More RL makes a larger fraction of the network do agentic processing",
+    "6": "Multi-token prediction raises agentic processing",
+}
 
 
-def _scores(per_seed) -> np.ndarray:
-    return np.asarray([r["score"] for r in per_seed], float)
+@dataclass(frozen=True)
+class Claim:
+    """A judged claim: the statistic, its interval, the rule's outcome, and what backs it."""
+
+    number: str
+    statistic: str
+    interval: dict  # statistics.Interval.as_dict()
+    smallest_effect: float
+    verdict: str
+    rule_gives: str
+    figure: str
+    subjects: tuple[str, ...] = ()  # the runs the claim is about (their quality bars are checked)
+    evidence: dict = field(default_factory=dict)  # name -> Interval dict, number or text
+    note: str = ""
+
+    @property
+    def title(self) -> str:
+        return TITLES[self.number]
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "title": self.title, "rule": RULE_TEXT}
 
 
-def claim2(results: dict) -> dict:
-    """A simulator's current character is inferable from its residual stream."""
-    suite = results["analyses"]["probe_suite"]["next_token"]
-    entry = suite["targets"]["persona_mover"]
-    trained, ctrl, task = _scores(entry["trained"]), _scores(entry["random_init"]), _scores(entry["control_task"])
-    best = int(np.argmax(trained.mean(0)))
-    stat = _ci(trained[:, best] - ctrl[:, best])
-    ceiling = float(np.mean(suite["bayes_ceiling"]["x"] + suite["bayes_ceiling"]["o"]))
-    out = {"statistic": "persona-probe accuracy above the random-init control at the best layer (next_token)",
-           "value": stat, "layer": best, "accuracy": _ci(trained[:, best]),
-           "selectivity_vs_control_task": _ci(trained[:, best] - task[:, best]),
-           "bayes_ceiling_mean_over_moves": ceiling, "threshold": 0.02,
-           "verdict": three_way(stat, 0.02), "figure": "figures/f3_persona_probe_by_move.png"}
-    # Behavioural evidence beside the probe: a persona-prompted simulator plays each character.
-    for run in results["analyses"].get("behaviour", {}).get("runs", {}).values():
-        if isinstance(run.get("prompted_strength"), dict):
-            for persona, vs in run["prompted_strength"].items():
-                out[f"prompted_as_{persona}_loss_vs_perfect"] = _ci(vs["perfect"]["loss"])
-                out[f"prompted_as_{persona}_win_vs_random"] = _ci(vs["random"]["win"])
-            break
+def judged(number: str, statistic: str, interval: Interval, smallest: float, figure: str,
+           subjects=(), evidence=None, note: str = "") -> Claim:
+    v = verdict(interval, smallest)
+    return Claim(number, statistic, interval.as_dict(), smallest, v["verdict"], v["rule_gives"], figure,
+                 tuple(subjects), evidence or {}, note)
+
+
+def not_judged(number: str, why: str, figure: str = "") -> Claim:
+    nan = Interval(float("nan"), float("nan"), float("nan"), 0, float("nan"), float("nan"))
+    return Claim(number, "", nan.as_dict(), float("nan"), "inconclusive", "inconclusive", figure, note=why)
+
+
+# ---------------------------------------------------------------------------------- per-seed reading
+
+
+def emergence(net: list[dict], control: list[dict], within: bool = False, ceiling: list[dict] | None = None):
+    """Per seed, at the network's own validation-chosen layer: (score − control score) and its
+    game-bootstrap replicates; with ``ceiling`` the fraction of the achievable gap instead,
+    (score − control) / (ceiling − control)."""
+    key, boot = ("within_r2", "boot_within_r2") if within else ("test_r2", "boot_r2")
+    values, reps = [], []
+    for s, (n, c) in enumerate(zip(net, control)):
+        layer = n["layer"]
+        e = n[key][layer] - c[key][layer]
+        e_b = np.asarray(n[boot])[:, layer] - np.asarray(c[boot])[:, layer]
+        if ceiling is not None:
+            top, top_b = ceiling[s][key][0], np.asarray(ceiling[s][boot])[:, 0]
+            e, e_b = e / (top - c[key][layer]), e_b / (top_b - np.asarray(c[boot])[:, layer])
+        values.append(e)
+        reps.append(e_b)
+    return np.asarray(values), np.asarray(reps)  # [S], [S, B]
+
+
+def score(net: list[dict], within: bool = False):
+    """Per seed: the score at the chosen layer and its replicates (for a network or a head)."""
+    key, boot = ("within_r2", "boot_within_r2") if within else ("test_r2", "boot_r2")
+    return (np.asarray([n[key][n["layer"]] for n in net]),
+            np.asarray([np.asarray(n[boot])[:, n["layer"]] for n in net]))
+
+
+def own_games_interval(values_S, reps_SxB) -> dict:
+    """Each seed measured on its own games: the seed spread holds the game noise."""
+    return seed_interval(values_S, np.nanvar(reps_SxB, axis=1), shared_games=False).as_dict()
+
+
+def shared_games_interval(values_S, reps_SxB) -> dict:
+    """Every seed measured on the same games: add the sampling variance of the seed mean."""
+    return seed_interval(values_S, np.nanvar(np.nanmean(reps_SxB, axis=0)), shared_games=True).as_dict()
+
+
+# ---------------------------------------------------------------------------------- claim 1
+
+
+def value_table(measure: dict, dataset: str, target: str) -> dict:
+    """Each network's numbers on one dataset and target: R², emergence over its random-init
+    control, fraction of the achievable gap (overall and within move number), layers."""
+    entry = measure["datasets"][dataset]["targets"][target]
+    nets, ceil = entry["networks"], entry["ceiling"]
+    controls = {"policy": "random_init", "simulator": "random_init", "critic": "random_init_critic"}
+    out = {"ceiling": own_games_interval(*score(ceil))}
+    for name, per_seed in nets.items():
+        row = {"r2": own_games_interval(*score(per_seed)), "layers": [n["layer"] for n in per_seed]}
+        if name in controls and controls[name] in nets:
+            ctrl = nets[controls[name]]
+            row["control_r2"] = own_games_interval(*score([{**c, "layer": n["layer"]} for c, n in zip(ctrl, per_seed)]))
+            row["emergence"] = own_games_interval(*emergence(per_seed, ctrl))
+            row["fraction_of_gap"] = own_games_interval(*emergence(per_seed, ctrl, ceiling=ceil))
+            row["fraction_of_gap_within_move"] = own_games_interval(*emergence(per_seed, ctrl, True, ceil))
+        out[name] = row
     return out
 
 
-def _t90(steps: np.ndarray, curve: np.ndarray) -> float:
-    """log10 of the first step at which a score has made 90% of its total change."""
+def claim1(measures: dict[str, dict], agent: str = "rl", smallest: float = 0.05) -> Claim:
+    """The paired difference, on each agent seed's own games at its decisions with its own V^π as
+    the target, between the agent's policy trunk and the simulator of the same seed: each one's
+    value-probe emergence over random init at its validation-chosen layer."""
+    if agent not in measures:
+        return not_judged("1", f"no {agent} run in this preset")
+    tables = {}
+    for regime, m in measures.items():
+        tables[regime] = {(ds, t): value_table(m, ds, t) for ds, d in m["datasets"].items() for t in d["targets"]}
+    m = measures[agent]["datasets"]["own_games"]["targets"]["agent_value"]["networks"]
+    e_agent, r_agent = emergence(m["policy"], m["random_init"])
+    e_sim, r_sim = emergence(m["simulator"], m["random_init"])
+    interval = seed_interval(e_agent - e_sim, np.var(r_agent - r_sim, axis=1), shared_games=False)
+    evidence = {f"{regime}: {ds} / {t}": table for regime, tabs in tables.items() for (ds, t), table in tabs.items()}
+    return judged("1", f"value-probe emergence over random init (R², own games of the `{agent}` agent at its "
+                       "decisions, target its own V^π): policy trunk minus the next_token simulator of the same "
+                       "seed, each at its validation-chosen layer; > 0: the agent represents its value more",
+                  interval, smallest, "figures/f0_value_where_it_lives.png", (agent, "next_token"), evidence)
+
+
+# ---------------------------------------------------------------------------------- claims 2-6
+
+
+def _suite_scores(per_seed: list[dict], layer_by_seed=None, boot: bool = False):
+    layers = layer_by_seed if layer_by_seed is not None else [int(np.argmax(r["val_score"][1:])) + 1 for r in per_seed]
+    values = np.asarray([r["score"][l] for r, l in zip(per_seed, layers)])
+    if not boot:
+        return values, layers
+    return values, np.asarray([np.asarray(r["boot_score"])[:, l] for r, l in zip(per_seed, layers)]), layers
+
+
+def claim2(results: dict, smallest: float = 0.02) -> Claim:
+    """The simulator's persona probe (the persona to move) above the same probe at random init."""
+    suites = results["analyses"].get("probe_suite", {})
+    if "next_token" not in suites:
+        return not_judged("2", "no probe suite on a next_token run")
+    suite = suites["next_token"]
+    entry = suite["targets"]["persona_mover"]
+    acc, acc_b, layers = _suite_scores(entry["trained"], boot=True)
+    ctrl, ctrl_b, _ = _suite_scores(entry["random_init"], layers, boot=True)
+    task, _ = _suite_scores(entry["control_task"], layers)
+    ceiling = float(suite["bayes_ceiling"]["mover_test"])
+    evidence = {"accuracy": shared_games_interval(acc, acc_b), "random_init": shared_games_interval(ctrl, ctrl_b),
+                "bayes_ceiling": ceiling, "layers": layers,
+                "fraction_of_gap": shared_games_interval((acc - ctrl) / (ceiling - ctrl), (acc_b - ctrl_b) / (ceiling - ctrl_b)),
+                "selectivity_vs_control_task": seed_interval(acc - task).as_dict()}
+    for run in results["analyses"].get("behaviour", {}).get("runs", {}).values():
+        if isinstance(run.get("prompted_strength"), dict):  # behaviour beside the probe
+            for persona, vs in run["prompted_strength"].items():
+                evidence[f"prompted as {persona}: loss vs perfect"] = seed_interval(vs["perfect"]["loss"]).as_dict()
+            break
+    return judged("2", "persona-probe accuracy (persona to move, next_token) minus the same probe at random init, "
+                       "at the validation-chosen layer", shared_games_interval(acc - ctrl, acc_b - ctrl_b),
+                  smallest, "figures/f3_persona_probe_by_move.png", ("next_token",), evidence)
+
+
+def t90(steps: np.ndarray, curve: np.ndarray) -> float:
+    """log10 of the step at which a score first makes 90% of its total change, interpolated
+    linearly in log10(step) between the checkpoints around the crossing (nan if it does not move)."""
     start, end = curve[0], curve[-1]
-    if abs(end - start) < 1e-9:
+    if not np.isfinite(end - start) or abs(end - start) < 1e-9:
         return float("nan")
-    reached = np.flatnonzero((curve - start) / (end - start) >= 0.9)
-    return float(np.log10(max(steps[reached[0]], 1)))
+    frac = (curve - start) / (end - start)
+    logs = np.log10(np.maximum(steps, 1))
+    i = int(np.flatnonzero(frac >= 0.9)[0])
+    if i == 0:
+        return float(logs[0])
+    w = (0.9 - frac[i - 1]) / (frac[i] - frac[i - 1])
+    return float(logs[i - 1] + w * (logs[i] - logs[i - 1]))
 
 
-def claim3(results: dict, stage: str = "next_token", target: str = "board_mover") -> dict:
-    """Later layers finish developing later than earlier ones."""
-    tl = results["analyses"]["timeline"][stage]
+def claim3(results: dict, stage: str = "next_token", target: str = "board_mover", smallest: float = 0.1) -> Claim:
+    """log10 step of 90% development: last block minus first block (> 0: later layers later)."""
+    tl = results["analyses"].get("timeline", {}).get(stage)
+    if tl is None:
+        return not_judged("3", f"no timeline of a {stage} run")
     data = np.asarray(tl["targets"][target], float)  # [ckpt, seed, layer]
     steps = np.asarray(tl["steps"])
-    t90 = np.array([[_t90(steps, data[:, s, layer]) for layer in range(data.shape[2])]
-                    for s in range(data.shape[1])])
-    diff = t90[:, -1] - t90[:, 1]  # last block vs first block, in log10 steps
-    diff = diff[np.isfinite(diff)]
-    stat = _ci(diff) if len(diff) else {"mean": float("nan"), "low": float("nan"), "high": float("nan")}
-    verdict = three_way(stat, 0.1) if len(diff) else "inconclusive"
-    return {"threshold": 0.1, "statistic": f"log10 step at which the last block's {target} probe reached 90% of its change "
-                         f"minus the first block's ({stage}); > 0 means later layers finish later",
-            "value": stat, "t90_log10_by_layer": _ci(t90) if len(diff) else None,
-            "checkpoints": steps.tolist(), "verdict": verdict,
-            "figure": "figures/f1_value_probe_layer_by_checkpoint.png"}
+    if len(steps) < 12:
+        return not_judged("3", f"{len(steps)} checkpoints: the statistic needs at least 12 log-spaced ones")
+    boot = np.asarray(tl["boot"][target], float)  # [B, ckpt, seed, layer]
+    diff = np.array([t90(steps, data[:, s, -1]) - t90(steps, data[:, s, 1]) for s in range(data.shape[1])])
+    reps = np.array([[t90(steps, b[:, s, -1]) - t90(steps, b[:, s, 1]) for s in range(data.shape[1])] for b in boot])
+    t90s = np.array([[t90(steps, data[:, s, l]) for l in range(data.shape[2])] for s in range(data.shape[1])])
+    evidence = {f"t90 layer {l} (log10 step)": seed_interval(t90s[:, l]).as_dict() for l in range(data.shape[2])}
+    evidence["checkpoints"] = steps.tolist()
+    return judged("3", f"log10 training step at which the last block's {target} probe makes 90% of its change, "
+                       f"minus the first block's ({stage}; interpolated between {len(steps)} checkpoints)",
+                  shared_games_interval(diff, reps.T), smallest, "figures/f1_probe_layer_by_checkpoint.png",
+                  (stage,), evidence)
 
 
-def claim4(results: dict) -> dict:
-    """RL fine-tuning changes mostly later layers and reuses early concepts."""
-    ch = results["analyses"]["change"]
-    tuned = np.asarray(ch["comparisons"]["tuned"]["cka"], float)  # [seed, resid layer]
-    stat = _ci(tuned[:, 1] - tuned[:, -1])  # CKA drop at the last block minus at the first block
-    out = {"statistic": "representation change (1 − CKA to the pretrained model) at the last block minus "
-                        "at the first block, RL-tuned (> 0: later layers change more)",
-           "value": stat, "threshold": 0.05, "verdict": three_way(stat, 0.05),
-           "weight_change_last_minus_first_block": _ci(
-               np.asarray(ch["comparisons"]["tuned"]["weight_change"], float)[:, -2]
-               - np.asarray(ch["comparisons"]["tuned"]["weight_change"], float)[:, 1]),
-           "first_block_cka_minus_seed_floor": _ci(tuned[:, 1] - np.mean(np.asarray(ch["seed_floor"]["cka"], float)[:, 1])),
-           "figure": "figures/f4_where_rl_changes.png"}
+def claim4(results: dict, smallest: float = 0.05) -> Claim:
+    """Representation change (1 − CKA to the pretrained model) at the last block minus the first."""
+    ch = results["analyses"].get("change")
+    if ch is None:
+        return not_judged("4", "no pretrain_rl run to compare with its pretrained start")
+    tuned = ch["comparisons"]["tuned"]
+    cka = np.asarray(tuned["cka"], float)  # [seed, resid layer]
+    boot = np.asarray(tuned["boot_cka"], float)  # [seed, B, resid layer]
+    stat = cka[:, 1] - cka[:, -1]
+    reps = boot[:, :, 1] - boot[:, :, -1]
+    w = np.asarray(tuned["weight_change"], float)
+    evidence = {"weight change, last block minus first": seed_interval(w[:, -2] - w[:, 1]).as_dict(),
+                "first block CKA minus the seed floor": seed_interval(
+                    cka[:, 1] - np.mean(np.asarray(ch["seed_floor"]["cka"], float)[:, 1])).as_dict()}
     if "control" in ch["comparisons"]:
         control = np.asarray(ch["comparisons"]["control"]["cka"], float)
-        out["last_block_cka_drop_rl_minus_continued_pretraining"] = _ci(control[:, -1] - tuned[:, -1])
-    reset = results["analyses"].get("layer_reset")
-    if reset:
-        out["note"] = "layer-reset effects are in figures/f5_layer_reset.png and results.json"
-    return out
+        evidence["last-block CKA drop, RL minus continued pretraining"] = seed_interval(control[:, -1] - cka[:, -1]).as_dict()
+    return judged("4", "representation change after RL (1 − linear CKA to the pretrained model on held-out games) "
+                       "at the last block minus at the first block", shared_games_interval(stat, reps.T), smallest,
+                  "figures/f4_where_rl_changes.png", ("pretrain_rl",), evidence)
 
 
-def claim5(results: dict) -> dict:
-    """More RL makes a larger fraction of the network do agentic processing."""
-    amount = results["analyses"]["rl_amount"]
-    r2 = np.asarray(amount["value_r2"], float)  # [ckpt, seed, layer]
-    gain = r2[:, :, 1:] - r2[:1, :, 1:]  # blocks only, relative to the pretrained start
-    stat = _ci(gain[-1].mean(-1) - gain[1].mean(-1))
-    frac = (gain > 0.02).mean(-1)  # [ckpt, seed]
-    return {"statistic": "mean over blocks of the value-probe R² gain over the pretrained model, at the last "
-                         "RL checkpoint minus at the first (> 0: value spreads with more RL)",
-            "value": stat, "threshold": 0.02, "verdict": three_way(stat, 0.02),
-            "fraction_of_blocks_gaining_first": _ci(frac[1]), "fraction_of_blocks_gaining_last": _ci(frac[-1]),
-            "checkpoints": amount["steps"], "figure": "figures/f7_rl_amount.png"}
+def claim5(results: dict, smallest: float = 0.05) -> Claim:
+    """The claim-1 measure over RL checkpoints: mean over blocks of the policy trunk's fraction of
+    the achievable gap for its own V^π, at the last checkpoint minus at the first (the start)."""
+    amount = results["analyses"].get("rl_amount", {}).get("value")
+    if not amount or len(amount["steps"]) < 2:
+        return not_judged("5", "no value measure at two or more RL checkpoints")
+    frac = np.asarray(amount["fraction_of_gap_by_block"], float)  # [ckpt, seed, block]
+    boot = np.asarray(amount["boot_fraction_of_gap_by_block"], float)  # [ckpt, seed, B, block]
+    stat = frac[-1].mean(-1) - frac[0].mean(-1)
+    reps = boot[-1].mean(-1) - boot[0].mean(-1)  # [seed, B]
+    evidence = {f"step {st}: mean fraction of gap over blocks": own_games_interval(frac[i].mean(-1), boot[i].mean(-1))
+                for i, st in enumerate(amount["steps"])}
+    return judged("5", "mean over blocks of the policy trunk's value-probe fraction of the achievable gap (its own "
+                       "V^π on its own games), last RL checkpoint minus the first", own_games_interval(stat, reps),
+                  smallest, "figures/f7_rl_amount.png", ("pretrain_rl",), evidence)
 
 
-def claim6(results: dict) -> dict:
-    """Multi-token prediction raises agentic processing (value emergence) over next-token."""
-    suites = results["analyses"]["probe_suite"]
-    if "next_token_mtp" not in suites:
-        return {"verdict": "inconclusive", "note": "no next_token_mtp run in this preset"}
-    emergence = {}
+def claim6(results: dict, smallest: float = 0.05) -> Claim:
+    """MTP minus NTP simulator: value-probe emergence for the simulator's own value on persona
+    games (paired: same seeds, same games)."""
+    sims = results["analyses"].get("value", {}).get("simulators", {})
+    if "next_token_mtp" not in sims or "next_token" not in sims:
+        return not_judged("6", "no next_token_mtp run in this preset")
+    e, r = {}, {}
     for k in ("next_token", "next_token_mtp"):
-        e = suites[k]["targets"]["value_mover"]
-        emergence[k] = (_scores(e["trained"]) - _scores(e["random_init"])).max(1)  # best layer per seed
-    diff = emergence["next_token_mtp"] - emergence["next_token"]
-    stat = _ci(diff)
-    regs = results["regimes"]
-    loss = {k: regs[k]["matches"]["perfect"]["loss"] for k in ("next_token", "next_token_mtp") if k in regs}
-    return {"statistic": "value-probe emergence (best layer, over random init): MTP minus NTP, paired by seed",
-            "value": stat, "threshold": 0.02, "loss_vs_perfect": loss, "verdict": three_way(stat, 0.02),
-            "figure": "figures/f8_mtp_vs_ntp.png"}
+        nets = sims[k]["datasets"]["persona_games"]["targets"]["mixture_value"]["networks"]
+        e[k], r[k] = emergence(nets["simulator"], nets["random_init"])
+    evidence = {k: own_games_interval(e[k], r[k]) for k in e}
+    return judged("6", "value-probe emergence over random init for the simulator's own value (persona games, "
+                       "validation-chosen layer): multi-token minus next-token simulator, paired by seed",
+                  own_games_interval(e["next_token_mtp"] - e["next_token"], r["next_token_mtp"] - r["next_token"]),
+                  smallest, "figures/f8_mtp_vs_ntp.png", ("next_token", "next_token_mtp"), evidence)
 
 
-def judge_all(results: dict) -> dict:
-    out = {}
+def judge_all(results: dict) -> dict[str, Claim]:
+    measures = results["analyses"].get("value", {}).get("agents", {})
+    out = {"1": claim1(measures)}
     for number, fn in (("2", claim2), ("3", claim3), ("4", claim4), ("5", claim5), ("6", claim6)):
-        try:
-            out[number] = fn(results)
-        except KeyError as e:  # an analysis this preset did not run
-            out[number] = {"verdict": "inconclusive", "note": f"missing analysis {e}"}
-        except (ValueError, IndexError) as e:  # too few checkpoints/seeds for the statistic
-            out[number] = {"verdict": "inconclusive", "note": f"statistic not computable: {e}"}
+        out[number] = fn(results)
     return out
 
 
-def _ci4(values) -> dict:
-    c = bootstrap_ci(np.asarray(values, float))
-    return {"mean": np.round(c.mean, 4).tolist(), "low": np.round(c.low, 4).tolist(),
-            "high": np.round(c.high, 4).tolist()}
+# ---------------------------------------------------------------------------------- subjects
 
 
-def summarise(probes: dict, finals: dict) -> dict:
-    regimes = {}
-    for regime, res in probes.items():
-        entry = {"probe": {}, "matches": {}, "simulator": finals[regime]["simulator"]}
-        for target, scores in res["targets"].items():
-            trained = np.asarray(scores["trained"])
-            emergence = trained - np.asarray(scores["random_init"])
-            best = int(np.argmax(emergence.mean(0)))
-            entry["probe"][target] = {
-                "r2_by_layer": _ci4(trained), "random_init_by_layer": _ci4(scores["random_init"]),
-                "shuffled_by_layer": _ci4(scores["shuffled"]), "emergence_by_layer": _ci4(emergence),
-                "best_layer": best, "best_emergence": _ci4(emergence[:, best]),
-                "per_seed": scores,
-            }
-        m = finals[regime]["matches"]
-        for persona in ("random", "greedy", "perfect", "center", "corner"):
-            entry["matches"][persona] = {o: _ci4(m[f"eval/{o}_vs_{persona}"]) if f"eval/{o}_vs_{persona}" in m
-                                         else _ci4(np.asarray(m[f"eval/{o}_vs_{persona}_as_x"]) * 0.5
-                                                  + np.asarray(m[f"eval/{o}_vs_{persona}_as_o"]) * 0.5)
-                                         for o in ("win", "draw", "loss")}
-        regimes[regime] = entry
-    return {"regimes": regimes, "claims": {"1": verdict_claim1(regimes)}}
-
-
-def verdict(low: float, high: float, threshold: float = EMERGENCE_THRESHOLD) -> str:
-    """supported if the whole CI is above the threshold, contradicted if wholly below, else
-    inconclusive."""
-    if low > threshold:
-        return "supported"
-    if high < threshold:
-        return "contradicted"
-    return "inconclusive"
-
-
-def verdict_claim1(regimes: dict) -> dict:
-    """Claim 1: an agent trained toward a terminal goal represents it (value decodable above the
-    random-init control). Judged on the expected-outcome target at the agent's best layer."""
+def quality(finals: dict[str, dict]) -> dict:
+    """Each run's quality numbers (loss against random and perfect, simulator gap) as intervals
+    over seeds, and whether it meets its bar."""
     out = {}
-    for regime in ("rl", "pretrain_rl", "next_token", "rl_shared_value", "next_token_mtp"):
-        if regime in regimes:
-            e = regimes[regime]["probe"]["expected_outcome"]["best_emergence"]
-            out[regime] = {"emergence": e, "layer": regimes[regime]["probe"]["expected_outcome"]["best_layer"],
-                           "verdict": verdict(e["low"], e["high"])}
-    agent = out.get("rl", {}).get("verdict", "inconclusive")
-    return {"by_regime": out, "verdict": agent,
-            "rule": (f"per regime: 'supported' if the 95% bootstrap CI (over seeds) of the best layer's "
-                     f"R² above the random-init control lies wholly above {EMERGENCE_THRESHOLD}, "
-                     f"'contradicted' if wholly below, else 'inconclusive'; the claim's verdict is "
-                     f"the rl agent's.")}
+    for regime, final in finals.items():
+        m = final["matches"]
+        row = {k: seed_interval(m[f"eval/loss_vs_{p}"]).as_dict() for k, p in
+               (("loss_vs_random", "random"), ("loss_vs_perfect", "perfect"), ("loss_vs_greedy", "greedy"))
+               if f"eval/loss_vs_{p}" in m}
+        row["simulator_gap"] = seed_interval(final["simulator"]["gap"]).as_dict()
+        if regime in BARS:
+            key, bar = BARS[regime]
+            row["bar"] = {"measure": key, "at_most": bar, "mean": row[key]["mean"],
+                          "meets": bool(row[key]["mean"] <= bar)}
+        out[regime] = row
+    return out
+
+
+def flags(claim: Claim, quality_: dict) -> list[str]:
+    """The subjects of a claim that miss their quality bar, as sentences for the report."""
+    out = []
+    for subject in claim.subjects:
+        bar = quality_.get(subject, {}).get("bar")
+        if bar and not bar["meets"]:
+            out.append(f"`{subject}` misses its bar: {bar['measure'].replace('_', ' ')} {bar['mean']:.3f} > {bar['at_most']}")
+    return out

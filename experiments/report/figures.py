@@ -29,27 +29,51 @@ def band(ax, x, values, color, label, style="-"):
     ax.fill_between(x, ci.low, ci.high, color=color, alpha=0.18, lw=0)
 
 
-def value_probe_by_layer(probes: dict[str, dict], out_dir: Path, name: str = "value_probe_by_layer") -> list[Path]:
-    """F-claim-1: test R² of a linear value probe at each layer, per regime, with seed bands and
-    the random-init and shuffled-label controls. ``probes``: regime -> probes.json content."""
-    targets = list(next(iter(probes.values()))["targets"])
-    fig, axes = plt.subplots(1, len(targets), figsize=(5.2 * len(targets), 4), squeeze=False)
-    for ax, target in zip(axes[0], targets):
-        for regime, res in probes.items():
-            scores = res["targets"][target]
-            x = np.arange(len(scores["trained"][0]))
-            color = REGIME_COLORS.get(regime, None)
-            band(ax, x, scores["trained"], color, regime)
-            if regime == "next_token":  # controls are the same architecture for every regime
-                band(ax, x, scores["random_init"], "black", "random-init control", "--")
-                band(ax, x, scores["shuffled"], "black", "shuffled-label control", ":")
-        ax.set_xticks(x, ["emb"] + [str(i) for i in x[1:]])
-        ax.set_xlabel("layer (residual stream after block)")
-        ax.set_ylabel("held-out R² (mean, 95% CI over seeds)")
-        ax.set_title(f"value probe: {target.replace('_', ' ')}")
-        ax.axhline(0, color="gray", lw=0.5)
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+NETWORK_STYLE = {  # claim-1 networks: colour, line style, label
+    "policy": ("tab:red", "-", "agent: policy trunk"),
+    "critic": ("tab:orange", "-", "agent: separate critic trunk"),
+    "simulator": ("tab:blue", "-", "next_token simulator (same seed)"),
+    "random_init": ("black", "--", "random init"),
+    "random_init_critic": ("gray", ":", "random init (critic)"),
+}
+
+
+def value_where_it_lives(measures: dict[str, dict], out_dir: Path, name: str = "f0_value_where_it_lives") -> list[Path]:
+    """F0 (claim 1): held-out R² of a linear value probe by layer, per agent (rows): on the
+    agent's own games against its own V^π, and on persona games against V^π (agent networks)
+    and the simulator's own value; the value head's output as a dashed line, the ceiling (the
+    best any predictor of the history can do) dotted, each network's validation-chosen layer
+    ringed. Mean and 95% band over seeds."""
+    panels = [("own_games", "agent_value", "own games: its own V^π"),
+              ("persona_games", "agent_value", "persona games: V^π (transfer)"),
+              ("persona_games", "mixture_value", "persona games: the simulator's value")]
+    fig, axes = plt.subplots(len(measures), len(panels), figsize=(5.0 * len(panels), 3.6 * len(measures)),
+                             squeeze=False)
+    for row, (regime, m) in enumerate(measures.items()):
+        for ax, (dataset, target, title) in zip(axes[row], panels):
+            entry = m["datasets"].get(dataset, {}).get("targets", {}).get(target)
+            if entry is None:
+                ax.set_visible(False)
+                continue
+            for net, per_seed in entry["networks"].items():
+                if net == "value_head":
+                    ax.axhline(np.mean([r["test_r2"][0] for r in per_seed]), color="tab:orange", ls="--", lw=1,
+                               label="agent: value head output")
+                    continue
+                color, style, label = NETWORK_STYLE[net]
+                r2 = np.asarray([r["test_r2"] for r in per_seed])
+                x = np.arange(r2.shape[1])
+                band(ax, x, r2, color, label, style)
+                chosen = [r["layer"] for r in per_seed]
+                layer = int(np.bincount(chosen).argmax())
+                ax.plot([layer], [r2[:, layer].mean()], "o", mfc="none", mec=color, ms=10)
+            ceiling = np.mean([c["test_r2"][0] for c in entry["ceiling"]])
+            ax.axhline(ceiling, color="green", ls=":", lw=1.2, label=f"ceiling ({ceiling:.2f})")
+            ax.set_title(f"{regime}: {title}", fontsize=9)
+            ax.set_xlabel("layer (0 = embeddings)")
+            ax.set_ylabel("held-out R²")
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
     return save_figure(fig, out_dir, name)
 
 
@@ -143,7 +167,7 @@ def persona_by_move(suites: dict[str, dict], out_dir: Path, name: str = "f3_pers
     """F3: persona-probe accuracy by move number for each layer, with the exact Bayes ceiling."""
     fig, axes = plt.subplots(1, len(suites), figsize=(4.4 * len(suites), 3.6), squeeze=False)
     for ax, (stage, suite) in zip(axes[0], suites.items()):
-        entry = suite["targets"]["persona_x"]
+        entry = suite["targets"]["persona_mover"]
         by_move = np.asarray([r["by_move"] for r in entry["trained"]], float)  # [seed, layer, move]
         cmap = plt.get_cmap("viridis", by_move.shape[1])
         moves = np.arange(by_move.shape[2])
@@ -151,10 +175,10 @@ def persona_by_move(suites: dict[str, dict], out_dir: Path, name: str = "f3_pers
             ci = bootstrap_ci(by_move[:, layer])
             ax.plot(moves, ci.mean, color=cmap(layer), label="emb" if layer == 0 else f"L{layer}")
             ax.fill_between(moves, ci.low, ci.high, color=cmap(layer), alpha=0.15, lw=0)
-        ax.plot(moves, suite["bayes_ceiling"]["x"], "k--", label="Bayes ceiling")
+        ax.plot(moves, suite["bayes_ceiling"]["mover"], "k--", label="Bayes ceiling")
         ctrl = np.asarray([r["by_move"] for r in entry["random_init"]], float).mean(0).max(0)
         ax.plot(moves, ctrl, ":", color="gray", label="random-init (best layer)")
-        ax.set_title(f"{stage}: X's persona")
+        ax.set_title(f"{stage}: the persona to move")
         ax.set_xlabel("move number")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
@@ -164,41 +188,56 @@ def persona_by_move(suites: dict[str, dict], out_dir: Path, name: str = "f3_pers
 
 
 def rl_amount(amount: dict, out_dir: Path, name: str = "f7_rl_amount") -> list[Path]:
-    """F7: with more RL, how much of the network changes (ΔW/W per layer) and where value
-    becomes decodable (probe R² per layer), against RL steps."""
+    """F7 (claim 5): with more RL, how much each layer's weights move from the pretrained model,
+    and how much of the achievable gap the policy trunk's probe closes for its own V^π, per block
+    (the claim-1 measure, repeated at several RL checkpoints)."""
     steps = np.maximum(np.asarray(amount["steps"]), 1)
     dw = np.asarray(amount["weight_change"], float)  # [ckpt, seed, layer]
-    r2 = np.asarray(amount.get("value_r2", np.full_like(dw, np.nan)), float)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     cmap = plt.get_cmap("viridis", dw.shape[2])
     for layer in range(dw.shape[2]):
-        for ax, data in zip(axes, (dw, r2)):
-            ci = bootstrap_ci(data[:, :, layer].T)
-            ax.plot(steps, ci.mean, marker="o", ms=3, color=cmap(layer), label=amount["layer_names"][layer])
-            ax.fill_between(steps, ci.low, ci.high, color=cmap(layer), alpha=0.15, lw=0)
+        ci = bootstrap_ci(dw[:, :, layer].T)
+        axes[0].plot(steps, ci.mean, marker="o", ms=3, color=cmap(layer), label=amount["layer_names"][layer])
+        axes[0].fill_between(steps, ci.low, ci.high, color=cmap(layer), alpha=0.15, lw=0)
+    value = amount.get("value")
+    if value:
+        frac = np.asarray(value["fraction_of_gap_by_block"], float)  # [ckpt, seed, block]
+        vsteps = np.maximum(np.asarray(value["steps"]), 1)
+        for block in range(frac.shape[2]):
+            ci = bootstrap_ci(frac[:, :, block].T)
+            color = cmap(block + 1)
+            axes[1].plot(vsteps, ci.mean, marker="o", ms=3, color=color, label=f"block {block + 1}")
+            axes[1].fill_between(vsteps, ci.low, ci.high, color=color, alpha=0.15, lw=0)
+        axes[1].axhline(0, color="gray", lw=0.5)
+        axes[1].legend(fontsize=7)
     axes[0].set_ylabel("‖ΔW‖/‖W‖ vs pretrained")
-    axes[1].set_ylabel("value probe R² (mover)")
+    axes[1].set_ylabel("fraction of the achievable gap (own V^π)")
     for ax in axes:
         ax.set_xscale("log")
-        ax.set_xlabel("RL iterations (log)")
+        ax.set_xlabel("RL iterations (log; step 0 plotted at 1)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     return save_figure(fig, out_dir, name)
 
 
-def mtp_vs_ntp(suites: dict[str, dict], out_dir: Path, targets=("value_mover", "minimax_mover", "persona_mover", "board_mover"),
-               name: str = "f8_mtp_vs_ntp") -> list[Path]:
-    """F8: the same probes on next-token and multi-token pretrained models, by layer."""
-    fig, axes = plt.subplots(1, len(targets), figsize=(3.8 * len(targets), 3.5), squeeze=False)
+def mtp_vs_ntp(simulators: dict[str, dict], out_dir: Path, name: str = "f8_mtp_vs_ntp") -> list[Path]:
+    """F8 (claim 6): value-probe R² by layer for each simulator's own value on persona games
+    (and minimax), next-token vs multi-token, beside the random-init network and the ceiling."""
+    targets = ("mixture_value", "minimax")
+    fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 3.6), squeeze=False)
+    colors = {"next_token": "tab:blue", "next_token_mtp": "tab:green"}
     for ax, target in zip(axes[0], targets):
-        for stage, suite in suites.items():
-            scores = _scores(suite["targets"][target]["trained"])
-            band(ax, np.arange(scores.shape[1]), scores, None, stage)
-        ctrl = _scores(next(iter(suites.values()))["targets"][target]["random_init"])
-        band(ax, np.arange(ctrl.shape[1]), ctrl, "black", "random-init", "--")
-        ax.set_title(target)
-        ax.set_xlabel("layer")
+        for stage, m in simulators.items():
+            entry = m["datasets"]["persona_games"]["targets"][target]
+            r2 = np.asarray([r["test_r2"] for r in entry["networks"]["simulator"]])
+            band(ax, np.arange(r2.shape[1]), r2, colors.get(stage), stage)
+        ctrl = np.asarray([r["test_r2"] for r in entry["networks"]["random_init"]])
+        band(ax, np.arange(ctrl.shape[1]), ctrl, "black", "random init", "--")
+        ax.axhline(np.mean([c["test_r2"][0] for c in entry["ceiling"]]), color="green", ls=":", label="ceiling")
+        ax.set_title(f"persona games: {target.replace('_', ' ')}")
+        ax.set_xlabel("layer (0 = embeddings)")
         ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("held-out R²")
     axes[0][0].legend(fontsize=7)
     return save_figure(fig, out_dir, name)
 
@@ -234,7 +273,7 @@ def plot_comparison(groups: list[dict], metric: str, out_prefix: Path) -> list[P
 CHANGE_COLORS = {"tuned": "tab:purple", "control": "tab:blue"}
 
 
-def plot_change(result: dict, out_dir, target: str = "expected_outcome",
+def plot_change(result: dict, out_dir, target: str = "mixture_value",
                 name: str = "f4_where_rl_changes") -> list[Path]:
     """F4: ΔW/W, CKA to the pretrained model (seed floor dashed) and Δ probe R², by layer."""
 
@@ -269,7 +308,7 @@ VARIANT_STYLE = {"pretrained": ("tab:green", "layer reset to pretrained"),
                  "init": ("tab:red", "layer reset to random init"),
                  "perturb": ("tab:gray", "random perturbation, same norm (control)")}
 PANELS = (("loss_vs_random", "loss rate vs random"), ("loss_vs_perfect", "loss rate vs perfect"),
-          ("probe_r2_last/expected_outcome", "last-layer value-probe R² (expected outcome)"))
+          ("probe_r2_last/mixture_value", "last-layer value-probe R² (mixture value)"))
 
 
 def plot_layer_reset(result: dict, out_dir, name: str = "f5_layer_reset") -> list[Path]:

@@ -16,18 +16,21 @@ from pathlib import Path
 from experiments.analysis.behaviour import analyse_behaviour
 from experiments.analysis.change import analyse_change
 from experiments.analysis.layer_reset import analyse_layer_reset
+from experiments.analysis.model import LoadedModel
 from experiments.analysis.probe_suite import analyse_probes
-from experiments.analysis.rl_amount import analyse_rl_amount
+from experiments.analysis.rl_amount import analyse_rl_amount, value_over_checkpoints
 from experiments.analysis.steering import analyse_steering
 from experiments.analysis.timeline import analyse_timeline
-from experiments.analysis.value_probes import probe_run
+from experiments.analysis.value_probes import measure_value
 from experiments.config import ConfigError, load_config
 from experiments.presets import PRESET_SEEDS, SIZES, STAGES
 from experiments.report import figures as F
-from experiments.report.claims import judge_all, summarise
+from experiments.report.claims import flags, judge_all, quality
 from experiments.report.report import report
 from experiments.runs.run import RunError, read_status
 from experiments.train.loop import train
+
+AGENTS = ("rl", "pretrain_rl", "rl_shared_value")  # the runs claim 1 measures, each beside next_token
 
 
 def reproduce(preset: str, out: str | Path, *, force: bool = False, resume: bool = False,
@@ -53,7 +56,7 @@ def reproduce(preset: str, out: str | Path, *, force: bool = False, resume: bool
     base_preset = "quick" if preset == "paper" else preset
     seeds = PRESET_SEEDS[preset]
     started = time.time()
-    timings, finals, probes, dirs = {}, {}, {}, {}
+    timings, finals, dirs = {}, {}, {}
     for name, stage in STAGES[preset]:
         run_dir = out / "runs" / name
         dirs[name] = run_dir
@@ -65,21 +68,17 @@ def reproduce(preset: str, out: str | Path, *, force: bool = False, resume: bool
         if read_status(run_dir).get("status") != "finished":
             train(cfg, run_dir, resume=(run_dir / "config.json").exists(), progress=progress,
                   on_message=on_message)
-        t1 = time.time()
-        probes[name] = probe_run(run_dir, num_games=sizes.probe_games)
-        timings[name] = {"train_s": round(t1 - t0, 1), "probe_s": round(time.time() - t1, 1)}
+        timings[name] = round(time.time() - t0, 1)
         finals[name] = json.loads((run_dir / "final.json").read_text())
-    figures = F.value_probe_by_layer(probes, out / "figures")
-    results = summarise(probes, finals)
-    if not value_only:
-        t0 = time.time()
-        extra_results, extra_figures = run_analyses(dirs, out / "figures", sizes, on_message, root=out)
-        results["analyses"] = extra_results
-        figures += extra_figures
-        (out / "analyses.json").write_text(json.dumps(extra_results))  # kept even if judging fails
-        timings["analyses"] = {"train_s": 0.0, "probe_s": round(time.time() - t0, 1)}
-        results["claims"].update(judge_all(results))
-    results.update(preset=preset, sizes=asdict(sizes), timings=timings, total_s=round(time.time() - started, 1),
+    results = {"preset": preset, "sizes": asdict(sizes), "quality": quality(finals), "finals": finals}
+    t0 = time.time()
+    analyses, figures = run_analyses(dirs, out / "figures", sizes, on_message, root=out, value_only=value_only)
+    results["analyses"] = analyses
+    (out / "analyses.json").write_text(json.dumps(analyses))  # kept even if judging fails
+    claims = judge_all(results)
+    results["claims"] = {k: c.as_dict() | {"flags": flags(c, results["quality"])} for k, c in claims.items()}
+    timings["analyses"] = round(time.time() - t0, 1)
+    results.update(timings=timings, total_s=round(time.time() - started, 1),
                    figures=[str(p.relative_to(out)) for p in figures])
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "REPORT.md").write_text(report(results))
@@ -113,15 +112,14 @@ def relative_paths(obj, root: Path):
     return obj
 
 
-def run_analyses(dirs: dict[str, Path], fig_dir: Path, sizes, on_message=print, root: Path | None = None
-                 ) -> tuple[dict, list[Path]]:
+def run_analyses(dirs: dict[str, Path], fig_dir: Path, sizes, on_message=print, root: Path | None = None,
+                 value_only: bool = False) -> tuple[dict, list[Path]]:
     """Every analysis of the preset in order, each figure drawn as its numbers arrive.
     ``sizes``: the preset's ``AnalysisSizes``; ``root``: run paths are reported relative to it."""
     root = Path(root or fig_dir.parent)
-    probe_games = sizes.probe_games
+    have = dict(dirs)
     results: dict = {}
     paths: list[Path] = []
-    have = {k: v for k, v in dirs.items()}
     seconds: dict[str, float] = {}
     clock = [time.time()]
 
@@ -131,55 +129,75 @@ def run_analyses(dirs: dict[str, Path], fig_dir: Path, sizes, on_message=print, 
         clock[0] = now
         on_message(f"analysis {name}: {seconds[name]:.0f} s")
 
-    # WHAT AND WHERE: the probe suite on every trained model (F2, F3, F8).
-    # MLP probes (F2) only on the three regimes F2 compares; F8 needs the linear probes of the MTP run.
-    suites = {name: analyse_probes(have[name], num_games=probe_games) for name in ("next_token", "rl", "pretrain_rl")
+    def model(name: str) -> LoadedModel:
+        return LoadedModel.from_run(have[name])
+
+    # CLAIM 1: VALUE WHERE IT LIVES (F0): each agent on its own games, beside the simulator.
+    value: dict = {"agents": {}, "simulators": {}}
+    if "next_token" in have:
+        simulator = model("next_token")
+        for agent in AGENTS:
+            if agent in have:
+                value["agents"][agent] = relative_paths(
+                    measure_value(model(agent), simulator, sizes.value_games), root)
+        for name in ("next_token", "next_token_mtp"):
+            if name in have and not value_only:
+                value["simulators"][name] = relative_paths(measure_value(None, model(name), sizes.value_games), root)
+    results["value"] = value
+    if value["agents"]:
+        paths += F.value_where_it_lives(value["agents"], fig_dir)
+    lap("value")
+    if value_only:
+        results["seconds"] = seconds
+        return results, paths
+
+    # WHAT AND WHERE: the probe suite on the main regimes (F2, F3) and F8.
+    suites = {name: analyse_probes(have[name], num_games=sizes.probe_games) for name in ("next_token", "rl", "pretrain_rl")
               if name in have}
-    if "next_token_mtp" in have:
-        suites["next_token_mtp"] = analyse_probes(have["next_token_mtp"], num_games=probe_games, mlp_targets=())
     results["probe_suite"] = suites
-    main = {k: suites[k] for k in ("next_token", "rl", "pretrain_rl") if k in suites}
-    paths += F.probe_grid(main, fig_dir)
-    paths += F.persona_by_move({k: suites[k] for k in ("next_token", "next_token_mtp", "pretrain_rl") if k in suites}, fig_dir)
-    if "next_token_mtp" in suites:
-        paths += F.mtp_vs_ntp({k: suites[k] for k in ("next_token", "next_token_mtp")}, fig_dir)
+    paths += F.probe_grid(suites, fig_dir)
+    paths += F.persona_by_move({k: suites[k] for k in ("next_token", "pretrain_rl") if k in suites}, fig_dir)
+    if value["simulators"].keys() >= {"next_token", "next_token_mtp"}:
+        paths += F.mtp_vs_ntp(value["simulators"], fig_dir)
     lap("probe_suite")
 
-    # WHEN: probes at every checkpoint (F1).
-    timelines = {k: analyse_timeline(have[k], num_games=probe_games) for k in ("next_token", "rl", "pretrain_rl") if k in have}
+    # WHEN: probes at every checkpoint (F1; claim 3 reads the board probe of next_token).
+    timelines = {k: analyse_timeline(have[k], num_games=sizes.probe_games) for k in ("next_token", "rl", "pretrain_rl")
+                 if k in have}
     results["timeline"] = timelines
-    paths += F.timeline(timelines, fig_dir)
-    paths += F.timeline({k: timelines[k] for k in timelines}, fig_dir, target="minimax_mover",
-                        name="f1b_minimax_probe_layer_by_checkpoint")
+    paths += F.timeline(timelines, fig_dir, target="board_mover", name="f1_probe_layer_by_checkpoint")
+    paths += F.timeline(timelines, fig_dir, target="value_mover", name="f1b_value_probe_layer_by_checkpoint")
     lap("timeline")
 
     if "pretrain_rl" in have and "next_token" in have:
-            # WHERE RL CHANGES THE NETWORK (F4) and how that grows with RL (F7).
+        # WHERE RL CHANGES THE NETWORK (F4) and how that grows with RL (F7).
         results["change"] = analyse_change(have["next_token"], have["pretrain_rl"],
-                                                  control_dir=have.get("continued_next_token"), num_games=probe_games)
+                                           control_dir=have.get("continued_next_token"), num_games=sizes.probe_games)
         paths += F.plot_change(results["change"], fig_dir)
-        results["rl_amount"] = analyse_rl_amount(have["next_token"], have["pretrain_rl"], timelines.get("pretrain_rl"))
-        paths += F.rl_amount(results["rl_amount"], fig_dir)
         lap("change")
+        amount = analyse_rl_amount(have["next_token"], have["pretrain_rl"])
+        amount["value"] = value_over_checkpoints(have["pretrain_rl"], sizes.value_games // 2, sizes.rl_checkpoints)
+        results["rl_amount"] = amount
+        paths += F.rl_amount(amount, fig_dir)
+        lap("rl_amount")
         # LAYER RESET (F5).
         results["layer_reset"] = analyse_layer_reset(have["next_token"], have["pretrain_rl"],
-                                                                 num_games=probe_games,
-                                                                 games_per_cell=sizes.games_per_cell)
+                                                     num_games=sizes.probe_games, games_per_cell=sizes.games_per_cell)
         paths += F.plot_layer_reset(results["layer_reset"], fig_dir)
         lap("layer_reset")
 
     # STEERING (F6) and BEHAVIOUR (F9).
     # The grid is the preset's: the CLI's full one (9 strengths, 3 random directions) takes minutes per run.
-    results["steering"] = {k: relative_paths(analyse_steering(have[k], alphas=sizes.steer_alphas, num_games=min(probe_games, 1000),
-                                                        games_per_cell=sizes.steer_games_per_cell,
-                                                        num_random=sizes.steer_random), root)
-                           for k in sizes.steer_runs if k in have}
+    results["steering"] = {k: relative_paths(analyse_steering(
+        have[k], alphas=sizes.steer_alphas, num_games=min(sizes.probe_games, 1000),
+        games_per_cell=sizes.steer_games_per_cell, num_random=sizes.steer_random), root)
+        for k in sizes.steer_runs if k in have}
     for stage, res in results["steering"].items():
         paths += F.plot_steering(res, fig_dir, name=f"f6_steering_{stage}")
     lap("steering")
     results["behaviour"] = analyse_behaviour(
         {k: str(v) for k, v in have.items()}, pretrained_dir=str(have["next_token"]) if "next_token" in have else None,
-        num_games=probe_games, games_per_cell=sizes.games_per_cell)
+        num_games=sizes.probe_games, games_per_cell=sizes.games_per_cell)
     paths += F.plot_behaviour(results["behaviour"], fig_dir)
     lap("behaviour")
     results["seconds"] = seconds

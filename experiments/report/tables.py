@@ -7,7 +7,7 @@ import numpy as np
 from experiments.report.figures import PANELS
 
 
-def change_table(result: dict, target: str = "expected_outcome") -> str:
+def change_table(result: dict, target: str = "mixture_value") -> str:
     """Seed means per layer, one row per layer."""
     comps = result["comparisons"]
     head = f"{'layer':7s}" + "".join(f" {k + ' ΔW/W':>14s} {k + ' CKA':>12s} {k + ' ΔR²':>12s}" for k in comps)
