@@ -22,6 +22,7 @@ from typing import NamedTuple
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 VALUE_HEADS = ("critic", "shared", "none")
@@ -76,10 +77,10 @@ def _steer(steer, x, i):
 
 
 class KV(NamedTuple):
-    """One block's cached keys and values (S = the cache's capacity in tokens)."""
+    """One block's cached keys and values: H heads of width E, S = the cache's capacity."""
 
-    k_BxSxHxE: jax.Array
-    v_BxSxHxE: jax.Array
+    k_BxHxSxE: jax.Array
+    v_BxHxSxE: jax.Array
 
 
 class Cache(NamedTuple):
@@ -124,26 +125,40 @@ class Block(nnx.Module):
 
     def extend(self, x_BxNxD, kv: KV, pos_BxN, write_BxN):
         """``__call__`` for N new tokens at absolute positions ``pos_BxN`` given the keys and
-        values of the earlier ones: the attention module's own query/key/value/out projections
-        and attention function, so the parameters are the full pass's. The new keys/values are
-        written where ``write_BxN`` (elsewhere the cache keeps its entries); each query attends
-        to the cached positions <= its own. Returns (x, attn, mlp, kv)."""
+        values of the earlier ones, through the attention module's own query/key/value/out
+        projections (the full pass's parameters). The new keys/values are written where
+        ``write_BxN`` (elsewhere the cache keeps its entries); each query attends to the cached
+        positions <= its own. Returns (x, attn, mlp, kv)."""
         mha = self.attn
         h = self.ln1(x_BxNxD)
         q_BxNxHxE, k_BxNxHxE, v_BxNxHxE = mha.query(h), mha.key(h), mha.value(h)
-        s = kv.k_BxSxHxE.shape[1]
-        rows_Bx1 = jnp.arange(x_BxNxD.shape[0])[:, None]
+        s = kv.k_BxHxSxE.shape[2]
         slot_BxN = jnp.where(write_BxN, pos_BxN, s)  # out of range: dropped
-        kv = KV(kv.k_BxSxHxE.at[rows_Bx1, slot_BxN].set(k_BxNxHxE, mode="drop"),
-                kv.v_BxSxHxE.at[rows_Bx1, slot_BxN].set(v_BxNxHxE, mode="drop"))
-        mask_Bx1xNxS = (jnp.arange(s) <= pos_BxN[..., None])[:, None]
-        out = mha.attention_fn(q_BxNxHxE, kv.k_BxSxHxE, kv.v_BxSxHxE, mask=mask_Bx1xNxS,
-                               dropout_rate=mha.dropout_rate, deterministic=True,
-                               dtype=mha.dtype, precision=mha.precision)
-        attn = mha.out(out)
+
+        def write(cache_HxSxE, new_NxHxE, slot_N):
+            return cache_HxSxE.at[:, slot_N].set(jnp.swapaxes(new_NxHxE, 0, 1), mode="drop")
+
+        kv = KV(jax.vmap(write)(kv.k_BxHxSxE, k_BxNxHxE, slot_BxN),
+                jax.vmap(write)(kv.v_BxHxSxE, v_BxNxHxE, slot_BxN))
+        mask_BxNxS = jnp.arange(s) <= pos_BxN[..., None]
+        attn = mha.out(_cached_attention(q_BxNxHxE, kv.k_BxHxSxE, kv.v_BxHxSxE, mask_BxNxS))
         x = x_BxNxD + attn
         mlp = self.down(jax.nn.gelu(self.up(self.ln2(x))))
         return x + mlp, attn, mlp, kv
+
+
+def _cached_attention(q_BxNxHxE, k_BxHxSxE, v_BxHxSxE, mask_BxNxS):
+    """``jax.nn.dot_product_attention`` (what ``nnx.MultiHeadAttention`` calls: same scale,
+    fp32 logits, masking value and softmax) on a cache laid out heads-first: with [B, H, S, E]
+    the two contractions batch over (B, H) without transposing the cache, whose reading is the
+    whole per-token cost of attention when decoding."""
+    logits_BxHxNxS = jnp.einsum("bnhe,bhse->bhns", q_BxNxHxE, k_BxHxSxE,
+                                preferred_element_type=jnp.promote_types(q_BxNxHxE.dtype, jnp.float32))
+    logits_BxHxNxS *= jnp.array(1.0 / np.sqrt(q_BxNxHxE.shape[-1]), logits_BxHxNxS.dtype)
+    big_neg = -0.7 * min(jnp.finfo(logits_BxHxNxS.dtype).max, jnp.finfo(jnp.float32).max)
+    logits_BxHxNxS = jnp.where(mask_BxNxS[:, None], logits_BxHxNxS, big_neg).astype(jnp.float32)
+    probs_BxHxNxS = jax.nn.softmax(logits_BxHxNxS, axis=-1).astype(k_BxHxSxE.dtype)
+    return jnp.einsum("bhns,bhse->bnhe", probs_BxHxNxS, v_BxHxSxE)
 
 
 class Trunk(nnx.Module):
@@ -267,7 +282,7 @@ def init_cache(cfg: ModelConfig, batch: int, seq_len: int, dtype=jnp.float32) ->
     head_dim = cfg.d_model // cfg.num_heads
 
     def kvs(num_layers):
-        zeros = jnp.zeros((batch, seq_len, cfg.num_heads, head_dim), dtype)
+        zeros = jnp.zeros((batch, cfg.num_heads, seq_len, head_dim), dtype)
         return tuple(KV(zeros, zeros) for _ in range(num_layers))
 
     critic = kvs(cfg.critic_layers) if cfg.value_head == "critic" else None
@@ -293,11 +308,11 @@ def _check(net: Transformer, tokens_BxN, cache: Cache, num_B, steer) -> None:
         raise ValueError(f"cache has {have_critic} critic blocks, the model {want_critic} "
                          f"(value_head={cfg.value_head!r}): build it with init_cache(cfg, ...)")
     kvs = cache.policy + (cache.critic or ())
-    s = kvs[0].k_BxSxHxE.shape[1]
+    s = kvs[0].k_BxHxSxE.shape[2]
     if s > net.trunk.pos.num_embeddings:
         raise ValueError(f"cache holds {s} positions, the model only {net.trunk.pos.num_embeddings}")
     head_dim = cfg.d_model // cfg.num_heads
-    chex.assert_shape(jax.tree.leaves(kvs), (b, s, cfg.num_heads, head_dim))
+    chex.assert_shape(jax.tree.leaves(kvs), (b, cfg.num_heads, s, head_dim))
     if steer is not None:
         layer, shift_D = steer
         chex.assert_rank(layer, 0)
@@ -307,7 +322,7 @@ def _check(net: Transformer, tokens_BxN, cache: Cache, num_B, steer) -> None:
 def _extend(net: Transformer, tokens_BxN, cache: Cache, num_B, steer) -> tuple[Output, Cache]:
     _check(net, tokens_BxN, cache, num_B, steer)
     b, n = tokens_BxN.shape
-    s = cache.policy[0].k_BxSxHxE.shape[1]
+    s = cache.policy[0].k_BxHxSxE.shape[2]
     if num_B is None:
         num_B = jnp.full(b, n, jnp.int32)
     slot_N = jnp.arange(n)
