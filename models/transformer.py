@@ -10,6 +10,10 @@ Heads:
 - a value head that is either a *separate critic* (its own trunk; default, so a value probe on
   the policy trunk sees only what the policy gradient put there) or *shared* on the policy
   trunk (AlphaZero-like), or none.
+
+Incremental decoding (``init_cache``, ``prefill``, ``extend``, ``decode_step``) runs the same
+modules one or a few tokens at a time over a key/value cache of the policy trunk and the
+critic, at per-example positions; at every position its outputs are ``apply``'s.
 """
 
 from __future__ import annotations
@@ -173,7 +177,6 @@ class Trunk(nnx.Module):
     def __call__(self, tokens_BxT, steer=None):
         """``steer = (layer, shift_D)`` adds shift_D to the residual after ``layer`` (0 =
         embeddings … L) at every position; ``layer`` may be traced. None: the plain pass."""
-
         t = tokens_BxT.shape[-1]
         x = _steer(steer, self.tok(tokens_BxT) + self.pos(jnp.arange(t)), 0)
         mask = nnx.make_causal_mask(tokens_BxT)
@@ -189,7 +192,6 @@ class Trunk(nnx.Module):
     def extend(self, tokens_BxN, kvs, pos_BxN, write_BxN, steer=None):
         """``__call__`` for N new tokens at positions ``pos_BxN`` (each < the cache's capacity)
         over the cached keys/values ``kvs`` (one ``KV`` per block); also returns the new kvs."""
-
         x = _steer(steer, self.tok(tokens_BxN) + self.pos(pos_BxN), 0)
         resid, attns, mlps, new_kvs = [x], [], [], []
         for i, (block, kv) in enumerate(zip(self.blocks, kvs), start=1):
@@ -272,8 +274,9 @@ def apply(graphdef, params, tokens_BxT, steer=None) -> Output:
 
 
 # INCREMENTAL DECODING: the forward pass one (or a few) tokens at a time over a key/value cache.
-# Same parameters, same modules and the same attention function as ``apply``; at every position
-# the outputs equal ``apply``'s on the whole prefix (tests: to 1e-5 in fp32).
+# Same parameters and modules as ``apply`` (each attention's own query/key/value/out layers; the
+# attention core is jax.nn.dot_product_attention's arithmetic on a heads-first cache); at every
+# position the outputs equal ``apply``'s on the whole prefix (tests: to 1e-5 in fp32).
 
 
 def init_cache(cfg: ModelConfig, batch: int, seq_len: int, dtype=jnp.float32) -> Cache:
