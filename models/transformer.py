@@ -152,17 +152,28 @@ class Block(nnx.Module):
 
 
 def _cached_attention(q_BxNxHxE, k_BxHxSxE, v_BxHxSxE, mask_BxNxS):
-    """``jax.nn.dot_product_attention`` (what ``nnx.MultiHeadAttention`` calls: same scale,
-    fp32 logits, masking value and softmax) on a cache laid out heads-first: with [B, H, S, E]
-    the two contractions batch over (B, H) without transposing the cache, whose reading is the
-    whole per-token cost of attention when decoding."""
-    logits_BxHxNxS = jnp.einsum("bnhe,bhse->bhns", q_BxNxHxE, k_BxHxSxE,
-                                preferred_element_type=jnp.promote_types(q_BxNxHxE.dtype, jnp.float32))
+    """``jax.nn.dot_product_attention``'s arithmetic (what ``nnx.MultiHeadAttention`` calls:
+    scale, fp32 logits, masking value, softmax) over a cache laid out heads-first, so both
+    contractions batch over (B, H) without transposing the cache: reading the cache is the
+    whole per-token cost of attention when decoding. A few queries (a turn's 1–2 tokens) go one
+    at a time: XLA's CPU matrix-vector products beat its batched [N, E] x [E, S] ones there."""
+    n = q_BxNxHxE.shape[1]
+    if 1 < n <= _QUERIES_ONE_AT_A_TIME:
+        return jnp.concatenate([_cached_attention(q_BxNxHxE[:, j:j + 1], k_BxHxSxE, v_BxHxSxE,
+                                                  mask_BxNxS[:, j:j + 1]) for j in range(n)], 1)
+    batch_bh = ((0, 1), (0, 1))
+    logits_BxHxNxS = jax.lax.dot_general(
+        jnp.swapaxes(q_BxNxHxE, 1, 2), k_BxHxSxE, (((3,), (3,)), batch_bh),
+        preferred_element_type=jnp.promote_types(q_BxNxHxE.dtype, jnp.float32))
     logits_BxHxNxS *= jnp.array(1.0 / np.sqrt(q_BxNxHxE.shape[-1]), logits_BxHxNxS.dtype)
     big_neg = -0.7 * min(jnp.finfo(logits_BxHxNxS.dtype).max, jnp.finfo(jnp.float32).max)
     logits_BxHxNxS = jnp.where(mask_BxNxS[:, None], logits_BxHxNxS, big_neg).astype(jnp.float32)
     probs_BxHxNxS = jax.nn.softmax(logits_BxHxNxS, axis=-1).astype(k_BxHxSxE.dtype)
-    return jnp.einsum("bhns,bhse->bnhe", probs_BxHxNxS, v_BxHxSxE)
+    out_BxHxNxE = jax.lax.dot_general(probs_BxHxNxS, v_BxHxSxE, (((3,), (2,)), batch_bh))
+    return jnp.swapaxes(out_BxHxNxE, 1, 2)
+
+
+_QUERIES_ONE_AT_A_TIME = 4
 
 
 class Trunk(nnx.Module):
