@@ -5,11 +5,11 @@ B sequences start from one token and are extended greedily (the policy head's ar
 - ``full``: re-run ``apply`` on the whole [B, seq_len] token buffer every step (what the PPO
   rollout and the evaluation playout do today);
 - ``cache``: ``prefill`` the first token, then one ``decode_step`` per token;
-- ``cache2``: two tokens per ``extend`` call (an agent move and the reply in one call); the
-  second token is the arg-max of the first one's output, so it costs the same as a turn.
+- ``cache2``: two tokens per ``extend`` call, as a game turn appends the agent's move and the
+  opponent's reply: the first is the arg-max, the second a fixed function of it (the env,
+  not the model, picks a reply); the next move is the arg-max at the second token.
 Steps/s counts generated tokens (= agent steps for ``full`` and ``cache``). Compile time is
-excluded; the best of ``reps`` timed runs is reported (the machine is shared: the minimum
-is the least disturbed).
+excluded; runs are interleaved and the best of ``reps`` is reported (see ``bench``).
 
     nice -n 5 python -m models.decode_bench            # 2L d64 and 4L d128, seq_len 10 and 43
 """
@@ -21,9 +21,8 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from models.transformer import ModelConfig, apply, extend, make_model, prefill
+from models.transformer import ModelConfig, apply, decode_step, extend, make_model, prefill
 
 VOCAB = 24
 
@@ -50,8 +49,8 @@ def make_rollout(cfg: ModelConfig, seq_len: int, batch: int, mode: str):
         def body(carry, _):
             c, logits_BxV, value_sum = carry
             nxt = jnp.argmax(logits_BxV, -1)
-            out, c = extend(graphdef, params, nxt[:, None], c)
-            return (c, out.logits_KxBxTxV[0, :, 0], value_sum + out.value_BxT.sum()), nxt
+            step, c = decode_step(graphdef, params, nxt, c)
+            return (c, step.logits_KxBxV[0], value_sum + step.value_B.sum()), nxt
 
         carry = (c, out.logits_KxBxTxV[0, :, 0], out.value_BxT.sum())
         (_, _, value_sum), played = jax.lax.scan(body, carry, None, length=steps)
@@ -63,8 +62,6 @@ def make_rollout(cfg: ModelConfig, seq_len: int, batch: int, mode: str):
 
         def body(carry, _):
             c, nxt, value_sum = carry
-            # Second token of the pair: the arg-max of a cheap function of the first (a
-            # stand-in for the opponent's reply, which the env computes without the model).
             reply = (nxt * 7 + 3) % VOCAB
             out, c = extend(graphdef, params, jnp.stack([nxt, reply], 1), c)
             return (c, jnp.argmax(out.logits_KxBxTxV[0, :, 1], -1), value_sum + out.value_BxT.sum()), nxt
@@ -75,21 +72,30 @@ def make_rollout(cfg: ModelConfig, seq_len: int, batch: int, mode: str):
     return jax.jit({"full": full, "cache": cache, "cache2": cache2}[mode]), graphdef
 
 
-def bench(cfg: ModelConfig, seq_len: int, batch: int = 256, mode: str = "cache", reps: int = 5) -> dict:
-    """{'steps_per_s', 'us_per_step'} for one rollout configuration (a step = one token for the
-    whole batch is ``batch`` steps)."""
-    rollout, _ = make_rollout(cfg, seq_len, batch, mode)
-    _, params = make_model(cfg, VOCAB, seq_len, jax.random.key(1))
-    bos = jnp.full(batch, VOCAB - 1, jnp.int32)
-    jax.block_until_ready(rollout(params, bos))  # compile
-    times = []
+def bench(cases: dict, batch: int = 256, reps: int = 5) -> dict:
+    """cases: {name: (cfg, seq_len, mode)} -> {name: {'steps_per_s', 'us_per_step'}}.
+
+    Everything is compiled first, then timed in ``reps`` interleaved rounds (one run of each
+    case per round) and the fastest run of each case kept: on a shared machine the load drifts
+    over minutes, and interleaving keeps the ratios between cases honest."""
+    runs = {}
+    for name, (cfg, seq_len, mode) in cases.items():
+        rollout, _ = make_rollout(cfg, seq_len, batch, mode)
+        _, params = make_model(cfg, VOCAB, seq_len, jax.random.key(1))
+        bos = jnp.full(batch, VOCAB - 1, jnp.int32)
+        jax.block_until_ready(rollout(params, bos))  # compile
+        tokens = (seq_len - 1) if mode != "cache2" else 2 * ((seq_len - 1) // 2)
+        runs[name] = (rollout, params, bos, tokens, [])
     for _ in range(reps):
-        t0 = time.perf_counter()
-        jax.block_until_ready(rollout(params, bos))
-        times.append(time.perf_counter() - t0)
-    tokens = (seq_len - 1) if mode != "cache2" else 2 * ((seq_len - 1) // 2)
-    sec = float(np.min(times))
-    return {"steps_per_s": batch * tokens / sec, "us_per_step": 1e6 * sec / tokens}
+        for rollout, params, bos, _, times in runs.values():
+            t0 = time.perf_counter()
+            jax.block_until_ready(rollout(params, bos))
+            times.append(time.perf_counter() - t0)
+    out = {}
+    for name, (_, _, _, tokens, times) in runs.items():
+        sec = min(times)
+        out[name] = {"steps_per_s": batch * tokens / sec, "us_per_step": 1e6 * sec / tokens}
+    return out
 
 
 def main(argv=None) -> None:
@@ -100,15 +106,16 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     models = {"2L d64": ModelConfig(num_layers=2, d_model=64, num_heads=4),
               "4L d128": ModelConfig(num_layers=4, d_model=128, num_heads=4)}
-    print(f"greedy rollout, B={args.batch}, value head = separate critic (1 block); "
-          f"steps/s = tokens generated per second; µs/step = one token for the whole batch")
+    modes = args.modes.split(",")
+    print(f"greedy rollout, B={args.batch}, value head = separate critic (1 block); steps/s = tokens "
+          f"generated per second; µs/step = one token for the whole batch; best of {args.reps}", flush=True)
     for name, cfg in models.items():
-        for mode in args.modes.split(","):
-            r = {t: bench(cfg, t, args.batch, mode, args.reps) for t in (10, 43)}
-            ratio = r[43]["us_per_step"] / r[10]["us_per_step"]
-            print(f"{name:8s} {mode:6s}  T=10: {r[10]['steps_per_s']:>10,.0f} steps/s "
-                  f"({r[10]['us_per_step']:7.0f} µs/step)   T=43: {r[43]['steps_per_s']:>10,.0f} steps/s "
-                  f"({r[43]['us_per_step']:7.0f} µs/step)   cost/step 43 vs 10: {ratio:4.2f}×", flush=True)
+        r = bench({(mode, t): (cfg, t, mode) for mode in modes for t in (10, 43)}, args.batch, args.reps)
+        for mode in modes:
+            a, b = r[mode, 10], r[mode, 43]
+            print(f"{name:8s} {mode:6s}  T=10: {a['steps_per_s']:>9,.0f} steps/s ({a['us_per_step']:7.0f} µs/step)"
+                  f"   T=43: {b['steps_per_s']:>9,.0f} steps/s ({b['us_per_step']:7.0f} µs/step)"
+                  f"   cost/step 43 vs 10: {b['us_per_step'] / a['us_per_step']:4.2f}×", flush=True)
 
 
 if __name__ == "__main__":

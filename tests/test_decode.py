@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models.transformer import (ModelConfig, Output, apply, decode_step, extend, init_cache, init_params,
-                                prefill)
+from models.transformer import (ModelConfig, Output, apply, decode_step, extend, init_cache,
+                                init_params, prefill)
 
 VOCAB, SEQ = 24, 10
 ATOL = 1e-5
@@ -174,7 +174,7 @@ def test_a_cache_built_without_the_steer_differs():
 def test_vmap_over_seeds_in_a_scan():
     """Seeds vmapped (stacked params, one cache per seed), tokens appended one by one in a
     ``lax.scan``: each seed's outputs are its own full pass's."""
-    cfg, graphdef, params = _model("1L-k1-critic")
+    _, graphdef, params = _model("1L-k1-critic")
     tokens = _tokens(3, 4)
 
     def per_seed(p):
@@ -200,7 +200,7 @@ def test_vmap_over_seeds_in_a_scan():
 def test_greedy_rollout_matches_full_recompute():
     """The use it is for: a greedy rollout in ``lax.scan`` with the cache plays the same tokens
     and values as re-running the whole prefix every step."""
-    cfg, graphdef, params = _model("2L-k1-critic2")
+    _, graphdef, params = _model("2L-k1-critic2")
     p = _single(params)
     b = 8
     start = _tokens(5, b)
@@ -255,7 +255,7 @@ def test_one_compile_serves_every_length():
 
 
 def test_full_cache_drops_further_tokens():
-    cfg, graphdef, params = _model("2L-k2-shared")
+    _, graphdef, params = _model("2L-k2-shared")
     p = _single(params)
 
     @jax.jit
