@@ -295,3 +295,32 @@ def test_misuse_is_caught():
                                                              ), 3, SEQ)._replace(critic=None))
     with pytest.raises(ValueError, match="do not fit"):
         prefill(graphdef, p, jnp.zeros((3, SEQ), jnp.int32), capacity=SEQ - 1)
+
+
+def test_blocks_of_tokens_after_a_prefix():
+    """Both attention paths from a non-empty cache: 3 tokens (queries one at a time) and 5
+    (one batched contraction), with per-row counts."""
+    cfg, graphdef, params = _model("2L-k1-critic2")
+    p = _single(params)
+    tokens = _tokens(9, 3)
+
+    @jax.jit
+    def run(tokens):
+        _, cache = prefill(graphdef, p, tokens, jnp.asarray([2, 1, 2], jnp.int32))
+        block = jnp.stack([tokens[0, 2:5], tokens[1, 1:4], tokens[2, 2:5]])
+        three, cache = extend(graphdef, p, block, cache, jnp.asarray([3, 1, 3], jnp.int32))
+        # Rows now hold 5, 2, 5 tokens; the next block starts there.
+        block = jnp.stack([tokens[0, 5:10], tokens[1, 2:7], tokens[2, 5:10]])
+        five, cache = extend(graphdef, p, block, cache, jnp.asarray([5, 5, 4], jnp.int32))
+        return three, five, cache.length_B
+
+    three, five, length = run(tokens)
+    np.testing.assert_array_equal(length, [10, 7, 9])
+    full = apply(graphdef, p, tokens)
+    for out, starts, counts in [(three, [2, 1, 2], [3, 1, 3]), (five, [5, 2, 5], [5, 5, 4])]:
+        for row, (start, count) in enumerate(zip(starts, counts)):
+            span = slice(start, start + count)
+            for name in FIELDS:
+                np.testing.assert_allclose(getattr(out, name)[:, row, :count], getattr(full, name)[:, row, span],
+                                           atol=ATOL, rtol=0, err_msg=f"{name} row {row}")
+            np.testing.assert_allclose(out.value_BxT[row, :count], full.value_BxT[row, span], atol=ATOL, rtol=0)
