@@ -192,14 +192,34 @@ def cmd_probe(args) -> int:
                     print(f"{target:15s} step {step:6d}: " + " ".join(f"{v:.3f}" for v in np.mean(scores, 0)))
             print(f"wrote {Path(args.run) / 'timeline.json'}")
         return 0
-    from experiments.analysis.value_probes import probe_run
+    from experiments.analysis.model import LoadedModel
+    from experiments.analysis.value_probes import measure_value
+    from experiments.runs.run import read_config
 
-    res = probe_run(args.run, num_games=args.games)
-    (Path(args.run) / "probes.json").write_text(json.dumps(res, indent=2))
-    for target, scores in res["targets"].items():
-        for kind, vals in scores.items():
-            print(f"{target:17s} {kind:12s} R² by layer: " + " ".join(f"{v:.3f}" for v in np.mean(vals, 0)))
-    print(f"wrote {Path(args.run) / 'probes.json'}")
+    cfg = read_config(args.run)
+    agent = cfg.train.regime in ("rl", "pretrain_rl")
+    simulator = args.simulator or (cfg.ppo.pretrained if cfg.train.regime == "pretrain_rl" else None)
+    if agent and not simulator:
+        raise UserError(f"{args.run} is an agent ({cfg.train.regime}): name the next_token run to compare it with, "
+                        "--simulator DIR (same seeds)")
+    if not agent and cfg.train.regime != "next_token":
+        raise UserError(f"{args.run} is a {cfg.train.regime} run: probe an agent (rl, pretrain_rl) or a next_token run")
+    _require_runs(simulator)
+    if simulator and list(read_config(simulator).train.seeds) != list(cfg.train.seeds):
+        raise UserError(f"{simulator} has other seeds than {args.run}; the comparison is paired by seed")
+    res = measure_value(LoadedModel.from_run(args.run) if agent else None,
+                        LoadedModel.from_run(simulator if agent else args.run), num_games=args.games)
+    out = Path(args.run) / "value_probes.json"
+    out.write_text(json.dumps(res))
+    for dataset, d in res["datasets"].items():
+        for target, entry in d["targets"].items():
+            ceiling = np.mean([c["test_r2"][0] for c in entry["ceiling"]])
+            print(f"{dataset} / {target} (ceiling {ceiling:.3f})")
+            for net, per_seed in entry["networks"].items():
+                r2 = np.mean([r["test_r2"] for r in per_seed], 0)
+                print(f"  {net:20s} R² by layer: " + " ".join(f"{v:.3f}" for v in r2)
+                      + f"   chosen on validation: {[r['layer'] for r in per_seed]}")
+    print(f"wrote {out}")
     return 0
 
 
@@ -469,12 +489,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("probe", help="per-layer value probes (with controls) on a run",
-                       description="Fit ridge probes for the value of the position at every layer "
-                       "on held-out games, beside random-init and shuffled-label controls; writes "
-                       "RUN/probes.json.")
+    p = sub.add_parser("probe", help="claim 1's value probes where the value lives (or --suite, --timeline)",
+                       description="Per-layer ridge value probes with ceilings and random-init controls. "
+                       "For an agent (rl, pretrain_rl): on each seed's own games at its decisions against its own "
+                       "exact V^π, probing the policy trunk, the critic trunk, the value head and the simulator "
+                       "of the same seed on the same tokens, then on persona games (transfer). For a next_token "
+                       "run: on persona games against its own value (the Bayes expected result). Writes "
+                       "RUN/value_probes.json.")
     p.add_argument("run", help="run directory")
-    p.add_argument("--games", type=int, default=3000, help="held-out games to probe on")
+    p.add_argument("--simulator", metavar="DIR", help="the next_token run an agent is compared with (same seeds; "
+                   "default for pretrain_rl: the run it started from)")
+    p.add_argument("--games", type=int, default=2000, help="games per seed (own games and persona games)")
     p.add_argument("--suite", action="store_true",
                    help="every target (value, minimax, outcome, persona, board; both frames), linear and "
                    "small-MLP probes, with random-init, step-0, shuffled and control-task controls "

@@ -95,9 +95,9 @@ class AnalysisSizes:
 
 SIZES = {
     "tiny": AnalysisSizes(probe_games=300, steer_alphas=(-4.0, 0.0, 4.0), steer_games_per_cell=4, steer_random=1,
-                          games_per_cell=8),
+                          games_per_cell=8, value_games=100, rl_checkpoints=3),
     "quick": AnalysisSizes(probe_games=600, steer_alphas=(-4.0, 0.0, 4.0), steer_games_per_cell=16, steer_random=1,
-                           games_per_cell=32, steer_runs=("next_token",)),
+                           games_per_cell=32, steer_runs=("next_token",), value_games=1000),
     "paper": AnalysisSizes(),
 }
 

@@ -36,7 +36,7 @@ class Claim:
 
     number: str
     statistic: str
-    interval: dict  # statistics.Interval.as_dict()
+    interval: dict  # statistics.Interval
     smallest_effect: float
     verdict: str
     rule_gives: str
@@ -50,7 +50,7 @@ class Claim:
         return TITLES[self.number]
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "title": self.title, "rule": RULE_TEXT}
+        return plain({**asdict(self), "evidence": self.evidence, "title": self.title, "rule": RULE_TEXT})
 
 
 def judged(number: str, statistic: str, interval: Interval, smallest: float, figure: str,
@@ -60,7 +60,7 @@ def judged(number: str, statistic: str, interval: Interval, smallest: float, fig
                  tuple(subjects), evidence or {}, note)
 
 
-def not_judged(number: str, why: str, figure: str = "") -> Claim:
+def not_judged(number: str, why: str, figure: str = "–") -> Claim:
     nan = Interval(float("nan"), float("nan"), float("nan"), 0, float("nan"), float("nan"))
     return Claim(number, "", nan.as_dict(), float("nan"), "inconclusive", "inconclusive", figure, note=why)
 
@@ -93,14 +93,27 @@ def score(net: list[dict], within: bool = False):
             np.asarray([np.asarray(n[boot])[:, n["layer"]] for n in net]))
 
 
-def own_games_interval(values_S, reps_SxB) -> dict:
+def own_games_interval(values_S, reps_SxB) -> Interval:
     """Each seed measured on its own games: the seed spread holds the game noise."""
-    return seed_interval(values_S, np.nanvar(reps_SxB, axis=1), shared_games=False).as_dict()
+    return seed_interval(values_S, np.nanvar(reps_SxB, axis=1), shared_games=False)
 
 
-def shared_games_interval(values_S, reps_SxB) -> dict:
+def shared_games_interval(values_S, reps_SxB) -> Interval:
     """Every seed measured on the same games: add the sampling variance of the seed mean."""
-    return seed_interval(values_S, np.nanvar(np.nanmean(reps_SxB, axis=0)), shared_games=True).as_dict()
+    return seed_interval(values_S, np.nanvar(np.nanmean(reps_SxB, axis=0)), shared_games=True)
+
+
+def plain(obj):
+    """JSON-able copy: Intervals become dicts."""
+    if isinstance(obj, Interval):
+        return obj.as_dict()
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    return obj
 
 
 # ---------------------------------------------------------------------------------- claim 1
@@ -120,6 +133,7 @@ def value_table(measure: dict, dataset: str, target: str) -> dict:
             row["control_r2"] = own_games_interval(*score([{**c, "layer": n["layer"]} for c, n in zip(ctrl, per_seed)]))
             row["emergence"] = own_games_interval(*emergence(per_seed, ctrl))
             row["fraction_of_gap"] = own_games_interval(*emergence(per_seed, ctrl, ceiling=ceil))
+            row["emergence_within_move"] = own_games_interval(*emergence(per_seed, ctrl, within=True))
             row["fraction_of_gap_within_move"] = own_games_interval(*emergence(per_seed, ctrl, True, ceil))
         out[name] = row
     return out
@@ -170,11 +184,11 @@ def claim2(results: dict, smallest: float = 0.02) -> Claim:
     evidence = {"accuracy": shared_games_interval(acc, acc_b), "random_init": shared_games_interval(ctrl, ctrl_b),
                 "bayes_ceiling": ceiling, "layers": layers,
                 "fraction_of_gap": shared_games_interval((acc - ctrl) / (ceiling - ctrl), (acc_b - ctrl_b) / (ceiling - ctrl_b)),
-                "selectivity_vs_control_task": seed_interval(acc - task).as_dict()}
+                "selectivity_vs_control_task": seed_interval(acc - task)}
     for run in results["analyses"].get("behaviour", {}).get("runs", {}).values():
         if isinstance(run.get("prompted_strength"), dict):  # behaviour beside the probe
             for persona, vs in run["prompted_strength"].items():
-                evidence[f"prompted as {persona}: loss vs perfect"] = seed_interval(vs["perfect"]["loss"]).as_dict()
+                evidence[f"prompted as {persona}: loss vs perfect"] = seed_interval(vs["perfect"]["loss"])
             break
     return judged("2", "persona-probe accuracy (persona to move, next_token) minus the same probe at random init, "
                        "at the validation-chosen layer", shared_games_interval(acc - ctrl, acc_b - ctrl_b),
@@ -228,14 +242,14 @@ def claim4(results: dict, smallest: float = 0.05) -> Claim:
     stat = cka[:, 1] - cka[:, -1]
     reps = boot[:, :, 1] - boot[:, :, -1]
     w = np.asarray(tuned["weight_change"], float)
-    evidence = {"weight change, last block minus first": seed_interval(w[:, -2] - w[:, 1]).as_dict(),
+    evidence = {"weight change, last block minus first": seed_interval(w[:, -2] - w[:, 1]),
                 "first block CKA minus the seed floor": seed_interval(
-                    cka[:, 1] - np.mean(np.asarray(ch["seed_floor"]["cka"], float)[:, 1])).as_dict()}
+                    cka[:, 1] - np.mean(np.asarray(ch["seed_floor"]["cka"], float)[:, 1]))}
     if "control" in ch["comparisons"]:
         control = np.asarray(ch["comparisons"]["control"]["cka"], float)
-        evidence["last-block CKA drop, RL minus continued pretraining"] = seed_interval(control[:, -1] - cka[:, -1]).as_dict()
+        evidence["last-block CKA drop, RL minus continued pretraining"] = seed_interval(control[:, -1] - cka[:, -1])
     return judged("4", "representation change after RL (1 − linear CKA to the pretrained model on held-out games) "
-                       "at the last block minus at the first block", shared_games_interval(stat, reps.T), smallest,
+                       "at the last block minus at the first block", shared_games_interval(stat, reps), smallest,
                   "figures/f4_where_rl_changes.png", ("pretrain_rl",), evidence)
 
 

@@ -1,128 +1,119 @@
-"""REPORT.md: every claim's statistic, interval, rule and figure, written from results.json."""
+"""REPORT.md from results.json: per claim the statistic, its interval (with its seed and game
+parts), the ceiling where there is one, the rule, the verdict and the figure that shows it; the
+subjects' quality bars; the value tables of claim 1; timings."""
 
 from __future__ import annotations
 
-import numpy as np
+import math
 
-from experiments.analysis.value_probes import VALUE_TARGETS
-from experiments.report.claims import _ci4 as _ci
+from experiments.report.claims import BARS, TITLES
+from experiments.statistics import RULE_TEXT
 
-CLAIM_TITLES = {
-    "2": "A simulator holds characters; the current one is inferable from its residual stream",
-    "3": "Later layers finish developing later than earlier ones",
-    "4": "RL fine-tuning changes mostly later layers and reuses early concepts",
-    "5": "More RL makes a larger fraction of the network do agentic processing",
-    "6": "Multi-token prediction raises agentic processing",
-}
+NETWORK_NAMES = {"policy": "agent: policy trunk", "critic": "agent: critic trunk", "value_head": "agent: value head",
+                 "simulator": "next_token simulator", "random_init": "random init (policy trunk)",
+                 "random_init_critic": "random init (critic trunk)"}
+DATASETS = {"own_games": "the agent's own games, at its decisions", "persona_games": "persona games, every move"}
 
 
-def claims_section(results: dict) -> list[str]:
-    lines = []
-    for number, title in CLAIM_TITLES.items():
-        c = results["claims"].get(number)
-        if c is None:
-            continue
-        lines += [f"## Claim {number}: {title}", ""]
-        lines.append(f"Verdict: **{c['verdict']}**." + (f" Figure: `{c['figure']}`." if c.get("figure") else ""))
-        if "statistic" in c:
-            v = c["value"]
-            lines.append(f"Statistic: {c['statistic']} = {v['mean']:.3f} [{v['low']:.3f}, {v['high']:.3f}] "
-                         "(95% bootstrap CI over seeds).")
-        for key, val in c.items():
-            if key in ("verdict", "figure", "statistic", "value"):
-                continue
-            if isinstance(val, dict) and {"mean", "low", "high"} <= set(val) and np.ndim(val["mean"]) == 0:
-                lines.append(f"- {key.replace('_', ' ')}: {val['mean']:.3f} [{val['low']:.3f}, {val['high']:.3f}]")
-            elif isinstance(val, (int, float, str)):
-                lines.append(f"- {key.replace('_', ' ')}: {val}")
+def iv(d: dict | None, digits: int = 3) -> str:
+    """'mean [low, high]' of an Interval dict (or '–')."""
+    if not d or d.get("mean") is None or not math.isfinite(d["mean"]):
+        return "–"
+    if not math.isfinite(d.get("low", float("nan"))):
+        return f"{d['mean']:.{digits}f}"
+    return f"{d['mean']:.{digits}f} [{d['low']:.{digits}f}, {d['high']:.{digits}f}]"
+
+
+def _claim_lines(number: str, c: dict) -> list[str]:
+    i = c["interval"]
+    lines = [f"## Claim {number}: {TITLES[number]}", "", f"**Verdict: {c['verdict']}.**"
+             + (f" Figure: `{c['figure']}`." if c["figure"] else "")]
+    if c["note"]:
+        lines.append(f"Not judged: {c['note']}.")
+    if c["statistic"]:
+        lines.append(f"Statistic: {c['statistic']}.")
+        lines.append(f"Value: {iv(i)} over {i['n_seeds']} seeds (95% t-interval; half-width from the seeds "
+                     f"{i['seed_half']:.3f}, from the held-out games {i['game_half']:.3f}); smallest effect worth "
+                     f"the name δ = {c['smallest_effect']}.")
+        if c["rule_gives"] != c["verdict"]:
+            lines.append(f"The interval alone would give '{c['rule_gives']}', but a verdict needs at least 5 seeds.")
+    for flag in c.get("flags", []):
+        lines.append(f"⚠ {flag}: the claim is about a subject that does not yet deserve its name.")
+    simple = {k: v for k, v in c["evidence"].items() if not (isinstance(v, dict) and "ceiling" in v)}
+    if simple:
         lines.append("")
-    if results["claims"].keys() - {"1"}:
-        lines += ["Rule for claims 2–6: the per-seed statistic's 95% bootstrap CI wholly above the claim's "
-                  "threshold (the smallest effect worth the name) gives 'supported', wholly below it "
-                  "'contradicted', else 'inconclusive' (experiments/claims.py).", ""]
+        for k, v in simple.items():
+            lines.append(f"- {k}: {iv(v) if isinstance(v, dict) else v}")
+    lines.append("")
     return lines
 
 
-def _fmt(ci: dict, i: int | None = None) -> str:
-    m, lo, hi = (ci[k] if i is None else ci[k][i] for k in ("mean", "low", "high"))
-    return f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
-
-
-def mlp_lines(results: dict) -> list[str]:
-    """Claim 1 read by the nonlinear probe too: a value that a small MLP decodes but a linear
-    probe does not would change what 'represented' means here, so it is reported beside it."""
-    suites = results.get("analyses", {}).get("probe_suite", {})
-    rows = []
-    for regime, suite in suites.items():
-        mlp = suite["targets"].get("value_mover", {}).get("mlp")
-        if not mlp or "random_init" not in mlp:
+def value_tables(claim1: dict) -> list[str]:
+    """Claim 1's tables: per agent and dataset, every network on each target."""
+    lines = []
+    for key, table in claim1["evidence"].items():
+        if not (isinstance(table, dict) and "ceiling" in table):
             continue
-        trained = np.asarray([r["score"] for r in mlp["trained"]], float)
-        control = np.asarray([r["score"] for r in mlp["random_init"]], float)
-        best = int(np.argmax(trained.mean(0)))
-        rows.append(f"| {regime} | {best} | {_fmt(_ci(trained[:, best]))} | {_fmt(_ci(control[:, best]))} | "
-                    f"{_fmt(_ci(trained[:, best] - control[:, best]))} |")
-    if not rows:
-        return []
-    return ["", "The same question asked with a small MLP probe (64 ReLU units; value for the player to move; "
-            "figure `figures/f2_probe_targets_controls.png`, second row), not used by the verdict:", "",
-            "| regime | best layer | MLP R² | random-init control | emergence |", "| --- | --- | --- | --- | --- |",
-            *rows]
+        regime, rest = key.split(": ", 1)
+        dataset, target = rest.split(" / ")
+        lines += [f"**{regime}, {DATASETS.get(dataset, dataset)}; target `{target}`** (ceiling "
+                  f"{iv(table['ceiling'])}):", "",
+                  "| network | R² (chosen layer) | random-init R² | emergence | emergence within move | fraction of gap "
+                  "| fraction of gap within move | layers |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for net, row in table.items():
+            if net == "ceiling":
+                continue
+            lines.append(f"| {NETWORK_NAMES.get(net, net)} | {iv(row['r2'])} | {iv(row.get('control_r2'))} | "
+                         f"{iv(row.get('emergence'))} | {iv(row.get('emergence_within_move'))} | "
+                         f"{iv(row.get('fraction_of_gap'))} | {iv(row.get('fraction_of_gap_within_move'))} | "
+                         f"{row['layers']} |")
+        lines.append("")
+    return lines
 
 
 def report(results: dict) -> str:
-    regs = results["regimes"]
-    c1 = results["claims"]["1"]
-    lines = [
-        "# agentsim reproduction report",
-        "",
-        f"Preset `{results['preset']}`; {len(next(iter(regs.values()))['probe']['expected_outcome']['per_seed']['trained'])} seeds per regime; "
-        f"total {results['total_s']:.0f} s. Every number is recomputed from the run directories "
-        "under `runs/` and listed in `results.json`. Intervals are 95% bootstrap CIs over seeds.",
-        "",
-        "## Claim 1: an agent represents its terminal goal; a simulator need not",
-        "",
-        f"Figure: `{results['figures'][0]}`. Verdict: **{c1['verdict']}**.",
-        f"Rule: {c1['rule']}",
-        "",
-        "| regime | best layer | R² expected outcome (best layer) | random-init control | emergence | verdict |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for regime, v in c1["by_regime"].items():
-        p = regs[regime]["probe"]["expected_outcome"]
-        layer = v["layer"]
-        lines.append(f"| {regime} | {layer} | {_fmt(p['r2_by_layer'], layer)} | "
-                     f"{_fmt(p['random_init_by_layer'], layer)} | {_fmt(v['emergence'])} | {v['verdict']} |")
-    lines += mlp_lines(results)
-    lines += ["", "R² of the value probes by layer (0 = embeddings):", "",
-              "| regime | target | " + " | ".join(f"layer {i}" for i in range(len(next(iter(regs.values()))['probe']['minimax']['r2_by_layer']['mean']))) + " |",
-              "| --- | --- | " + " | ".join("---" for _ in next(iter(regs.values()))['probe']['minimax']['r2_by_layer']['mean']) + " |"]
-    for regime, r in regs.items():
-        for target in VALUE_TARGETS:
-            ci = r["probe"][target]["r2_by_layer"]
-            lines.append(f"| {regime} | {target} | " + " | ".join(_fmt(ci, i) for i in range(len(ci["mean"]))) + " |")
-    lines += ["", "Shuffled-label control (labels permuted across games at the same move number, so "
-              "only what the move number predicts survives), at each regime's best layer: " + ", ".join(
-        f"{k} {regs[k]['probe']['expected_outcome']['shuffled_by_layer']['mean'][c1['by_regime'].get(k, {'layer': 0})['layer']]:.3f}"
-        for k in regs if k in c1["by_regime"]) + ".", "",
-        "## Behaviour", "",
-        "| regime | loss vs random | loss vs greedy | loss vs perfect | draw vs perfect | simulator gap (nats/move) |",
-        "| --- | --- | --- | --- | --- | --- |"]
-    for regime, r in regs.items():
-        m = r["matches"]
-        gap = _ci(r["simulator"]["gap"])
-        lines.append(f"| {regime} | {_fmt(m['random']['loss'])} | {_fmt(m['greedy']['loss'])} | "
-                     f"{_fmt(m['perfect']['loss'])} | {_fmt(m['perfect']['draw'])} | {_fmt(gap)} |")
-    lines += ["", "Loss rates are over games as X and as O (greedy arg-max play, 256 games per side "
-              "per persona per seed). The simulator gap is the held-out next-move loss minus the "
-              f"Bayes-optimal loss of the persona mixture ({regs[next(iter(regs))]['simulator']['bayes_optimal_loss']:.4f} nats/move).", "",
-              ]
-    lines += claims_section(results)
-    lines += ["## Timings", "", "| stage | train s | probe s |", "| --- | --- | --- |"]
-    for regime, t in results["timings"].items():
-        lines.append(f"| {regime} | {t['train_s']} | {t['probe_s']} |")
+    claims, q = results["claims"], results["quality"]
+    seeds = {len(f["seeds"]) for f in results["finals"].values()}
+    lines = ["# agentsim reproduction report", "",
+             f"Preset `{results['preset']}`; {'/'.join(map(str, sorted(seeds)))} seeds per run; total "
+             f"{results['total_s']:.0f} s. Every number is recomputed from the run directories under `runs/` and "
+             "listed in `results.json`.", "",
+             "| claim | verdict | statistic (95% interval) | figure |", "| --- | --- | --- | --- |"]
+    for number, c in claims.items():
+        lines.append(f"| {number}. {TITLES[number]} | **{c['verdict']}** | {iv(c['interval'])} | `{c['figure']}` |")
+    lines += ["", f"Rule for every claim: {RULE_TEXT} Layers are chosen on validation games among layers 1…L "
+              "(the embeddings are reported, never chosen); scores are read on test games.", ""]
+
+    lines += ["## The subjects", "", "| run | loss vs random | loss vs greedy | loss vs perfect | simulator gap "
+              "(nats/move) | bar | meets it |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for regime, row in q.items():
+        bar = row.get("bar")
+        lines.append(f"| {regime} | {iv(row.get('loss_vs_random'))} | {iv(row.get('loss_vs_greedy'))} | "
+                     f"{iv(row.get('loss_vs_perfect'))} | {iv(row.get('simulator_gap'))} | "
+                     + (f"{bar['measure'].replace('_', ' ')} ≤ {bar['at_most']} | {'yes' if bar['meets'] else '**no**'} |"
+                        if bar else "– | – |"))
+    lines += ["", "Loss rates: greedy (arg-max) play as X and as O against each persona; the simulator gap is the "
+              "held-out next-move loss minus the Bayes-optimal loss of the persona mixture. Bars: "
+              + ", ".join(f"{k} {m.replace('_', ' ')} ≤ {v}" for k, (m, v) in BARS.items()) + ".", ""]
+
+    for number, c in claims.items():
+        lines += _claim_lines(number, c)
+        if number == "1":
+            lines += value_tables(c)
+            lines += ["Emergence = R² − the same probe on the random-init network at the same layer; fraction of "
+                      "gap = emergence / (ceiling − random-init R²), overall and within move number (R² around each "
+                      "move number's mean; when the ceiling is 1 the two fractions are equal by construction, both "
+                      "being 1 − SS_res(network) / SS_res(random init)). Ceiling: the best R² any predictor of the move history can reach "
+                      "(1 for a target that is a function of the history; for the hidden-pair target, its Bayes "
+                      "predictor's R²). Own games are each agent seed's own rollouts (sampled as in training, "
+                      "against its opponent pool); the simulator and random init read the same tokens.", ""]
+
+    lines += ["## Timings", "", "| stage | seconds |", "| --- | --- |"]
+    for stage, secs in results["timings"].items():
+        lines.append(f"| {stage} | {secs} |")
     for name, secs in results.get("analyses", {}).get("seconds", {}).items():
-        lines.append(f"| analysis: {name} | – | {secs} |")
-    lines += ["", "Sizes: " + ", ".join(f"{k} {v}" for k, v in results["sizes"].items()) + ".",
-              "", "## Figures", ""] + [f"- `{f}`" for f in results["figures"] if f.endswith(".png")]
+        lines.append(f"| analysis: {name} | {secs} |")
+    lines += ["", "Sizes: " + ", ".join(f"{k} {v}" for k, v in results["sizes"].items()) + ".", "",
+              "## Figures", ""] + [f"- `{f}`" for f in results["figures"] if f.endswith(".png")]
     return "\n".join(lines) + "\n"

@@ -6,7 +6,6 @@ played greedily (arg-max over legal moves) unless ``greedy=False``.
 
 from __future__ import annotations
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,6 +18,7 @@ from experiments.runs.run import to_host
 from experiments.train import arena as A
 from experiments.train.next_token import move_nll
 from experiments.train.policy import NEG
+from experiments.train.trainer import traced_at_most
 from models.transformer import apply
 
 
@@ -92,7 +92,7 @@ def make_match_eval(cfg, layout: Layout, graphdef, persona_names, games_per_cell
     play = make_playout(cfg.data.game, layout, persona_names, games_per_cell, greedy, seed)
 
     @jax.jit
-    @chex.assert_max_traces(n=1)
+    @traced_at_most(1)
     def run(params_stacked):
         results = jax.vmap(lambda p: play(lambda t: apply(graphdef, p, t).logits_KxBxTxV[0]))(params_stacked)
         out = {}

@@ -6,14 +6,13 @@
 
 from __future__ import annotations
 
-import chex
 import jax
 import jax.numpy as jnp
 import optax
 
 from envs.dataset import Dataset, Layout
 from experiments.config import Config
-from experiments.train.trainer import Trainer
+from experiments.train.trainer import Trainer, traced_at_most
 from models.transformer import apply, init_params
 
 
@@ -96,7 +95,7 @@ def make_next_token(cfg: Config, layout: Layout, train: Dataset | None, val: Dat
         return new, metrics
 
     @jax.jit
-    @chex.assert_max_traces(n=1)  # a second trace would mean a silent recompile every chunk
+    @traced_at_most(1)  # a second trace would mean a silent recompile every chunk
     def chunk(state):
         def one_seed(s):
             s, metrics = jax.lax.scan(update, s, None, length=t.chunk)
@@ -105,7 +104,7 @@ def make_next_token(cfg: Config, layout: Layout, train: Dataset | None, val: Dat
         return jax.vmap(one_seed)(state)
 
     @jax.jit
-    @chex.assert_max_traces(n=1)
+    @traced_at_most(1)
     def evaluate(state):
         def one_seed(params):
             nll = move_nll(graphdef, params, layout, val_tokens)

@@ -22,7 +22,7 @@ from experiments.config import Config
 from experiments.train import arena as A
 from experiments.train.evaluate import make_match_eval
 from experiments.train.policy import make_policy, policy_at
-from experiments.train.trainer import Trainer
+from experiments.train.trainer import Trainer, traced_at_most
 from models.transformer import init_params
 
 
@@ -162,7 +162,7 @@ def make_ppo(cfg: Config, layout: Layout, init_from=None, ref_params=None) -> Tr
         return new, metrics
 
     @jax.jit
-    @chex.assert_max_traces(n=1)  # a second trace would mean a silent recompile every chunk
+    @traced_at_most(1)  # a second trace would mean a silent recompile every chunk
     def _chunk(state, ref):
         def one_seed(s, r):
             s, metrics = jax.lax.scan(lambda c, _: iteration(c, r), s, None, length=t.chunk)
