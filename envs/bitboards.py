@@ -1,0 +1,172 @@
+"""Numpy kernels that let the solver handle a game's positions in bulk, as int64 keys.
+
+The solver needs every reachable position of a board (up to ~10⁸ of them), so it cannot step
+GameStates one by one through JAX. A kernel works on whole arrays of keys instead: the children
+of a layer of positions, who has won, and the GameState a key stands for. A key is exactly the
+game's own ``encode`` (so that ``SolvedGame.index_of`` finds a JAX state by the same number),
+written as int64 here and as uint32 words in JAX, which runs without x64.
+
+These are a second, vectorised statement of the rules, so the tests check every kernel against
+the game's JAX ``step`` over all positions of small boards.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from envs.connect_four import ConnectFour
+from envs.game import Game, GameState
+from envs.tictactoe import LINES, TicTacToe
+
+NO_CHILD = -1
+
+
+def _states(board: np.ndarray, winner: np.ndarray, depth: np.ndarray) -> GameState:
+    """GameStates (numpy, batched) of positions reached by legal play."""
+    depth = depth.astype(np.int32)
+    return GameState(
+        board=board.astype(np.int8),
+        player=depth % 2,
+        winner=winner.astype(np.int32),
+        done=(winner >= 0) | (depth == board.shape[1]),
+        num_moves=depth,
+        illegal=np.zeros(len(depth), bool),
+    )
+
+
+class TicTacToeKeys:
+    """Keys are base-3 board codes (``game.base3_code``): cell i holds digit i."""
+
+    def __init__(self, game: TicTacToe):
+        self.num_actions = self.num_cells = game.num_cells
+        self.lines = np.asarray(LINES)
+        self.powers = 3 ** np.arange(self.num_cells, dtype=np.int64)
+
+    def upper_bound(self) -> int:
+        return 3**self.num_cells
+
+    def root(self) -> int:
+        return 0
+
+    def boards(self, keys: np.ndarray) -> np.ndarray:
+        return ((keys[:, None] // self.powers) % 3).astype(np.int8)
+
+    def children(self, keys: np.ndarray, depth: int) -> np.ndarray:
+        stone = 1 if depth % 2 == 0 else 2
+        empty = self.boards(keys) == 0
+        return np.where(empty, keys[:, None] + stone * self.powers, NO_CHILD)
+
+    def _winners(self, board: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        on_line = board[:, self.lines]  # [n, lines, 3]
+        return (on_line == 1).all(-1).any(-1), (on_line == 2).all(-1).any(-1)
+
+    def outcome(self, keys: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        """(over, X's return) of positions that all have ``depth`` stones."""
+        x_won, o_won = self._winners(self.boards(keys))
+        return x_won | o_won | (depth == self.num_cells), x_won.astype(np.int8) - o_won.astype(np.int8)
+
+    def decode(self, keys: np.ndarray) -> GameState:
+        board = self.boards(keys)
+        x_won, o_won = self._winners(board)
+        return _states(board, np.where(x_won, 0, np.where(o_won, 1, -1)), (board != 0).sum(1))
+
+    @staticmethod
+    def key_words(game: TicTacToe, state: GameState) -> jax.Array:
+        return jnp.stack([jnp.uint32(0), game.encode(state).astype(jnp.uint32)])
+
+
+class ConnectFourKeys:
+    """Keys are the codes of connect_four.py: column c holds ``(1 << height) | X's stones`` at
+    bit offset c·(H+1), the move number sits above the columns. In that layout one side's stones
+    form a bitboard whose columns are separated by an empty sentinel row, so K in a row is K-1
+    shifts and ands per direction; playing in column c adds that column's sentinel bit to the
+    key once (O) or twice (X), plus one move."""
+
+    def __init__(self, game: ConnectFour):
+        w, h, self.k = game.width, game.height, game.k
+        self.width, self.height, self.num_actions, self.num_cells = w, h, w, w * h
+        s = self.stride = h + 1
+        per_column = lambda bits: sum(bits << (c * s) for c in range(w))  # noqa: E731
+        self.playable = per_column((1 << h) - 1)  # every cell, no sentinel row
+        self.code_bits = w * s  # the move number starts here
+        self.one_move = 1 << self.code_bits
+        # Smearing a key's sentinel bits down their column: shifting by `shift` may only keep
+        # bits whose source lies in the same column (row + shift <= h).
+        self.smear = [(shift, per_column((1 << max(s - shift, 0)) - 1)) for shift in (1, 2, 4)]
+        self.columns = [((1 << s) - 1) << (c * s) for c in range(w)]
+        self.full_sentinels = [1 << (c * s + h) for c in range(w)]
+        self.directions = (1, s, s + 1, s - 1)  # |, -, /, \
+
+    def upper_bound(self) -> int:
+        """Height profiles × colourings with alternating counts: counts every reachable
+        position and more (positions past a win, two winners), whatever K is."""
+        ways = [1]  # ways[n]: height profiles of the columns so far holding n stones
+        for _ in range(self.width):
+            ways = [sum(ways[n - h] for h in range(self.height + 1) if 0 <= n - h < len(ways))
+                    for n in range(len(ways) + self.height)]
+        return sum(w * math.comb(n, (n + 1) // 2) for n, w in enumerate(ways))
+
+    def root(self) -> int:
+        return sum(1 << (c * self.stride) for c in range(self.width))
+
+    def _occupied(self, keys: np.ndarray) -> np.ndarray:
+        """Bitboard of all stones: every bit below each column's sentinel."""
+        t = keys & (self.one_move - 1)
+        for shift, keep in self.smear:
+            t = t | ((t >> shift) & keep)
+        return (t >> 1) & self.playable
+
+    def _has_line(self, stones: np.ndarray) -> np.ndarray:
+        found = np.zeros(stones.shape, bool)
+        for d in self.directions:
+            run = stones
+            for i in range(1, self.k):
+                run = run & (stones >> (i * d))
+            found |= run != 0
+        return found
+
+    def children(self, keys: np.ndarray, depth: int) -> np.ndarray:
+        sentinels = keys & ~self._occupied(keys)  # one bit per column: where the next stone goes
+        times = 2 if depth % 2 == 0 else 1  # X's stone also sets its bit in the key
+        out = np.empty((len(keys), self.width), np.int64)
+        for c in range(self.width):
+            bit = sentinels & self.columns[c]
+            out[:, c] = np.where(bit == self.full_sentinels[c], NO_CHILD, keys + times * bit + self.one_move)
+        return out
+
+    def outcome(self, keys: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        """(over, X's return) of positions that all have ``depth`` stones; only the side that
+        just moved can have a line (its previous position was live)."""
+        occupied = self._occupied(keys)
+        x_moved = depth % 2 == 1
+        mover = keys & occupied if x_moved else occupied & ~keys
+        won = self._has_line(mover)
+        return won | (depth == self.num_cells), (won * (1 if x_moved else -1)).astype(np.int8)
+
+    def decode(self, keys: np.ndarray) -> GameState:
+        occupied = self._occupied(keys)
+        x, o = keys & occupied, occupied & ~keys
+        board = np.zeros((len(keys), self.num_cells), np.int8)
+        for r in range(self.height):
+            for c in range(self.width):
+                bit = np.int64(1) << (c * self.stride + r)
+                board[:, r * self.width + c] = np.where(x & bit, 1, np.where(o & bit, 2, 0))
+        winner = np.where(self._has_line(x), 0, np.where(self._has_line(o), 1, -1))
+        return _states(board, winner, np.bitwise_count(occupied))
+
+    @staticmethod
+    def key_words(game: ConnectFour, state: GameState) -> jax.Array:
+        return game.encode(state)
+
+
+def keys_for(game: Game) -> TicTacToeKeys | ConnectFourKeys:
+    """The kernel for this game; ValueError for a game the solver does not know."""
+    if isinstance(game, TicTacToe):
+        return TicTacToeKeys(game)
+    if isinstance(game, ConnectFour):
+        return ConnectFourKeys(game)
+    raise ValueError(f"the solver has no position kernel for {game.name!r}")
