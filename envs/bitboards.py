@@ -13,6 +13,7 @@ the game's JAX ``step`` over all positions of small boards.
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +24,19 @@ from envs.game import Game, GameState
 from envs.tictactoe import LINES, TicTacToe
 
 NO_CHILD = -1
+
+
+class PositionKeys(Protocol):
+    """What the solver needs of a game; ``depth`` is the number of stones of a whole layer."""
+
+    num_actions: int
+
+    def upper_bound(self) -> int: ...  # cheap bound on the reachable positions: refuse or solve
+    def root(self) -> int: ...  # the key of the empty board
+    def children(self, keys: np.ndarray, depth: int) -> np.ndarray: ...  # int64[n, A], NO_CHILD if illegal
+    def outcome(self, keys: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]: ...  # over, X's return
+    def decode(self, keys: np.ndarray) -> GameState: ...  # numpy, batched
+    def key_words(self, state: GameState) -> jax.Array: ...  # JAX: uint32[2] (high, low) of the key
 
 
 def _states(board: np.ndarray, winner: np.ndarray, depth: np.ndarray) -> GameState:
@@ -42,6 +56,7 @@ class TicTacToeKeys:
     """Keys are base-3 board codes (``game.base3_code``): cell i holds digit i."""
 
     def __init__(self, game: TicTacToe):
+        self.game = game
         self.num_actions = self.num_cells = game.num_cells
         self.lines = np.asarray(LINES)
         self.powers = 3 ** np.arange(self.num_cells, dtype=np.int64)
@@ -74,9 +89,8 @@ class TicTacToeKeys:
         x_won, o_won = self._winners(board)
         return _states(board, np.where(x_won, 0, np.where(o_won, 1, -1)), (board != 0).sum(1))
 
-    @staticmethod
-    def key_words(game: TicTacToe, state: GameState) -> jax.Array:
-        return jnp.stack([jnp.uint32(0), game.encode(state).astype(jnp.uint32)])
+    def key_words(self, state: GameState) -> jax.Array:
+        return jnp.stack([jnp.uint32(0), self.game.encode(state).astype(jnp.uint32)])
 
 
 class ConnectFourKeys:
@@ -87,6 +101,7 @@ class ConnectFourKeys:
     key once (O) or twice (X), plus one move."""
 
     def __init__(self, game: ConnectFour):
+        self.game = game
         w, h, self.k = game.width, game.height, game.k
         self.width, self.height, self.num_actions, self.num_cells = w, h, w, w * h
         s = self.stride = h + 1
@@ -158,12 +173,11 @@ class ConnectFourKeys:
         winner = np.where(self._has_line(x), 0, np.where(self._has_line(o), 1, -1))
         return _states(board, winner, np.bitwise_count(occupied))
 
-    @staticmethod
-    def key_words(game: ConnectFour, state: GameState) -> jax.Array:
-        return game.encode(state)
+    def key_words(self, state: GameState) -> jax.Array:
+        return self.game.encode(state)
 
 
-def keys_for(game: Game) -> TicTacToeKeys | ConnectFourKeys:
+def keys_for(game: Game) -> PositionKeys:
     """The kernel for this game; ValueError for a game the solver does not know."""
     if isinstance(game, TicTacToe):
         return TicTacToeKeys(game)

@@ -72,12 +72,11 @@ def _children(game: Game, state: GameState) -> GameState:
 
 def _perfect(game: Game) -> Callable:
     sg = solved(game)
-    minimax = jnp.asarray(sg.minimax_x.astype(np.int8))  # exact in a quarter of the bytes
 
     def probs(state):
         legal = game.legal_mask(state)
         sign = jnp.where(state.player == 0, 1.0, -1.0)
-        v = sign * minimax[jax.vmap(sg.index_of)(_children(game, state))]
+        v = sign * jax.vmap(sg.minimax_of)(_children(game, state))
         best = jnp.max(jnp.where(legal, v, -jnp.inf))
         return _normalise((v >= best - 1e-6).astype(jnp.float32), legal)
 

@@ -5,8 +5,8 @@ How: breadth-first by move number over int64 position keys (bitboards.py). Each 
 expanded in bulk with numpy and de-duplicated with ``np.unique``, whose inverse is that layer's
 child table; minimax values are backed up from the last layer. The tables are then sorted by
 key so that ``index_of`` can find a JAX state inside jitted code by binary search on its key,
-held as uint32 words because JAX runs without x64. No GameState is stored: ``states`` decodes
-keys on demand.
+held as uint32 words because JAX runs without x64 (big tables are searched on the host, see
+``index_of``). No GameState is stored: ``states`` decodes keys on demand.
 
 A board whose positions cannot be enumerated here (a cheap upper bound above MAX_POSITIONS)
 raises a one-line ValueError before any work. Solved tables are cached on disk
@@ -29,6 +29,7 @@ from envs.bitboards import NO_CHILD, keys_for
 from envs.game import Game, GameState
 
 MAX_POSITIONS = 2e8  # 6×4 and 5×5 (≈ 1.6e8 by the bound) fit in 16 GB; 7×4, 6×5, 5×6 do not
+IN_PROGRAM_MAX_STATES = 1 << 23  # bigger tables stay on the host for look-ups (see index_of)
 SOLVER_VERSION = 1  # part of the disk-cache file name: bump when keys or rules change
 
 
@@ -56,15 +57,44 @@ class SolvedGame:
     def states_at(self, rows: np.ndarray) -> GameState:
         return keys_for(self.game).decode(self.keys[rows])
 
+    def index_of(self, state: GameState) -> jax.Array:
+        """Index of a (reachable) state; jittable and vmappable. Unreachable states give an
+        arbitrary index.
+
+        Tables of up to IN_PROGRAM_MAX_STATES positions are searched inside the program (a
+        binary search on the key's uint32 words). A bigger table would be embedded in every
+        jitted program that looks it up: hundreds of megabytes of XLA constants, ~15 s of
+        compile each for 6×4. Those stay on the host instead and numpy searches the int64 keys
+        through ``jax.pure_callback``: exact, one host round trip per (batched) call."""
+        hi, lo = keys_for(self.game).key_words(state)
+        if self.num_states <= IN_PROGRAM_MAX_STATES:
+            return search_words(*self._key_words, hi, lo)
+        return self._on_host(self._host_index, jnp.int32, hi, lo)
+
+    def minimax_of(self, state: GameState) -> jax.Array:
+        """Minimax value for X of a (reachable) state (float32); jittable, as ``index_of``."""
+        if self.num_states <= IN_PROGRAM_MAX_STATES:
+            return jnp.asarray(self._minimax_int8)[self.index_of(state)].astype(jnp.float32)
+        hi, lo = keys_for(self.game).key_words(state)
+        return self._on_host(lambda hi, lo: self.minimax_x[self._host_index(hi, lo)], jnp.float32, hi, lo)
+
     @cached_property
     def _key_words(self) -> tuple[np.ndarray | None, np.ndarray]:
         hi = self.keys >> 32  # small (the move number's top bits): stored in as few bytes as fit
         return (hi.astype(np.min_scalar_type(hi.max())) if hi.any() else None), self.keys.astype(np.uint32)
 
-    def index_of(self, state: GameState) -> jax.Array:
-        """Index of a (reachable) state; jittable. Unreachable states give an arbitrary index."""
-        hi, lo = keys_for(self.game).key_words(self.game, state)
-        return search_words(*self._key_words, hi, lo)
+    @cached_property
+    def _minimax_int8(self) -> np.ndarray:
+        return self.minimax_x.astype(np.int8)  # exact in a quarter of the bytes
+
+    def _host_index(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        keys = (np.asarray(hi, np.int64) << 32) | np.asarray(lo, np.int64)
+        return np.clip(np.searchsorted(self.keys, keys), 0, self.num_states - 1).astype(np.int32)
+
+    @staticmethod
+    def _on_host(fn, dtype, hi: jax.Array, lo: jax.Array) -> jax.Array:
+        out = jax.ShapeDtypeStruct(jnp.shape(lo), dtype)
+        return jax.pure_callback(fn, out, hi, lo, vmap_method="broadcast_all")
 
     def expected_outcome(self, probs_x: np.ndarray, probs_o: np.ndarray) -> np.ndarray:
         """Exact expected X return from every state when X plays ``probs_x[N, A]`` and O plays

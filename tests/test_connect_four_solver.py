@@ -128,6 +128,21 @@ def test_index_of_finds_every_state_and_keys_are_the_encoding():
     assert (np.diff(sg.keys) > 0).all()
 
 
+def test_big_tables_are_looked_up_on_the_host(monkeypatch):
+    """Above IN_PROGRAM_MAX_STATES, index_of and minimax_of call back into numpy: same answers
+    under jit and vmap, and the perfect persona is unchanged."""
+    game = make_game("connect_four:4x4")
+    sg = solved(game)
+    rows = np.random.default_rng(4).choice(sg.num_states, 3000, replace=False)
+    states = sg.states_at(rows)
+    perfect = probs_table(make_persona("perfect", game), game)
+    monkeypatch.setattr(solver_module, "IN_PROGRAM_MAX_STATES", 0)
+    assert "pure_callback" in str(jax.make_jaxpr(sg.index_of)(game.init()))
+    np.testing.assert_array_equal(jax.jit(jax.vmap(sg.index_of))(states), rows)
+    np.testing.assert_array_equal(jax.jit(jax.vmap(sg.minimax_of))(states), sg.minimax_x[rows])
+    np.testing.assert_array_equal(probs_table(make_persona("perfect", game), game), perfect)
+
+
 @pytest.mark.parametrize("top", [1 << 3, 1 << 23])
 def test_two_word_search_is_searchsorted_on_64_bit_keys(top):
     """Keys wider than 32 bits (6×4 and 5×5 codes are 35 bits, 7×6 codes 55): the
@@ -165,6 +180,7 @@ def test_published_counts_and_values(name, positions, value):
     finally:
         if sg.num_states > 10_000_000:  # do not hold gigabytes for the rest of the session
             solver_module._CACHE.pop(game.name)
+            jax.clear_caches()  # compiled look-ups hold the table through their host callback
 
 
 def test_first_plies_of_7x6_match_oeis_a212693():
