@@ -3,11 +3,13 @@
 ``GameFuncEnv`` is a ``FuncEnv`` over the game's own pure functions (one implementation of the
 rules for the solver, the datasets, RL and gymnasium). ``GameJaxEnv`` is the stateful
 ``FunctionalJaxEnv`` that ``gymnasium.make("agentsim/<Game>-v0", opponent=..., agent_side=...)``
-returns, with every function jitted; connect-four also takes its board,
-``gymnasium.make("agentsim/ConnectFour-v0", width=5, height=4, k=4, ...)`` (default 7×6, 4). An agent step is the agent's move and, unless that ended
-the game, the opponent's reply; the observation is the flat board (``game.num_cells``, in the
-game's cell order) in the agent's frame (+1 own stone, -1 opponent's); the reward is the agent's return at the end, 0 before; an illegal agent
-move ends the game with the agent losing (the game's rule). Legal moves: ``info["action_mask"]``.
+returns, with every function jitted; connect-four also takes its board size,
+``gymnasium.make("agentsim/ConnectFour-v0", width=5, height=4, k=4, ...)`` (default 7×6, k=4).
+An agent step is the agent's move and, unless that ended the game, the opponent's reply; the
+observation is the flat board (``game.num_cells``, in the game's cell order) in the agent's
+frame (+1 own stone, -1 opponent's); the reward is the agent's return at the end, 0 before; an
+illegal agent move ends the game with the agent losing (the game's rule). Legal moves:
+``info["action_mask"]``.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 and the exact expected outcome under any pair of stochastic players.
 
 How: breadth-first by move number over int64 position keys (bitboards.py). Each layer is
-expanded in bulk with numpy and de-duplicated with ``np.unique``, whose inverse is that layer's
-child table; minimax values are backed up from the last layer. The tables are then sorted by
+expanded in bulk with numpy and de-duplicated by one sort (``np.unique`` with its inverse, which
+is that layer's child table; see ``_unique_with_inverse``); minimax values are backed up from the last layer. The tables are then sorted by
 key so that ``index_of`` can find a JAX state inside jitted code by binary search on its key,
 held as uint32 words because JAX runs without x64 (big tables are searched on the host, see
 ``index_of``). No GameState is stored: ``states`` decodes keys on demand.
@@ -143,7 +143,7 @@ def check_solvable(game: Game) -> None:
     if bound > MAX_POSITIONS:
         raise ValueError(
             f"{game.name} has too many positions to solve exactly here (up to {bound:.1e} by a "
-            f"count of height profiles × colourings; the limit is {MAX_POSITIONS:.0e}): perfect "
+            f"cheap upper bound; the limit is {MAX_POSITIONS:.0e}): perfect "
             "play, exact values and exact labels are unavailable on this board; use a smaller one "
             "(at most 6x4 or 5x5) or only personas that need no table"
         )
