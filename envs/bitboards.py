@@ -7,12 +7,15 @@ game's own ``encode`` (so that ``SolvedGame.index_of`` finds a JAX state by the 
 written as int64 here and as uint32 words in JAX, which runs without x64.
 
 These are a second, vectorised statement of the rules, so the tests check every kernel against
-the game's JAX ``step`` over all positions of small boards.
+the game's JAX ``step`` over all positions of small boards. Any other game (e.g. a test's toy
+game) is expanded through its own jitted ``step`` and ``encode`` instead (``StepKeys``), which
+keeps every GameState in memory, so it suits small games only.
 """
 
 from __future__ import annotations
 
 import math
+from functools import cache, partial
 from typing import Protocol
 
 import jax
@@ -30,6 +33,7 @@ class PositionKeys(Protocol):
     """What the solver needs of a game; ``depth`` is the number of stones of a whole layer."""
 
     num_actions: int
+    on_disk: bool  # keys alone decode to states, so solved tables can be cached on disk
 
     def upper_bound(self) -> int: ...  # cheap bound on the reachable positions: refuse or solve
     def root(self) -> int: ...  # the key of the empty board
@@ -54,6 +58,8 @@ def _states(board: np.ndarray, winner: np.ndarray, depth: np.ndarray) -> GameSta
 
 class TicTacToeKeys:
     """Keys are base-3 board codes (``game.base3_code``): cell i holds digit i."""
+
+    on_disk = True
 
     def __init__(self, game: TicTacToe):
         self.game = game
@@ -99,6 +105,8 @@ class ConnectFourKeys:
     form a bitboard whose columns are separated by an empty sentinel row, so K in a row is K-1
     shifts and ands per direction; playing in column c adds that column's sentinel bit to the
     key once (O) or twice (X), plus one move."""
+
+    on_disk = True
 
     def __init__(self, game: ConnectFour):
         self.game = game
@@ -177,10 +185,69 @@ class ConnectFourKeys:
         return self.game.encode(state)
 
 
+def _words(game: Game, state: GameState) -> jax.Array:
+    """uint32[2] (high, low) of a game's encode, whether a scalar code or two words already."""
+    code = game.encode(state).astype(jnp.uint32)
+    return code if code.shape == (2,) else jnp.stack([jnp.uint32(0), code])
+
+
+@partial(jax.jit, static_argnums=0)
+def _expand(game: Game, states: GameState):
+    actions = jnp.arange(game.num_actions)
+    kids = jax.vmap(lambda s: jax.vmap(lambda a: game.step(s, a))(actions))(states)
+    return kids, jax.vmap(game.legal_mask)(states), jax.vmap(jax.vmap(partial(_words, game)))(kids)
+
+
+class StepKeys:
+    """Any game, expanded through its own jitted ``step``; keys are its ``encode``. Decoding a
+    key needs the GameState it came from, so every state met is kept (sorted by key): for small
+    games, and not cached on disk."""
+
+    on_disk = False
+
+    def __init__(self, game: Game):
+        self.game, self.num_actions = game, game.num_actions
+        self._keys, self._states = np.empty(0, np.int64), None
+
+    def upper_bound(self) -> int:
+        return 0  # unknown: solved as asked, as the solver always did for such games
+
+    def _remember(self, keys: np.ndarray, states: GameState) -> None:
+        if self._states is not None:
+            keys = np.concatenate([self._keys, keys])
+            states = jax.tree.map(lambda *xs: np.concatenate(xs), self._states, states)
+        self._keys, first = np.unique(keys, return_index=True)
+        self._states = jax.tree.map(lambda x: x[first], states)
+
+    def root(self) -> int:
+        state = jax.tree.map(lambda x: np.asarray(x)[None], self.game.init())
+        hi, lo = np.asarray(_words(self.game, self.game.init()), np.int64)
+        self._remember(np.array([(hi << 32) | lo]), state)
+        return int((hi << 32) | lo)
+
+    def children(self, keys: np.ndarray, depth: int) -> np.ndarray:
+        kids, legal, words = jax.device_get(_expand(self.game, self.decode(keys)))
+        kid_keys = (words[..., 0].astype(np.int64) << 32) | words[..., 1].astype(np.int64)
+        self._remember(kid_keys[legal], jax.tree.map(lambda x: x[legal], kids))
+        return np.where(legal, kid_keys, NO_CHILD)
+
+    def outcome(self, keys: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        states = self.decode(keys)
+        returns = jax.device_get(jax.vmap(self.game.returns)(states))
+        return np.asarray(states.done), np.asarray(returns[:, 0]).astype(np.int8)
+
+    def decode(self, keys: np.ndarray) -> GameState:
+        return jax.tree.map(lambda x: x[np.searchsorted(self._keys, keys)], self._states)
+
+    def key_words(self, state: GameState) -> jax.Array:
+        return _words(self.game, state)
+
+
+@cache
 def keys_for(game: Game) -> PositionKeys:
-    """The kernel for this game; ValueError for a game the solver does not know."""
+    """The kernel for this game (one per game and process: StepKeys remembers states)."""
     if isinstance(game, TicTacToe):
         return TicTacToeKeys(game)
     if isinstance(game, ConnectFour):
         return ConnectFourKeys(game)
-    raise ValueError(f"the solver has no position kernel for {game.name!r}")
+    return StepKeys(game)

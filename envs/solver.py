@@ -272,15 +272,18 @@ def solved(game: Game) -> SolvedGame:
     immutable. Raises the one-line ValueError of ``check_solvable`` for boards too big."""
     if game.name not in _CACHE:
         check_solvable(game)
-        tag = _cache_tag(game)
-        arrays = table_cache.load(tag)
-        try:
-            sg = None if arrays is None else _from_disk(game, arrays)
-        except (KeyError, ValueError) as e:
-            warnings.warn(f"solver cache {table_cache.path_for(tag)} is unreadable ({e}); solving again")
-            sg = None
-        if sg is None:
-            sg = solve(game)
-            table_cache.save(tag, _to_disk(sg))
-        _CACHE[game.name] = sg
+        _CACHE[game.name] = _load_or_solve(game) if keys_for(game).on_disk else solve(game)
     return _CACHE[game.name]
+
+
+def _load_or_solve(game: Game) -> SolvedGame:
+    tag = _cache_tag(game)
+    arrays = table_cache.load(tag)
+    try:
+        if arrays is not None:
+            return _from_disk(game, arrays)
+    except (KeyError, ValueError) as e:
+        warnings.warn(f"solver cache {table_cache.path_for(tag)} is unreadable ({e}); solving again")
+    sg = solve(game)
+    table_cache.save(tag, _to_disk(sg))
+    return sg
