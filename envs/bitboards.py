@@ -113,7 +113,7 @@ class ConnectFourKeys:
         w, h, self.k = game.width, game.height, game.k
         self.width, self.height, self.num_actions, self.num_cells = w, h, w, w * h
         s = self.stride = h + 1
-        per_column = lambda bits: sum(bits << (c * s) for c in range(w))  # noqa: E731
+        per_column = lambda bits: sum(bits << (c * s) for c in range(w))
         self.playable = per_column((1 << h) - 1)  # every cell, no sentinel row
         self.code_bits = w * s  # the move number starts here
         self.one_move = 1 << self.code_bits

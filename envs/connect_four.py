@@ -64,7 +64,7 @@ class ConnectFour:
         self._cell_lines = np.stack([np.concatenate([t] + [pad] * (most - len(t))) for t in through])
 
     @classmethod
-    def from_size(cls, size: str) -> "ConnectFour":
+    def from_size(cls, size: str) -> ConnectFour:
         """``"WxH"`` (K = 4) or ``"WxHxK"``."""
         m = re.fullmatch(r"(\d+)x(\d+)(?:x(\d+))?", size)
         if not m:

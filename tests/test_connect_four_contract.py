@@ -2,6 +2,8 @@
 connect-four boards from the smallest to 7×6. Random legal and illegal play, batched and
 jitted, with every invariant checked after every move."""
 
+import itertools
+
 import jax
 import numpy as np
 import pytest
@@ -10,8 +12,8 @@ from envs import make_game
 
 GAMES = ["tictactoe", "connect_four:4x4x3", "connect_four:5x4", "connect_four:4x6x4",
          "connect_four:6x5x5", "connect_four"]
-DTYPES = dict(board=np.int8, player=np.int32, winner=np.int32, done=np.bool_, num_moves=np.int32,
-              illegal=np.bool_)
+DTYPES = {"board": np.int8, "player": np.int32, "winner": np.int32, "done": np.bool_, "num_moves": np.int32,
+          "illegal": np.bool_}
 BATCH = 48
 
 
@@ -65,7 +67,7 @@ def test_sizes_name_and_equality(game):
 
 def test_legal_play_keeps_every_invariant(game, fns):
     history = random_games(game, fns, seed=0)
-    for before, after in zip(history[:-1], history[1:]):
+    for before, after in itertools.pairwise(history):
         check_dtypes(game, after, (BATCH,))
         live = ~before.done
         changed = (before.board != after.board).sum(1)

@@ -34,8 +34,8 @@ def test_sizes_and_spaces():
     assert gymnasium.make(ID, width=5, height=4, k=3).unwrapped.func_env.transition is env.func_env.transition
 
 
-@pytest.mark.parametrize("bad, match", [(dict(width=3), "width"), (dict(height=9), "height"), (dict(k=9), "k"),
-                                        (dict(opponent="depth:0"), "persona")])
+@pytest.mark.parametrize("bad, match", [({"width": 3}, "width"), ({"height": 9}, "height"), ({"k": 9}, "k"),
+                                        ({"opponent": "depth:0"}, "persona")])
 def test_bad_arguments_raise(bad, match):
     with pytest.raises(ValueError, match=match):
         gymnasium.make(ID, **bad)

@@ -100,7 +100,7 @@ def reference_lookahead(board, width, height, k, depth):
     """Independent depth-limited negamax over lists of columns (the persona's spec: exact
     wins/losses/draws, other leaves 0, a result found at ply p scores ±(depth - p + 1))."""
     cols = [[int(board[r * width + c]) for r in range(height) if board[r * width + c]] for c in range(width)]
-    cells = lambda c, r: cols[c][r] if 0 <= c < width and 0 <= r < len(cols[c]) else 0  # noqa: E731
+    cells = lambda c, r: cols[c][r] if 0 <= c < width and 0 <= r < len(cols[c]) else 0
 
     def won(stone):
         return any(all(cells(c + dc * i, r + dr * i) == stone for i in range(k))
