@@ -6,6 +6,11 @@ the dataset generator and the RL rollout all call the same rules.
 
 Conventions shared by all games:
 - two players, 0 moves first ("X"), 1 second ("O");
+- ``board`` is flat, ``board_shape`` row-major; tic-tac-toe's row 0 is the top row, connect-four's
+  the bottom row (the one stones fall to). An action is a cell (tic-tac-toe) or a column
+  (connect-four): ``num_actions`` is ``num_cells`` or the board's width;
+- ``encode`` is an exact code of the board (tic-tac-toe: a base-3 int32; connect-four: a code of
+  up to 55 bits as uint32[2] words, since JAX runs without x64); the solver finds states by it;
 - ``returns`` is +1/0/-1 per player once the game is over, zeros before;
 - an *illegal move* on a live game ends it at once and the mover loses (as in pgx); a move on
   a finished game changes nothing. Personas and datasets never make illegal moves; the rule

@@ -3,10 +3,13 @@
 ``GameFuncEnv`` is a ``FuncEnv`` over the game's own pure functions (one implementation of the
 rules for the solver, the datasets, RL and gymnasium). ``GameJaxEnv`` is the stateful
 ``FunctionalJaxEnv`` that ``gymnasium.make("agentsim/<Game>-v0", opponent=..., agent_side=...)``
-returns, with every function jitted. An agent step is the agent's move and, unless that ended
-the game, the opponent's reply; the observation is the board in the agent's frame (+1 own
-stone, -1 opponent's); the reward is the agent's return at the end, 0 before; an illegal agent
-move ends the game with the agent losing (the game's rule). Legal moves: ``info["action_mask"]``.
+returns, with every function jitted; connect-four also takes its board size,
+``gymnasium.make("agentsim/ConnectFour-v0", width=5, height=4, k=4, ...)`` (default 7×6, k=4).
+An agent step is the agent's move and, unless that ended the game, the opponent's reply; the
+observation is the flat board (``game.num_cells``, in the game's cell order) in the agent's
+frame (+1 own stone, -1 opponent's); the reward is the agent's return at the end, 0 before; an
+illegal agent move ends the game with the agent losing (the game's rule). Legal moves:
+``info["action_mask"]``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from gymnasium.envs.functional_jax_env import FunctionalJaxEnv
 from gymnasium.experimental.functional import FuncEnv
 
 from envs import GAMES, make_game
+from envs.connect_four import ConnectFour
 from envs.game import Game, GameState, relative_board
 from envs.personas import make_persona
 
@@ -82,7 +86,9 @@ class GameJaxEnv(FunctionalJaxEnv):
     masks, as ``Discrete.sample(mask=...)`` wants)."""
 
     def __init__(self, game: str = "tictactoe", opponent: str = "random", agent_side: str = "x",
-                 render_mode: str | None = None):
+                 render_mode: str | None = None, width: int | None = None, height: int | None = None,
+                 k: int | None = None):
+        game = _sized(make_game(game), width, height, k).name
         # A copy: a later transform (e.g. jax.vmap by a vector env) must not touch the shared one.
         func_env = copy.copy(_jitted_func_env(game, opponent, agent_side))
         # FunctionalJaxEnv's default metadata misspells render_modes (check_env KeyError).
@@ -96,6 +102,16 @@ class GameJaxEnv(FunctionalJaxEnv):
     def step(self, action):
         obs, reward, terminated, truncated, info = super().step(action)
         return obs, reward, terminated, truncated, _numpy(info)
+
+
+def _sized(game: Game, width: int | None, height: int | None, k: int | None) -> Game:
+    """The game with its board size overridden where given (connect-four only)."""
+    if width is None and height is None and k is None:
+        return game
+    if not isinstance(game, ConnectFour):
+        raise ValueError(f"{game.name} has a fixed board: width, height and k apply to connect_four")
+    return ConnectFour(game.width if width is None else width, game.height if height is None else height,
+                       game.k if k is None else k)
 
 
 @functools.cache

@@ -1,137 +1,289 @@
-"""Exact solution of a small game: every reachable state, its minimax value, and the exact
-expected outcome under any pair of stochastic players.
+"""Exact solution of a board game: every position reachable by legal play, its minimax value,
+and the exact expected outcome under any pair of stochastic players.
 
-Enumeration is breadth-first by move number, expanding each layer with the game's own jitted
-``step`` (vmapped over states × actions) and de-duplicating by ``encode``; values are then
-backed up layer by layer in numpy. The result answers look-ups inside jitted code
-(``index_of``), which is how datasets get exact labels.
+How: breadth-first by move number over int64 position keys (bitboards.py). Each layer is
+expanded in bulk with numpy and de-duplicated by one sort (``np.unique`` with its inverse, which
+is that layer's child table; see ``_unique_with_inverse``); minimax values are backed up from the last layer. The tables are then sorted by
+key so that ``index_of`` can find a JAX state inside jitted code by binary search on its key,
+held as uint32 words because JAX runs without x64 (big tables are searched on the host, see
+``index_of``). No GameState is stored: ``states`` decodes keys on demand.
+
+A board whose positions cannot be enumerated here (a cheap upper bound above MAX_POSITIONS)
+raises a one-line ValueError before any work. Solved tables are cached on disk
+(table_cache.py) and in the process (``solved``).
 """
 
 from __future__ import annotations
 
+import itertools
+import warnings
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from envs import table_cache
+from envs.bitboards import NO_CHILD, keys_for
 from envs.game import Game, GameState
+
+MAX_POSITIONS = 2e8  # 6×4 and 5×5 (≈ 1.6e8 by the bound) fit in 16 GB; 7×4, 6×5, 5×6 do not
+IN_PROGRAM_MAX_STATES = 1 << 23  # bigger tables stay on the host for look-ups (see index_of)
+SOLVER_VERSION = 1  # part of the disk-cache file name: bump when keys or rules change
 
 
 @dataclass(frozen=True)
 class SolvedGame:
-    """All reachable states of a game (sorted by key) and their exact values."""
+    """All reachable positions of a game (sorted by key) and their exact values."""
 
     game: Game
-    keys: np.ndarray  # int64[N], sorted; keys[i] = game.encode(state i)
-    states: GameState  # batched numpy pytree, leading axis N
+    keys: np.ndarray  # int64[N], sorted; keys[i] = the game's encode of position i
     depth: np.ndarray  # int32[N], moves played
     children: np.ndarray  # int32[N, A], index of the child, -1 where illegal/terminal
     terminal: np.ndarray  # bool[N]
-    returns_x: np.ndarray  # float32[N], X's return at terminal states (0 elsewhere)
+    returns_x: np.ndarray  # float32[N], X's return at terminal positions (0 elsewhere)
     minimax_x: np.ndarray  # float32[N], minimax value for X
 
     @property
     def num_states(self) -> int:
         return len(self.keys)
 
+    @cached_property
+    def states(self) -> GameState:
+        """Every position as a batched numpy GameState (decoded on first use: big for big boards)."""
+        return self.states_at(np.arange(self.num_states))
+
+    def states_at(self, rows: np.ndarray) -> GameState:
+        return keys_for(self.game).decode(self.keys[rows])
+
     def index_of(self, state: GameState) -> jax.Array:
-        """Index of a (reachable) state; jittable. Unreachable states give an arbitrary index."""
-        keys = jnp.asarray(self.keys)
-        idx = jnp.searchsorted(keys, self.game.encode(state).astype(keys.dtype))
-        return jnp.clip(idx, 0, len(self.keys) - 1).astype(jnp.int32)
+        """Index of a (reachable) state; jittable and vmappable. Unreachable states give an
+        arbitrary index.
+
+        Tables of up to IN_PROGRAM_MAX_STATES positions are searched inside the program (a
+        binary search on the key's uint32 words). A bigger table would be embedded in every
+        jitted program that looks it up: hundreds of megabytes of XLA constants, ~15 s of
+        compile each for 6×4. Those stay on the host instead and numpy searches the int64 keys
+        through ``jax.pure_callback``: exact, one host round trip per (batched) call."""
+        hi, lo = keys_for(self.game).key_words(state)
+        if self.num_states <= IN_PROGRAM_MAX_STATES:
+            return search_words(*self._key_words, hi, lo)
+        return self._on_host(self._host_index, jnp.int32, hi, lo)
+
+    def minimax_of(self, state: GameState) -> jax.Array:
+        """Minimax value for X of a (reachable) state (float32); jittable, as ``index_of``."""
+        if self.num_states <= IN_PROGRAM_MAX_STATES:
+            return jnp.asarray(self._minimax_int8)[self.index_of(state)].astype(jnp.float32)
+        hi, lo = keys_for(self.game).key_words(state)
+        return self._on_host(lambda hi, lo: self.minimax_x[self._host_index(hi, lo)], jnp.float32, hi, lo)
+
+    @cached_property
+    def _key_words(self) -> tuple[np.ndarray | None, np.ndarray]:
+        hi = self.keys >> 32  # small (the move number's top bits): stored in as few bytes as fit
+        return (hi.astype(np.min_scalar_type(hi.max())) if hi.any() else None), self.keys.astype(np.uint32)
+
+    @cached_property
+    def _minimax_int8(self) -> np.ndarray:
+        return self.minimax_x.astype(np.int8)  # exact in a quarter of the bytes
+
+    def _host_index(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        keys = (np.asarray(hi, np.int64) << 32) | np.asarray(lo, np.int64)
+        return np.clip(np.searchsorted(self.keys, keys), 0, self.num_states - 1).astype(np.int32)
+
+    @staticmethod
+    def _on_host(fn, dtype, hi: jax.Array, lo: jax.Array) -> jax.Array:
+        out = jax.ShapeDtypeStruct(jnp.shape(lo), dtype)
+        return jax.pure_callback(fn, out, hi, lo, vmap_method="broadcast_all")
 
     def expected_outcome(self, probs_x: np.ndarray, probs_o: np.ndarray) -> np.ndarray:
         """Exact expected X return from every state when X plays ``probs_x[N, A]`` and O plays
         ``probs_o[N, A]`` (rows are move distributions at each state)."""
         value = np.where(self.terminal, self.returns_x, 0.0).astype(np.float64)
-        player = np.asarray(self.states.player)
-        for d in range(int(self.depth.max()), -1, -1):
-            live = np.flatnonzero((self.depth == d) & ~self.terminal)
+        for d, rows in reversed(list(enumerate(self._rows_by_depth))):
+            live = rows[~self.terminal[rows]]
             if live.size == 0:
                 continue
             ch = self.children[live]
             child_v = np.where(ch >= 0, value[np.maximum(ch, 0)], 0.0)
-            probs = np.where(player[live, None] == 0, probs_x[live], probs_o[live])
+            probs = probs_x[live] if d % 2 == 0 else probs_o[live]
             value[live] = np.sum(probs * child_v, axis=-1)
         return value.astype(np.float32)
 
-
-@partial(jax.jit, static_argnums=0)
-def _expand(game: Game, states: GameState):
-    actions = jnp.arange(game.num_actions)
-    kids = jax.vmap(lambda s: jax.vmap(lambda a: game.step(s, a))(actions))(states)
-    legal = jax.vmap(game.legal_mask)(states)
-    keys = jax.vmap(jax.vmap(game.encode))(kids)
-    return kids, legal, keys
+    @cached_property
+    def _rows_by_depth(self) -> list[np.ndarray]:
+        order = np.argsort(self.depth, kind="stable")
+        return np.split(order, np.cumsum(np.bincount(self.depth))[:-1])
 
 
-@partial(jax.jit, static_argnums=0)
-def _summaries(game: Game, states: GameState):
-    return (
-        jax.vmap(game.encode)(states),
-        jax.vmap(game.is_terminal)(states),
-        jax.vmap(game.returns)(states)[:, 0],
-    )
+def search_words(hi_keys: np.ndarray | None, lo_keys: np.ndarray, hi: jax.Array, lo: jax.Array) -> jax.Array:
+    """``np.searchsorted`` of the 64-bit key ``hi·2³² + lo`` among sorted 64-bit keys given as
+    uint32 words (``hi_keys`` None when all high words are 0), clipped to a valid index; int32."""
+    n = len(lo_keys)
+    if hi_keys is None:
+        idx = jnp.searchsorted(jnp.asarray(lo_keys), lo)
+        idx = jnp.where(hi == 0, idx, n)  # a key beyond every table key
+    else:
+        hi_keys, lo_keys = jnp.asarray(hi_keys), jnp.asarray(lo_keys)
+
+        def halve(_, bounds):  # lexicographic binary search over [first, last)
+            first, last = bounds
+            mid = (first + last) // 2
+            below = (hi_keys[mid] < hi) | ((hi_keys[mid] == hi) & (lo_keys[mid] < lo))
+            active = first < last
+            return jnp.where(active & below, mid + 1, first), jnp.where(active & ~below, mid, last)
+
+        idx, _ = jax.lax.fori_loop(0, n.bit_length(), halve, (jnp.int32(0), jnp.int32(n)))
+    return jnp.clip(idx, 0, n - 1).astype(jnp.int32)
 
 
-def _stack(trees: list[GameState]) -> GameState:
-    return jax.tree.map(lambda *xs: np.concatenate(xs), *trees)
+def check_solvable(game: Game) -> None:
+    """ValueError (one line) if the game has too many positions to enumerate here."""
+    bound = keys_for(game).upper_bound()
+    if bound > MAX_POSITIONS:
+        raise ValueError(
+            f"{game.name} has too many positions to solve exactly here (up to {bound:.1e} by a "
+            f"cheap upper bound; the limit is {MAX_POSITIONS:.0e}): perfect "
+            "play, exact values and exact labels are unavailable on this board; use a smaller one "
+            "(at most 6x4 or 5x5) or only personas that need no table"
+        )
+
+
+def enumerate_layers(game: Game, max_depth: int | None = None):
+    """Positions reachable by legal play, layer by layer (a layer = one move number).
+
+    Returns ``(keys, children, over, x_return)``, lists over depth: sorted int64 keys; int32
+    child rows into the next layer (-1 where illegal or the game is over); whether the game is
+    over; X's return there. Stops after ``max_depth`` moves if given (then the last layer has
+    no child table)."""
+    kernel = keys_for(game)
+    layers, children, over, x_return = [np.array([kernel.root()], np.int64)], [], [], []
+    for depth in itertools.count():
+        keys = layers[-1]
+        done, ret = kernel.outcome(keys, depth)
+        over.append(done)
+        x_return.append(ret)
+        if depth == max_depth:
+            break
+        kids = kernel.children(keys, depth)
+        kids[done] = NO_CHILD
+        legal = kids != NO_CHILD
+        rows = np.full(kids.shape, -1, np.int32)
+        if not legal.any():
+            children.append(rows)
+            break
+        next_keys, rows[legal] = _unique_with_inverse(kids[legal])
+        del kids, legal
+        children.append(rows)
+        layers.append(next_keys)
+    return layers, children, over, x_return
+
+
+def _unique_with_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)`` with an int32 inverse, by one value sort: each
+    value is packed with its position into one int64, which sorts several times faster than
+    the argsort np.unique does (the solver's main cost)."""
+    n, base = len(values), values.min()
+    index_bits = max(n - 1, 1).bit_length()
+    if int(values.max() - base).bit_length() + index_bits > 63:
+        unique, inverse = np.unique(values, return_inverse=True)
+        return unique, inverse.astype(np.int32)
+    packed = (values - base) << index_bits
+    packed |= np.arange(n, dtype=np.int64)
+    packed.sort()
+    ordered = packed >> index_bits
+    first = np.empty(n, bool)
+    first[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    inverse = np.empty(n, np.int32)
+    inverse[packed & ((1 << index_bits) - 1)] = np.cumsum(first, dtype=np.int32) - 1
+    return ordered[first] + base, inverse
+
+
+def _back_up(children: list[np.ndarray], over: list[np.ndarray], x_return: list[np.ndarray]) -> list[np.ndarray]:
+    """Minimax value for X (int8) of every position, layer by layer from the last."""
+    values = [x_return[-1]]
+    for depth in range(len(children) - 2, -1, -1):
+        rows, later = children[depth], values[0]
+        v = later[np.maximum(rows, 0)]
+        best = np.where(rows >= 0, v, -2).max(1) if depth % 2 == 0 else np.where(rows >= 0, v, 2).min(1)
+        values.insert(0, np.where(over[depth], x_return[depth], best).astype(np.int8))
+    return values
 
 
 def solve(game: Game) -> SolvedGame:
-    """Enumerate every state reachable by legal play and back up minimax values."""
-    layer = jax.tree.map(lambda x: np.asarray(x)[None], game.init())
-    layers = [layer]
-    while True:
-        live = ~np.asarray(layer.done)
-        if not live.any():
-            break
-        parents = jax.tree.map(lambda x: x[live], layer)
-        kids, legal, keys = jax.device_get(_expand(game, parents))
-        flat_keys = keys[legal]
-        flat = jax.tree.map(lambda x: x[legal], kids)
-        _, first = np.unique(flat_keys, return_index=True)
-        layer = jax.tree.map(lambda x: x[first], flat)
-        layers.append(layer)
+    """Enumerate every position reachable by legal play and back up minimax values."""
+    check_solvable(game)
+    layers, children, over, x_return = enumerate_layers(game)
+    minimax = np.concatenate(_back_up(children, over, x_return))
+    sizes = [len(k) for k in layers]
+    starts = np.cumsum([0] + sizes)
+    keys = np.concatenate(layers)
+    del layers
+    # Child rows become global indices (layer d's children live in layer d+1), one layer at a
+    # time so that the per-layer tables are freed as the global one fills.
+    kids = np.empty((len(keys), game.num_actions), np.int32)
+    for d, start in enumerate(starts[:-1]):
+        rows = children.pop(0)
+        kids[start : start + len(rows)] = np.where(rows >= 0, rows + starts[d + 1], -1)
+    depth = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
+    terminal, x_return = np.concatenate(over), np.concatenate(x_return)
+    if not np.all(keys[1:] > keys[:-1]):  # keys that do not start with the move number
+        keys, depth, kids, terminal, x_return, minimax = _sort_by_key(keys, depth, kids, terminal, x_return, minimax)
+    return SolvedGame(game, keys, depth, kids, terminal, x_return.astype(np.float32), minimax.astype(np.float32))
 
-    states = _stack(layers)
-    keys, terminal, ret_x = (np.asarray(a) for a in _summaries(game, states))
-    order = np.argsort(keys, kind="stable")
-    keys = keys.astype(np.int64)[order]
-    if np.any(np.diff(keys) == 0):
-        raise ValueError(f"{game.name}: encode() is not unique over reachable states")
-    states = jax.tree.map(lambda x: x[order], states)
-    terminal, ret_x = terminal[order], ret_x[order].astype(np.float32)
-    depth = np.asarray(states.num_moves, np.int32)
 
-    # CHILD TABLE: index of every legal child, via the same jitted expansion.
-    n, a = len(keys), game.num_actions
-    children = np.full((n, a), -1, np.int32)
-    live = np.flatnonzero(~terminal)
-    _, legal, child_keys = jax.device_get(_expand(game, jax.tree.map(lambda x: x[live], states)))
-    idx = np.clip(np.searchsorted(keys, child_keys), 0, n - 1)
-    children[live] = np.where(legal, idx, -1)
+def _sort_by_key(keys, depth, kids, *per_row):
+    """Every table in key order (so that index_of is a binary search); children follow."""
+    order = np.argsort(keys)
+    keys = keys[order]
+    if np.any(keys[1:] == keys[:-1]):
+        raise ValueError("position keys are not unique")
+    new_index = np.empty(len(keys) + 1, np.int32)
+    new_index[order] = np.arange(len(keys), dtype=np.int32)
+    new_index[-1] = -1  # so that a missing child (-1) stays -1
+    kids = new_index[kids[order]]
+    return (keys, depth[order], kids) + tuple(a[order] for a in per_row)
 
-    # MINIMAX: back up from the deepest layer.
-    minimax = np.where(terminal, ret_x, 0.0).astype(np.float32)
-    player = np.asarray(states.player)
-    for d in range(int(depth.max()), -1, -1):
-        rows = np.flatnonzero((depth == d) & ~terminal)
-        if rows.size == 0:
-            continue
-        ch = children[rows]
-        v = np.where(ch >= 0, minimax[np.maximum(ch, 0)], np.nan)
-        minimax[rows] = np.where(player[rows] == 0, np.nanmax(v, axis=1), np.nanmin(v, axis=1))
-    return SolvedGame(game, keys, states, depth, children, terminal, ret_x, minimax)
+
+def _cache_tag(game: Game) -> str:
+    return f"{game.name}-v{SOLVER_VERSION}"
+
+
+def _to_disk(sg: SolvedGame) -> dict[str, np.ndarray]:
+    return {"keys": sg.keys, "depth": sg.depth.astype(np.int8), "children": sg.children,
+            "terminal": sg.terminal, "returns_x": sg.returns_x.astype(np.int8),
+            "minimax_x": sg.minimax_x.astype(np.int8)}
+
+
+def _from_disk(game: Game, a: dict[str, np.ndarray]) -> SolvedGame:
+    n = len(a["keys"])
+    if a["children"].shape != (n, game.num_actions) or any(len(v) != n for v in a.values()):
+        raise ValueError("tables of different lengths")
+    return SolvedGame(game, a["keys"], a["depth"].astype(np.int32), a["children"], a["terminal"],
+                      a["returns_x"].astype(np.float32), a["minimax_x"].astype(np.float32))
 
 
 _CACHE: dict[str, SolvedGame] = {}
 
 
 def solved(game: Game) -> SolvedGame:
-    """Solve once per process and reuse (the tables are immutable)."""
+    """Solve once per machine (disk cache) and once per process (memory); the tables are
+    immutable. Raises the one-line ValueError of ``check_solvable`` for boards too big."""
     if game.name not in _CACHE:
-        _CACHE[game.name] = solve(game)
+        check_solvable(game)
+        _CACHE[game.name] = _load_or_solve(game) if keys_for(game).on_disk else solve(game)
     return _CACHE[game.name]
+
+
+def _load_or_solve(game: Game) -> SolvedGame:
+    tag = _cache_tag(game)
+    arrays = table_cache.load(tag)
+    try:
+        if arrays is not None:
+            return _from_disk(game, arrays)
+    except (KeyError, ValueError) as e:
+        warnings.warn(f"solver cache {table_cache.path_for(tag)} is unreadable ({e}); solving again")
+    sg = solve(game)
+    table_cache.save(tag, _to_disk(sg))
+    return sg
