@@ -1,74 +1,243 @@
-"""Verdict rules on hand-made numbers: the report's verdicts must follow from the numbers."""
+"""Every claim's rule comes out every way on hand-made numbers (no training), including the cases
+the old rules misjudged: a reliably small positive effect, the embeddings or the test set
+choosing the layer, a checkpoint grid coarser than the threshold, too few seeds."""
 
 import numpy as np
 import pytest
 
 from experiments.report import claims
-from experiments.report.claims import verdict
+from experiments.statistics import Interval, seed_interval, verdict
+
+B = 40
+CLEAR = np.array([0.10, 0.12, 0.09, 0.11, 0.10])
+WAYS = {  # per-seed statistics (as the claim orients them) and the verdict they must give
+    "supported": CLEAR,
+    "negligible": np.array([0.01, 0.0, 0.005, 0.01, 0.0]),
+    "contradicted": -2 * CLEAR,
+    "inconclusive": np.array([0.3, -0.3, 0.2, -0.2, 0.05]),
+}
+
+
+def iv(low, high, n=5):
+    return Interval((low + high) / 2, low, high, n, 0.0, 0.0)
 
 
 @pytest.mark.parametrize("low, high, expected", [
-    (0.10, 0.30, "supported"),     # whole CI above the threshold
-    (-0.2, -0.01, "contradicted"),  # whole CI below
-    (0.01, 0.04, "contradicted"),  # reliably smaller than the smallest effect worth the name
-    (0.03, 0.20, "inconclusive"),  # straddles it
+    (0.10, 0.30, "supported"),
+    (0.01, 0.20, "supported"),      # reliably positive, not shown negligible
+    (0.01, 0.04, "negligible"),     # reliably positive but smaller than δ: the old rule said "contradicted"
+    (-0.04, 0.03, "negligible"),
+    (-0.30, -0.10, "contradicted"),
+    (-0.30, -0.01, "contradicted"),
+    (-0.05, 0.20, "inconclusive"),
+    (float("nan"), float("nan"), "inconclusive"),
 ])
-def test_three_way_rule(low, high, expected):
-    assert claims.three_way({"mean": (low + high) / 2, "low": low, "high": high}, 0.05) == expected
-    assert verdict(low, high, 0.05) == expected
+def test_four_way_rule(low, high, expected):
+    assert verdict(iv(low, high), 0.05)["verdict"] == expected
 
 
-def _suite(trained, control, task=None):
-    entry = {"trained": [{"score": s} for s in trained], "random_init": [{"score": s} for s in control]}
-    if task is not None:
-        entry["control_task"] = [{"score": s} for s in task]
-    return entry
+def test_fewer_than_five_seeds_is_inconclusive_but_says_what_the_interval_gives():
+    v = verdict(iv(0.1, 0.3, n=3), 0.05)
+    assert v["verdict"] == "inconclusive" and v["rule_gives"] == "supported" and not v["enough_seeds"]
 
 
-def test_claim2_uses_best_layer_over_control():
-    trained = [[0.2, 0.5, 0.6]] * 3 + [[0.2, 0.52, 0.61]] * 2
-    control = [[0.2, 0.25, 0.25]] * 5
-    results = {"analyses": {"probe_suite": {"next_token": {
-        "targets": {"persona_mover": _suite(trained, control, control)},
-        "bayes_ceiling": {"x": [0.2, 0.8], "o": [0.2, 0.8]}}}}}
-    c = claims.claim2(results)
-    assert c["layer"] == 2
-    assert c["value"]["mean"] == pytest.approx(np.mean([0.35] * 3 + [0.36] * 2))
-    assert c["verdict"] == "supported"
-    results["analyses"]["probe_suite"]["next_token"]["targets"]["persona_mover"] = _suite(control, control, control)
-    assert claims.claim2(results)["verdict"] == "contradicted"
+def test_t_interval_by_hand():
+    i = seed_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    half = 2.776 * np.std([1, 2, 3, 4, 5], ddof=1) / np.sqrt(5)
+    assert (i.mean, i.low, i.high) == pytest.approx((3.0, 3.0 - half, 3.0 + half), abs=1e-3)
+    # With three seeds the interval is a t-interval, far wider than the seeds' min-max.
+    three = seed_interval([0.01, 0.02, 0.03])
+    assert three.low < 0.0 and three.high > 0.04
 
 
-def test_claim3_later_layers_later():
-    steps = [0, 10, 100, 1000]
-    # layer 0 flat; block 1 done by step 10; block 2 only at step 1000 (for every seed)
-    curve = lambda done_at: [0.0 if s < done_at else 1.0 for s in steps]
-    per_ckpt = np.stack([np.zeros(4), curve(10), curve(1000)], -1)  # [ckpt, layer]
-    data = np.repeat(per_ckpt[:, None, :], 4, axis=1)  # [ckpt, seed, layer]
-    results = {"analyses": {"timeline": {"next_token": {"steps": steps, "targets": {"board_mover": data.tolist()}}}}}
-    c = claims.claim3(results)
-    assert c["value"]["mean"] == pytest.approx(2.0)  # log10(1000) - log10(10)
-    assert c["verdict"] == "supported"
-    data[..., [1, 2]] = data[..., [2, 1]]
-    results["analyses"]["timeline"]["next_token"]["targets"]["board_mover"] = data.tolist()
-    assert claims.claim3(results)["verdict"] == "contradicted"
+def test_own_games_split_the_width_shared_games_add_to_it():
+    values, game_var = np.array([0.1, 0.2, 0.15, 0.12, 0.18]), np.full(5, 0.001)
+    own = seed_interval(values, game_var, shared_games=False)
+    shared = seed_interval(values, 0.001, shared_games=True)
+    plain = seed_interval(values)
+    assert (own.low, own.high) == pytest.approx((plain.low, plain.high))  # seeds already hold game noise
+    assert own.game_half == pytest.approx(2.776 * np.sqrt(0.001 / 5), rel=1e-3) and own.seed_half < plain.high - plain.mean
+    assert shared.high - shared.low > plain.high - plain.low  # common game noise does not average out
 
 
-def test_claim6_paired_difference_and_missing_run():
-    ntp = _suite([[0.1, 0.2]] * 3, [[0.1, 0.1]] * 3)
-    mtp = _suite([[0.1, 0.4]] * 3, [[0.1, 0.1]] * 3)
-    regs = {k: {"matches": {"perfect": {"loss": {"mean": 0.1, "low": 0.0, "high": 0.2}}}} for k in ("next_token", "next_token_mtp")}
-    results = {"analyses": {"probe_suite": {"next_token": {"targets": {"value_mover": ntp}},
-                                            "next_token_mtp": {"targets": {"value_mover": mtp}}}},
-               "regimes": regs}
-    c = claims.claim6(results)
-    assert c["value"]["mean"] == pytest.approx(0.2)
-    assert c["verdict"] == "supported"
-    del results["analyses"]["probe_suite"]["next_token_mtp"]
-    assert claims.claim6(results)["verdict"] == "inconclusive"
+# ---------------------------------------------------------------------------------- builders
 
 
-def test_judge_all_marks_missing_analyses_inconclusive():
-    out = claims.judge_all({"analyses": {}, "regimes": {}})
-    assert set(out) == {"2", "3", "4", "5", "6"}
-    assert all(v["verdict"] == "inconclusive" for v in out.values())
+def scores(test, val=None, layer=None, noise=0.0, seed=0):
+    """A network's Scores on one seed: R² per layer, the chosen layer, bootstrap replicates."""
+    test = np.asarray(test, float)
+    val = test if val is None else np.asarray(val, float)
+    rng = np.random.default_rng(seed)
+    boot = test + noise * rng.standard_normal((B, 1))
+    return {"val_r2": val.tolist(), "test_r2": test.tolist(), "within_r2": (test - 0.1).tolist(),
+            "boot_r2": boot.tolist(), "boot_within_r2": (boot - 0.1).tolist(),
+            "layer": int(np.argmax(val[1:]) + 1) if layer is None else layer}
+
+
+def value_measure(agent_minus_sim, control=0.3, sim=0.1):
+    """Claim 1's input: per seed the policy's emergence exceeds the simulator's by d."""
+    nets = {"policy": [], "simulator": [], "random_init": []}
+    for s, d in enumerate(agent_minus_sim):
+        nets["random_init"].append(scores([0.5, control, control], seed=s))
+        # block 1 is each network's best block on validation, whatever d is
+        nets["simulator"].append(scores([0.5, control + sim, control + sim - 0.01], noise=0.01, seed=s))
+        nets["policy"].append(scores([0.5, control + sim + d, control + sim + d - 0.01], noise=0.01, seed=s + 10))
+    ceiling = [scores([1.0], layer=0) for _ in agent_minus_sim]
+    return {"datasets": {"own_games": {"targets": {"agent_value": {"networks": nets, "ceiling": ceiling}}}}}
+
+
+# ---------------------------------------------------------------------------------- claim 1
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_claim1_comes_out_every_way(way):
+    c = claims.claim1({"rl": value_measure(WAYS[way])})
+    assert c.verdict == way, c.interval
+    assert c.interval["mean"] == pytest.approx(WAYS[way].mean())
+
+
+def test_claim1_never_chooses_the_embeddings_or_reads_the_test_set_for_the_layer():
+    measure = value_measure(np.zeros(5))
+    for s, net in enumerate(measure["datasets"]["own_games"]["targets"]["agent_value"]["networks"]["policy"]):
+        # The embeddings score best, and on test block 2 beats block 1; validation prefers block 1.
+        net.update(scores([0.9, 0.45, 0.8], val=[0.9, 0.5, 0.2], seed=s))
+    c = claims.claim1({"rl": measure})
+    table = c.evidence["rl: own_games / agent_value"]["policy"]
+    assert table["layers"] == [1] * 5
+    assert c.interval["mean"] == pytest.approx((0.45 - 0.3) - 0.1)  # block 1's test score, not 0.9 or 0.8
+
+
+def test_claim1_fraction_of_the_gap_uses_the_ceiling():
+    table = claims.value_table(value_measure(CLEAR), "own_games", "agent_value")
+    e = table["policy"]["emergence"].mean
+    assert table["policy"]["fraction_of_gap"].mean == pytest.approx(e / (1.0 - 0.3))
+
+
+def test_claim1_without_an_agent_run_is_not_judged():
+    assert claims.claim1({}).verdict == "inconclusive"
+
+
+# ---------------------------------------------------------------------------------- claim 2
+
+
+def persona_suite(effect):
+    trained, control, task = [], [], []
+    for s, e in enumerate(effect):
+        base = 0.3
+        boot = lambda acc: (np.asarray(acc) + 0.01 * np.random.default_rng(s).standard_normal((B, 1))).tolist()
+        acc = [base, base + e, base + e - 0.01]
+        trained.append({"score": acc, "val_score": acc, "boot_score": boot(acc)})
+        control.append({"score": [base] * 3, "val_score": [base] * 3, "boot_score": boot([base] * 3)})
+        task.append({"score": [0.2] * 3, "val_score": [0.2] * 3})
+    return {"analyses": {"probe_suite": {"next_token": {
+        "targets": {"persona_mover": {"trained": trained, "random_init": control, "control_task": task}},
+        "bayes_ceiling": {"mover_test": 0.6}}}}}
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_claim2_comes_out_every_way(way):
+    c = claims.claim2(persona_suite(WAYS[way] / 2))  # δ = 0.02: half the effects still clear it
+    assert c.verdict == way, c.interval
+
+
+# ---------------------------------------------------------------------------------- claim 3
+
+
+def timeline(delay_by_seed, steps=None):
+    """Sigmoid development in log10(step): block 1 centred at 10^2, the last block at 10^(2 + delay)."""
+    steps = np.unique(np.round(np.geomspace(1, 10_000, 14))).astype(int) if steps is None else np.asarray(steps)
+    x = np.log10(steps)
+    curve = lambda mid: 1 / (1 + np.exp(-4 * (x - mid)))
+    data = np.stack([np.stack([np.zeros_like(x), curve(2.0), curve(2.0 + d)], -1) for d in delay_by_seed], 1)
+    boot = data[None] + 0.001 * np.random.default_rng(0).standard_normal((B,) + data.shape)
+    return {"analyses": {"timeline": {"next_token": {"steps": steps.tolist(), "targets": {"board_mover": data.tolist()},
+                                                     "boot": {"board_mover": boot.tolist()}}}}}
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_claim3_comes_out_every_way(way):
+    c = claims.claim3(timeline(WAYS[way] * 5))  # δ = 0.1 log10 steps
+    assert c.verdict == way, c.interval
+
+
+def test_claim3_interpolates_instead_of_snapping_to_the_grid():
+    """The old statistic read t90 off the checkpoint grid: two layers a hair apart landed on
+    different grid steps (a 0.2-log10 jump) and gave a verdict. Interpolated, they are negligible."""
+    c = claims.claim3(timeline(np.full(5, 0.02)))
+    assert c.verdict == "negligible" and abs(c.interval["mean"] - 0.02) < 0.01
+
+
+def test_claim3_needs_a_fine_grid():
+    assert claims.claim3(timeline(CLEAR, steps=[1, 10, 100, 1000, 10000])).verdict == "inconclusive"
+
+
+def test_t90_interpolates_in_log_steps():
+    steps = np.array([1, 10, 100, 1000])
+    assert claims.t90(steps, np.array([0.0, 0.0, 0.8, 1.0])) == pytest.approx(2.5)  # halfway from 0.8 to 1.0
+    assert np.isnan(claims.t90(steps, np.ones(4)))
+
+
+# ---------------------------------------------------------------------------------- claim 4
+
+
+def change(drop_by_seed):
+    cka = np.stack([[1.0, 0.9, 0.9 - d] for d in drop_by_seed])
+    boot = cka[:, None, :] + 0.002 * np.random.default_rng(0).standard_normal((len(cka), B, 3))
+    return {"analyses": {"change": {"comparisons": {"tuned": {"cka": cka.tolist(), "boot_cka": boot.tolist(),
+                                                              "weight_change": [[0.1, 0.2, 0.3, 0.1]] * len(cka)}},
+                                    "seed_floor": {"cka": [[0.9, 0.9, 0.9]]}}}}
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_claim4_comes_out_every_way(way):
+    assert claims.claim4(change(WAYS[way])).verdict == way
+
+
+# ---------------------------------------------------------------------------------- claim 5
+
+
+def rl_amount(gain_by_seed):
+    frac = np.stack([np.full((5, 2), 0.2), np.stack([np.full(2, 0.2 + g) for g in gain_by_seed])])  # [ckpt, seed, block]
+    boot = frac[:, :, None, :] + 0.002 * np.random.default_rng(0).standard_normal((2, 5, B, 2))
+    return {"analyses": {"rl_amount": {"value": {"steps": [0, 100], "fraction_of_gap_by_block": frac.tolist(),
+                                                 "boot_fraction_of_gap_by_block": boot.tolist()}}}}
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_claim5_comes_out_every_way(way):
+    assert claims.claim5(rl_amount(WAYS[way])).verdict == way
+
+
+# ---------------------------------------------------------------------------------- claim 6
+
+
+def simulators(mtp_minus_ntp):
+    out = {}
+    for name, extra in (("next_token", np.zeros(5)), ("next_token_mtp", mtp_minus_ntp)):
+        nets = {"simulator": [scores([0.4, 0.5 + e, 0.4], noise=0.005, seed=s) for s, e in enumerate(extra)],
+                "random_init": [scores([0.4, 0.4, 0.4], seed=s) for s in range(5)]}
+        out[name] = {"datasets": {"persona_games": {"targets": {"mixture_value": {"networks": nets}}}}}
+    return {"analyses": {"value": {"simulators": out}}}
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_claim6_comes_out_every_way(way):
+    assert claims.claim6(simulators(WAYS[way])).verdict == way
+
+
+def test_missing_analyses_are_not_judged():
+    out = claims.judge_all({"analyses": {}})
+    assert set(out) == {"1", "2", "3", "4", "5", "6"}
+    assert all(c.verdict == "inconclusive" and c.note for c in out.values())
+
+
+def test_a_subject_that_misses_its_bar_is_flagged():
+    finals = {"rl": {"matches": {"eval/loss_vs_perfect": [0.2, 0.1, 0.15], "eval/loss_vs_random": [0.0] * 3},
+                     "simulator": {"gap": [1.0] * 3}},
+              "pretrain_rl": {"matches": {"eval/loss_vs_perfect": [0.0, 0.0, 0.005], "eval/loss_vs_random": [0.0] * 3},
+                              "simulator": {"gap": [1.0] * 3}}}
+    q = claims.quality(finals)
+    assert not q["rl"]["bar"]["meets"] and q["pretrain_rl"]["bar"]["meets"]
+    c = claims.claim1({"rl": value_measure(CLEAR)})
+    assert any("`rl` misses its bar" in f for f in claims.flags(c, q))
+    assert not any("pretrain_rl" in f for f in claims.flags(c, q))

@@ -1,0 +1,110 @@
+"""Claim 1's instrument: the agent's exact V^π against Monte Carlo play of the agent itself, the
+simulator's value against the dataset's, the probe reading a planted value at the right layer,
+and the whole measure on the shared tiny runs."""
+
+import numpy as np
+import pytest
+
+from envs.dataset import Layout, generate
+from experiments.analysis import agent_value as AV
+from experiments.analysis.model import LoadedModel
+from experiments.analysis.value_probes import Rows, measure_value, score_layers, score_output
+from experiments.config import held_out_data, load_config, seed_keys
+from models.transformer import init_params
+
+
+@pytest.fixture(scope="module")
+def agent():
+    """A random-init agent (2 seeds): its policy is a non-trivial function of the whole history."""
+    cfg = load_config("tiny", overrides=["train.regime='rl'", "ppo.opponents={random=1.0, greedy=2.0, perfect=1.0}"])
+    layout = Layout.for_config(cfg.data)
+    graphdef, params = init_params(cfg.model, layout.vocab_size, layout.seq_len, seed_keys(cfg))
+    return LoadedModel(cfg, layout, graphdef, params)
+
+
+@pytest.fixture(scope="module")
+def tree():
+    return AV.game_tree("tictactoe")
+
+
+def test_tree_policy_is_the_networks_own_move_distribution(agent, tree):
+    probs = AV.tree_policy(agent, tree)
+    nodes = np.random.default_rng(0).choice(np.flatnonzero(~tree.terminal), 50)
+    tokens = AV._node_tokens(agent, tree, nodes)
+    logits = agent.logits(tokens)  # [S, n, T, V], each node read from its own history
+    pos = agent.layout.prefix_len - 1 + tree.depth[nodes]
+    z = logits[:, np.arange(len(nodes)), pos, :9]
+    legal = tree.solved.children[tree.state[nodes]] >= 0
+    z = np.where(legal, z, -np.inf)
+    expected = np.exp(z - z.max(-1, keepdims=True))
+    expected /= expected.sum(-1, keepdims=True)
+    np.testing.assert_allclose(probs[:, nodes], expected, atol=1e-5)
+
+
+def test_exact_value_agrees_with_monte_carlo_play_of_the_agent(agent, tree):
+    """The agent's own games, played by the arena as in training, against V^π from the tree: at the
+    root for each side, and at every decision it reaches (the tower property)."""
+    values = AV.agent_values(agent, tree)
+    games = AV.agent_games(agent, 3000, seed=3)
+    for s in range(agent.num_seeds):
+        nodes = tree.find(games.moves[s])
+        for side in (0, 1):
+            r = games.result[s][games.side[s] == side]
+            assert abs(r.mean() - values[s, 0, side]) < 4 * r.std() / np.sqrt(len(r)) + 1e-3
+        for t in range(2, 8):
+            n = nodes[:, t]
+            ok = (n >= 0) & (tree.player[np.maximum(n, 0)] == games.side[s]) & ~tree.terminal[np.maximum(n, 0)]
+            if ok.sum() < 300:
+                continue
+            v, r = values[s, n[ok], games.side[s][ok]], games.result[s][ok]
+            assert abs(r.mean() - v.mean()) < 4 * r.std() / np.sqrt(ok.sum()) + 1e-3, (s, t)
+
+
+def test_simulator_value_on_the_tree_is_the_datasets_bayes_value(tree):
+    cfg = load_config("tiny")
+    data = generate(held_out_data(cfg, 300))
+    mixture = AV.mixture_values(tree, cfg.data)
+    nodes = tree.find(data["moves"])[:, :-1]
+    mask = data["move_mask"]
+    np.testing.assert_allclose(mixture[nodes[mask]], data["bayes_x"][mask], atol=1e-5)
+
+
+def _rows(n_games=400, moves=5, seed=0):
+    game = np.repeat(np.arange(n_games), moves)
+    move = np.tile(np.arange(moves), n_games)
+    y = np.random.default_rng(seed).normal(size=len(game)) + 0.5 * move
+    return Rows.make({"v": y}, move, game, seed), y
+
+
+def test_rows_split_whole_games():
+    rows, _ = _rows()
+    parts = [set(rows.game[s]) for s in rows.splits]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    assert rows.weights.shape[1] == len(rows.splits[2])
+
+
+def test_probe_finds_the_planted_layer_and_the_head_is_scored_as_it_is():
+    rows, y = _rows()
+    rng = np.random.default_rng(1)
+    resid = rng.normal(size=(3, len(y), 8))
+    resid[2, :, 3] = y + 0.05 * rng.normal(size=len(y))  # the value lives in block 2, not block 1
+    s = score_layers(resid, y, rows)
+    assert s.layer == 2 and s.test_r2[2] > 0.99 and s.test_r2[1] < 0.3
+    assert s.within_r2[2] > 0.99 and s.within_r2[1] < s.test_r2[1]  # the move number alone explains a lot
+    assert abs(np.mean(np.asarray(s.boot_r2)[:, 2]) - s.test_r2[2]) < 0.01
+    head = score_output(y, y, rows)
+    assert head.test_r2 == [1.0] and head.layer == 0
+
+
+def test_measure_on_the_tiny_runs(tiny_next_token, tiny_pretrain_rl):
+    res = measure_value(LoadedModel.from_run(tiny_pretrain_rl), LoadedModel.from_run(tiny_next_token), num_games=60)
+    own, persona = res["datasets"]["own_games"], res["datasets"]["persona_games"]
+    assert set(own["targets"]) == {"agent_value", "mixture_value", "minimax"}
+    assert set(own["targets"]["agent_value"]["networks"]) == {"policy", "simulator", "random_init", "critic",
+                                                              "random_init_critic", "value_head"}
+    for net, per_seed in own["targets"]["agent_value"]["networks"].items():
+        assert len(per_seed) == 2
+        assert all(1 <= s["layer"] <= len(s["test_r2"]) - 1 for s in per_seed) or net == "value_head"
+    ceilings = [c["test_r2"][0] for c in persona["targets"]["pair_value"]["ceiling"]]
+    assert all(0.0 < c < 1.0 for c in ceilings)  # the hidden pair is not a function of the history
+    assert all(c["test_r2"][0] == 1.0 for c in own["targets"]["agent_value"]["ceiling"])
