@@ -5,7 +5,7 @@ inside one jitted ``lax.scan`` over moves (vmapped over games). Because the pers
 are known exactly, so is the Bayes posterior over each side's persona given the moves so far,
 and so the loss of a perfect simulator of the mixture (the Bayes-optimal next-move loss).
 
-Token layout (DESIGN.md, "Tokens"): ``BOS [X_PERSONA O_PERSONA] m1 m2 … [OUTCOME] PAD…``.
+Token layout (README, "How it works"): ``BOS [X_PERSONA O_PERSONA] m1 m2 … [OUTCOME] PAD…``.
 Position ``prefix_len - 1 + t`` is the token *after which* move t is predicted, i.e. where the
 network's residual describes the state before move t; every per-position label below is
 indexed by that move number t in [0, max_moves).

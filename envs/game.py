@@ -1,4 +1,4 @@
-"""The game contract every experiment relies on (DESIGN.md, "Games").
+"""The game contract every experiment relies on (ARCHITECTURE.md: one implementation of the rules).
 
 A game is a small object of pure JAX functions over a NamedTuple state. Nothing here holds
 mutable state, so every method is jit- and vmap-able and the gymnasium wrapper, the solver,

@@ -98,7 +98,7 @@ def seed_interval(per_seed, game_var=0.0, shared_games: bool = False) -> Interva
     return Interval(mean, mean - half, mean + half, s, t * np.sqrt(seed_part), t * np.sqrt(game))
 
 
-MIN_SEEDS = 5  # DESIGN: a verdict needs at least five seeds
+MIN_SEEDS = 5  # the protocol: a verdict needs at least five seeds
 VERDICTS = ("supported", "negligible", "contradicted", "inconclusive")
 
 

@@ -1,7 +1,7 @@
 """Probes on frozen activations (linear and small MLP) and their shuffled-label control.
 
 Every probe standardises features with *train* statistics, leaves the intercept unpenalised and
-picks its regularisation on a validation split; callers split by game (DESIGN.md, "Science
+picks its regularisation on a validation split; callers split by game (README, "The science
 protocol"), so train/val/test indices never share a game. Regularisation strengths are per
 example: ridge minimises mean squared error + alpha·||w||², so alpha is on the scale of the
 eigenvalues of the feature correlation matrix (≈1) whatever N is (sklearn's alpha = alpha·N).

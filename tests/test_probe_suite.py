@@ -74,23 +74,23 @@ def test_control_task_is_a_function_of_last_move_and_move_number(rows):
     assert len(set(ctrl[:, 0])) > 1
 
 
-def test_probe_suite_cli_writes_linear_and_mlp_probes_with_controls(tmp_path, capsys, monkeypatch):
+def test_probe_suite_cli_writes_linear_and_mlp_probes_with_controls(tiny_pretrain_rl, tmp_path, capsys, monkeypatch):
     """`agentsim probe RUN --suite` on a tiny run: every target, both probe types, each beside its
     controls, scores in range, and the step-0 control present (the run has two checkpoints)."""
+    import shutil
+
     from experiments import cli
     from experiments.analysis.probe_suite import CLASSIFICATION, MLP_TARGETS, REGRESSION
-    from experiments.config import load_config
-    from experiments.train.loop import train
 
     monkeypatch.setattr(cli, "_enable_compile_cache", lambda: None)
-    run = tmp_path / "nt"
-    train(load_config("tiny", overrides=["log.wandb='disabled'", "train.regime='next_token'"]), run,
-          on_message=lambda m: None)
+    run = tmp_path / "prl"
+    shutil.copytree(tiny_pretrain_rl, run)  # the CLI writes next to the run: never into the shared one
     assert cli.main(["probe", str(run), "--suite", "--games", "120"]) == 0
     printed = capsys.readouterr().out
     res = json.loads((run / "probe_suite.json").read_text())
     assert set(res["targets"]) == set(REGRESSION + CLASSIFICATION)
     for name, entry in res["targets"].items():
+        # step 0 of pretrain_rl is the simulator it started from: a control distinct from random init
         assert {"trained", "random_init", "step0", "shuffled"} <= set(entry)
         for per_seed in entry["trained"]:
             assert len(per_seed["score"]) == 3  # embeddings + 2 blocks

@@ -1,4 +1,4 @@
-"""Verdicts on the six claims of DESIGN.md, each from one per-seed statistic by one stated rule.
+"""Verdicts on the six claims (README, "The claims"), each from one per-seed statistic by one stated rule.
 
 Every claim reads a statistic per seed, oriented so that > 0 is what the claim predicts, puts a
 95% t-interval over seeds around its mean (``statistics.seed_interval``: held-out games are
@@ -16,7 +16,7 @@ import numpy as np
 
 from experiments.statistics import RULE_TEXT, Interval, seed_interval, verdict
 
-# Quality bars (DESIGN: "The subject must deserve its name").
+# Quality bars: a claim about an agent or a simulator is flagged when its subject misses them.
 BARS = {"rl": ("loss_vs_perfect", 0.02), "pretrain_rl": ("loss_vs_perfect", 0.01),
         "rl_shared_value": ("loss_vs_perfect", 0.02), "next_token": ("simulator_gap", 0.02),
         "next_token_mtp": ("simulator_gap", 0.02)}

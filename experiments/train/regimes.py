@@ -1,4 +1,4 @@
-"""The regimes of DESIGN's table, each built as a ``Trainer`` from a config.
+"""The regimes (README table), each built as a ``Trainer`` from a config.
 
 ``next_token`` (simulator), ``rl`` and ``pretrain_rl`` (agents, PPO), ``random_init`` (the
 control: the untrained network). Runs that start from another run's params (pretrain_rl,
