@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs.game import GameState, returns_from_winner
+from envs.game import GameState, after_move, returns_from_winner
 
 MIN_SIZE, MAX_WIDTH, MAX_HEIGHT, MIN_K = 4, 7, 6, 3
 DIRECTIONS = ((0, 1), (1, 0), (1, 1), (1, -1))  # (row step, column step): -, |, /, \
@@ -141,15 +141,4 @@ class ConnectFour:
         board = jnp.where(legal, state.board.at[cell].set(stone), state.board)
         padded = jnp.concatenate([board, jnp.zeros(1, jnp.int8)])
         won = jnp.any(jnp.all(padded[jnp.asarray(self._cell_lines)[cell]] == stone, axis=-1)) & legal
-        full = jnp.all(board != 0)
-        winner = jnp.where(won, state.player, jnp.where(legal, -1, 1 - state.player))
-        moved = GameState(
-            board=board,
-            player=1 - state.player,
-            winner=winner.astype(jnp.int32),
-            done=won | full | ~legal,
-            num_moves=state.num_moves + legal.astype(jnp.int32),
-            illegal=~legal,
-        )
-        # A finished game ignores further moves.
-        return jax.tree.map(lambda old, new: jnp.where(state.done, old, new), state, moved)
+        return after_move(state, board, legal, won)

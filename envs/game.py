@@ -75,3 +75,18 @@ def base3_code(board: jax.Array) -> jax.Array:
     return jnp.sum(board.astype(jnp.int32) * powers, axis=-1)
 
 
+def after_move(state: GameState, board: jax.Array, legal: jax.Array, won: jax.Array) -> GameState:
+    """The state after the mover's move, given the new board: an illegal move ends the game with
+    the mover losing, a full board is a draw, and a finished game ignores further moves (the
+    shared end of every game's ``step``)."""
+    full = jnp.all(board != 0)
+    winner = jnp.where(won, state.player, jnp.where(legal, -1, 1 - state.player))
+    moved = GameState(
+        board=board,
+        player=1 - state.player,
+        winner=winner.astype(jnp.int32),
+        done=won | full | ~legal,
+        num_moves=state.num_moves + legal.astype(jnp.int32),
+        illegal=~legal,
+    )
+    return jax.tree.map(lambda old, new: jnp.where(state.done, old, new), state, moved)

@@ -75,31 +75,27 @@ class GameTree:
             out[:, t + 1] = cur
         return out
 
-    def frontier(self) -> np.ndarray:
-        """Live nodes whose first live child is missing: following first live children from any
-        live node ends at one of these, so their histories cover every live node as a prefix (the
-        fewest sequences a causal network must read to give its output at every live node)."""
-        live = ~self.terminal
-        first_live_child = np.full(self.num_nodes, -1, np.int32)
-        kids = self.children
-        is_live_kid = (kids >= 0) & live[np.maximum(kids, 0)]
-        has = is_live_kid.any(1)
-        first_live_child[has] = kids[has, np.argmax(is_live_kid[has], 1)]
-        return np.flatnonzero(live & (first_live_child < 0))
+    @property
+    def choices(self) -> np.ndarray:
+        """bool[N]: nodes where the mover has two or more legal moves (elsewhere play is forced)."""
+        return (self.solved.children[self.state] >= 0).sum(1) >= 2
 
-    def covering(self) -> tuple[np.ndarray, np.ndarray]:
-        """(frontier nodes F, cover[N]): each live node's row in F whose history extends it (the
-        node is that history's prefix of length depth[node]); -1 for terminal nodes."""
-        front = self.frontier()
+    def covering(self, wanted: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(frontier nodes F, cover[N]) for the ``wanted`` nodes (default: every live node): each
+        wanted node's row in F whose history extends it (the node is that history's prefix of
+        length depth[node]), -1 elsewhere. F are the wanted nodes with no wanted child, so
+        following first wanted children from any wanted node ends in F: the fewest histories a
+        causal network must read to give its output at every wanted node."""
+        wanted = ~self.terminal if wanted is None else np.asarray(wanted, bool)
+        kids = self.children
+        is_wanted_kid = (kids >= 0) & wanted[np.maximum(kids, 0)]
+        front = np.flatnonzero(wanted & ~is_wanted_kid.any(1))
         cover = np.full(self.num_nodes, -1, np.int32)
         cover[front] = np.arange(len(front))
-        live = ~self.terminal
-        # Deepest first: a live node inherits the cover of its first live child.
+        # Deepest first: a wanted node inherits the cover of its first wanted child.
         for d in range(int(self.depth.max()) - 1, -1, -1):
-            rows = np.flatnonzero((self.depth == d) & live & (cover < 0))
-            kids = self.children[rows]
-            is_live_kid = (kids >= 0) & live[np.maximum(kids, 0)]
-            first = kids[np.arange(len(rows)), np.argmax(is_live_kid, 1)]
+            rows = np.flatnonzero((self.depth == d) & wanted & (cover < 0))
+            first = kids[rows, np.argmax(is_wanted_kid[rows], 1)]
             cover[rows] = cover[first]
         return front, cover
 

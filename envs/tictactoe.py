@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from envs.game import GameState, base3_code, returns_from_winner
+from envs.game import GameState, after_move, base3_code, returns_from_winner
 
 LINES = jnp.array(
     [[0, 1, 2], [3, 4, 5], [6, 7, 8], [0, 3, 6], [1, 4, 7], [2, 5, 8], [0, 4, 8], [2, 4, 6]],
@@ -60,15 +60,4 @@ class TicTacToe:
         stone = (state.player + 1).astype(jnp.int8)
         board = jnp.where(legal, state.board.at[cell].set(stone), state.board)
         won = jnp.any(jnp.all(board[LINES] == stone, axis=-1)) & legal
-        full = jnp.all(board != 0)
-        winner = jnp.where(won, state.player, jnp.where(legal, -1, 1 - state.player))
-        moved = GameState(
-            board=board,
-            player=1 - state.player,
-            winner=winner.astype(jnp.int32),
-            done=won | full | ~legal,
-            num_moves=state.num_moves + legal.astype(jnp.int32),
-            illegal=~legal,
-        )
-        # A finished game ignores further moves.
-        return jax.tree.map(lambda old, new: jnp.where(state.done, old, new), state, moved)
+        return after_move(state, board, legal, won)

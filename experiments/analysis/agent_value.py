@@ -89,19 +89,25 @@ def _node_tokens(model: LoadedModel, tree: GameTree, nodes: np.ndarray) -> np.nd
 
 def tree_policy(model: LoadedModel, tree: GameTree, batch: int = 4096) -> np.ndarray:
     """float32[S, N, A]: each seed's move distribution (softmax over legal moves, as it samples in
-    play) after every live history; zeros at terminal nodes."""
-    front, cover = tree.covering()
+    play) after every live history; zeros at terminal nodes. Only nodes with a choice are read
+    from the network (a forced move has probability 1 whatever the logits), from the fewest and
+    shortest histories that contain them all."""
+    num_a = tree.solved.game.num_actions
+    out = np.zeros((model.num_seeds, tree.num_nodes, num_a), np.float32)
+    legal_all = tree.solved.children[tree.state] >= 0
+    forced = ~tree.terminal & ~tree.choices
+    out[:, forced] = legal_all[forced]
+    front, cover = tree.covering(tree.choices)
     live = np.flatnonzero(cover >= 0)
     row, depth = cover[live], tree.depth[live]
     pos = model.layout.prefix_len - 1 + depth  # the output after `depth` moves chooses the next
-    legal = tree.solved.children[tree.state[live]] >= 0
-    num_a = tree.solved.game.num_actions
-    out = np.zeros((model.num_seeds, tree.num_nodes, num_a), np.float32)
+    legal = legal_all[live]
+    length = int(tree.depth[front].max()) + model.layout.prefix_len  # tokens the longest history needs
     order = np.argsort(row, kind="stable")  # nodes grouped by the frontier sequence that covers them
     starts = np.searchsorted(row[order], np.arange(0, len(front) + batch, batch))
     for b, i in enumerate(range(0, len(front), batch)):
         sel = order[starts[b]:starts[b + 1]]
-        logits = model.logits(_node_tokens(model, tree, front[i:i + batch]), batch=batch)  # [S, B, T, V]
+        logits = model.logits(_node_tokens(model, tree, front[i:i + batch])[:, :length], batch=batch)  # [S, B, T, V]
         z = logits[:, row[sel] - i, pos[sel], :num_a]
         z = np.where(legal[sel][None], z, -np.inf)
         z = np.exp(z - z.max(-1, keepdims=True))
