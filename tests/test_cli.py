@@ -230,6 +230,20 @@ def test_help_exits_zero(capsys, argv):
     assert out.startswith("usage: agentsim")
 
 
+def test_help_never_imports_jax():
+    """`agentsim --help` must answer at once: parsing and every command's --help import no JAX."""
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom experiments import cli\n"
+              f"for argv in {[['--help']] + [[c, '--help'] for c in _subcommands()]!r}:\n"
+              "    try:\n        cli.main(argv)\n    except SystemExit:\n        pass\n"
+              "heavy = sorted(m for m in ('jax', 'flax', 'numpy', 'matplotlib', 'orbax') if m in sys.modules)\n"
+              "print('HEAVY', heavy)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert "HEAVY []" in out, out[-300:]
+
+
 def test_every_documented_command_exists():
     assert {"reproduce", "train", "probe", "data", "config"} <= set(_subcommands())
 

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from envs.dataset import generate
+from envs.dataset import generate, split_by_game
 from envs.game_tree import GameTree
 from experiments.analysis.agent_value import (
     AgentGames,
@@ -35,7 +35,7 @@ from experiments.analysis.agent_value import (
     game_tree,
     mixture_values,
 )
-from experiments.analysis.heldout import HeldOut
+from experiments.analysis.heldout import SPLIT, HeldOut
 from experiments.analysis.model import LoadedModel
 from experiments.config import held_out_data
 from experiments.statistics import game_weights, weighted_r2
@@ -75,10 +75,7 @@ class Rows:
     @classmethod
     def make(cls, y: dict[str, np.ndarray], move, game, seed: int) -> "Rows":
         games = np.unique(game)
-        order = np.random.default_rng(seed).permutation(games)
-        cut = np.cumsum((np.array([0.6, 0.2]) * len(games)).astype(int))
-        split_games = np.split(order, cut)
-        splits = [np.flatnonzero(np.isin(game, g)) for g in split_games]
+        splits = [np.flatnonzero(np.isin(game, games[g])) for g in split_by_game(len(games), SPLIT, seed)]
         return cls(y, move, game, splits, game_weights(game[splits[2]], N_BOOT, rng=seed))
 
 
