@@ -82,10 +82,10 @@ def seed_interval(per_seed, game_var=0.0, shared_games: bool = False) -> Interva
     mean is s²/S + ``game_var`` (the bootstrap variance of the seed-mean statistic).
     """
     v = np.asarray(per_seed, dtype=np.float64)
-    v = v[np.isfinite(v)]
     s = len(v)
     mean = float(v.mean()) if s else float("nan")
-    if s < 2:
+    if s < 2 or not np.all(np.isfinite(v)) or not np.all(np.isfinite(game_var)):
+        # a seed that failed to give a number is not dropped quietly: no interval, no verdict
         return Interval(mean, float("nan"), float("nan"), s, float("nan"), float("nan"))
     t = t975(s - 1)
     between = float(v.var(ddof=1)) / s
@@ -131,8 +131,11 @@ def verdict(interval: Interval, smallest_effect: float, min_seeds: int = MIN_SEE
 RULE_TEXT = ("95% t-interval over seeds (held-out games resampled by game for the game part); with "
              "δ the smallest effect worth the name: 'negligible' if the interval lies inside ±δ, "
              "'supported' if it lies above 0 (and not inside ±δ), 'contradicted' if below 0 (and not "
-             f"inside ±δ), else 'inconclusive'; fewer than {MIN_SEEDS} seeds is 'inconclusive' whatever "
-             "the interval says.")
+             f"inside ±δ), else 'inconclusive'; fewer than {MIN_SEEDS} seeds, or a seed without a number, is "
+             "'inconclusive' whatever the interval says. 'Negligible' needs an interval narrow enough to exclude "
+             "every effect worth the name, so a less precise measurement of a small reliable effect reads "
+             "'supported' (different from zero, not shown trivial), as in the four-outcome scheme of "
+             "equivalence testing.")
 
 
 # ---------------------------------------------------------------------------------- game bootstrap

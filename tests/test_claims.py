@@ -241,3 +241,29 @@ def test_a_subject_that_misses_its_bar_is_flagged():
     c = claims.claim1({"rl": value_measure(CLEAR)})
     assert any("`rl` misses its bar" in f for f in claims.flags(c, q))
     assert not any("pretrain_rl" in f for f in claims.flags(c, q))
+
+
+def test_claim1_is_not_moved_by_the_control_at_other_layers():
+    """Both networks reach R² 0.6, at different layers where the random-init control differs
+    (0.2 and 0.5): the paired statistic compares the networks, not their layers' controls."""
+    measure = value_measure(np.zeros(5))
+    nets = measure["datasets"]["own_games"]["targets"]["agent_value"]["networks"]
+    for s in range(5):
+        nets["random_init"][s] = scores([0.1, 0.2, 0.5], seed=s)
+        nets["policy"][s] = scores([0.1, 0.6, 0.55], noise=0.005, seed=s)
+        nets["simulator"][s] = scores([0.1, 0.5, 0.6], noise=0.005, seed=s + 10)
+    c = claims.claim1({"rl": measure})
+    assert abs(c.interval["mean"]) < 1e-9 and c.verdict == "negligible"
+
+
+def test_a_seed_without_a_number_gives_no_verdict():
+    i = seed_interval([0.1, 0.12, np.nan, 0.11, 0.1, 0.09])
+    assert np.isnan(i.low) and verdict(i, 0.05)["verdict"] == "inconclusive"
+    assert np.isnan(seed_interval([0.1, 0.12, np.inf, 0.11, 0.1]).high)
+
+
+def test_t90_is_a_settling_time_and_ignores_scores_that_do_not_move():
+    steps = np.array([1, 10, 100, 1000, 10000])
+    bump = np.array([0.0, 1.0, 0.5, 0.5, 0.5])  # rises early, falls back to half: settles before step 100
+    assert claims.t90(steps, bump) == pytest.approx(1.9)  # enters the ±10% band from above at 10^1.9
+    assert np.isnan(claims.t90(steps, np.array([0.3, 0.31, 0.29, 0.3, 0.305])))  # moved 0.005 < MIN_CHANGE

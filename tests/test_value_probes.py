@@ -73,7 +73,19 @@ def _rows(n_games=400, moves=5, seed=0):
     game = np.repeat(np.arange(n_games), moves)
     move = np.tile(np.arange(moves), n_games)
     y = np.random.default_rng(seed).normal(size=len(game)) + 0.5 * move
-    return Rows.make({"v": y}, move, game, seed), y
+    return Rows.make({"v": y}, move, game, move % 2, seed), y
+
+
+def test_a_value_whose_sign_flips_with_the_side_is_read_by_the_per_side_probes():
+    """V in the mover's frame = side-independent feature × (+1 for X, −1 for O): no single linear
+    readout has it, one per side does."""
+    rows, _ = _rows()
+    rng = np.random.default_rng(2)
+    f = rng.normal(size=len(rows.move))
+    y = np.where(rows.side == 0, f, -f)
+    resid = np.stack([rng.normal(size=(len(f), 4)), np.column_stack([f, rng.normal(size=(len(f), 3))])])
+    s = score_layers(resid, y, rows)
+    assert s.layer == 1 and s.test_r2[1] > 0.99 and s.test_r2[0] < 0.05
 
 
 def test_rows_split_whole_games():

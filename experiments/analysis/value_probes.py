@@ -14,8 +14,8 @@ move). On each, every network is probed on the same tokens: the agent's policy t
 separate critic trunk, the simulator of the same seed, and their random-init controls; the value
 head's own output is scored as it is, without a probe.
 
-Per network and seed: ridge probes at every layer (0 = embeddings), alpha chosen on validation
-games; the layer is chosen on validation R² among layers 1…L (never 0, never on test); test R²
+Per network and seed: ridge probes at every layer (0 = embeddings), one per side to move (the
+side is the move parity, which every network sees), alpha chosen on validation games; the layer is chosen on validation R² among layers 1…L (never 0, never on test); test R²
 overall and within move number; and R² under a game-level bootstrap of the test games (the same
 resamples for every network of a seed, so differences between networks are paired).
 """
@@ -64,26 +64,38 @@ class Scores:
 
 @dataclass
 class Rows:
-    """One seed's probe rows: targets, move number, game, split by game into train/val/test."""
+    """One seed's probe rows: targets, move number, game, the mover's side, split by game into
+    train/val/test."""
 
     y: dict[str, np.ndarray]
     move: np.ndarray
     game: np.ndarray
+    side: np.ndarray  # 0 = X to move, 1 = O
     splits: list[np.ndarray]
     weights: np.ndarray  # [B, test rows]: the game-level bootstrap of the test games
 
     @classmethod
-    def make(cls, y: dict[str, np.ndarray], move, game, seed: int) -> "Rows":
+    def make(cls, y: dict[str, np.ndarray], move, game, side, seed: int) -> "Rows":
         games = np.unique(game)
         splits = [np.flatnonzero(np.isin(game, games[g])) for g in split_by_game(len(games), SPLIT, seed)]
-        return cls(y, move, game, splits, game_weights(game[splits[2]], N_BOOT, rng=seed))
+        return cls(y, move, game, np.asarray(side), splits, game_weights(game[splits[2]], N_BOOT, rng=seed))
 
 
 def score_layers(resid_LxRxD: np.ndarray, y: np.ndarray, rows: Rows) -> Scores:
+    """Ridge probes per layer, one per side to move: a value in the mover's frame is the same
+    quantity with its sign flipped by side, which a single linear readout could only get with a
+    side × value interaction; the side is known to the network (the move parity), so each side
+    gets its own readout and the predictions are scored together."""
     tr, va, te = rows.splits
-    fit = probe_layers(resid_LxRxD, y, tr, va, te)
-    pred = np.stack([p.predict(resid_LxRxD[l, te]) for l, p in enumerate(fit.probes)])  # [L, test]
-    return _scores(fit.val_r2, pred, y[te], rows, layer=1 + int(np.argmax(fit.val_r2[1:])))
+    num_l = resid_LxRxD.shape[0]
+    pred_va, pred_te = np.zeros((num_l, len(va))), np.zeros((num_l, len(te)))
+    for side in np.unique(rows.side):
+        in_va, in_te = rows.side[va] == side, rows.side[te] == side
+        fit = probe_layers(resid_LxRxD, y, tr[rows.side[tr] == side], va[in_va], te[in_te])
+        pred_va[:, in_va] = np.stack([p.predict(resid_LxRxD[l, va[in_va]]) for l, p in enumerate(fit.probes)])
+        pred_te[:, in_te] = np.stack([p.predict(resid_LxRxD[l, te[in_te]]) for l, p in enumerate(fit.probes)])
+    val_r2 = weighted_r2(y[va], pred_va, np.ones((1, len(va))))[0]
+    return _scores(val_r2, pred_te, y[te], rows, layer=1 + int(np.argmax(val_r2[1:])))
 
 
 def score_output(pred_R: np.ndarray, y: np.ndarray, rows: Rows) -> Scores:
@@ -121,7 +133,7 @@ def own_game_rows(tree: GameTree, games: AgentGames, s: int, values_SxNx2, mixtu
     sign = np.where(side == 0, 1.0, -1.0)
     y = {"agent_value": values_SxNx2[s, n, side], "mixture_value": sign * mixture_N[n],
          "minimax": sign * tree.solved.minimax_x[tree.state[n]]}
-    return Rows.make(y, t, g, seed + s), (g, t)
+    return Rows.make(y, t, g, side, seed + s), (g, t)
 
 
 def _persona_rows(tree: GameTree, data, values_SxNx2, s: int, seed: int):
@@ -135,7 +147,7 @@ def _persona_rows(tree: GameTree, data, values_SxNx2, s: int, seed: int):
         nodes = tree.find(data["moves"])[g, t]
         y["agent_value"] = values_SxNx2[s, nodes, data["player"][g, t]]
     keep = np.all([np.isfinite(v) for v in y.values()], axis=0)  # V^π is nan off the pool's support
-    rows = Rows.make({k: v[keep] for k, v in y.items()}, t[keep], g[keep], seed + s)
+    rows = Rows.make({k: v[keep] for k, v in y.items()}, t[keep], g[keep], data["player"][g, t][keep], seed + s)
     return rows, (g[keep], t[keep])
 
 
