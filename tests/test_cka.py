@@ -2,7 +2,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models.cka import debiased_linear_cka, linear_cka
+from models.cka import debiased_linear_cka, linear_cka, weighted_linear_cka
 
 
 def _orthogonal(d: int, seed: int) -> np.ndarray:
@@ -73,3 +73,16 @@ def test_debiasing_removes_the_bias_for_independent_features():
     plain, debiased = linear_cka(x, y), debiased_linear_cka(x, y)
     assert plain > 0.02  # ≈ D/N: the upward bias
     assert abs(debiased) < 0.005
+
+
+def test_weighted_cka_is_cka_on_the_resampled_rows():
+    """Integer weights (a resample of rows) give the CKA of the rows repeated that often."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(300, 6)) + 2.0
+    y = x @ rng.normal(size=(6, 5)) + rng.normal(size=(300, 5))
+    w = rng.poisson(1.0, size=(3, 300)).astype(float)
+    got = weighted_linear_cka(x, y, w)
+    for i in range(3):
+        rows = np.repeat(np.arange(300), w[i].astype(int))
+        assert got[i] == pytest.approx(linear_cka(x[rows], y[rows]), rel=1e-6)
+    assert weighted_linear_cka(x, y, np.ones((1, 300)))[0] == pytest.approx(linear_cka(x, y), rel=1e-6)

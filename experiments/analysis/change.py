@@ -33,7 +33,7 @@ from experiments.analysis.model import LoadedModel
 from experiments.statistics import game_weights
 from models.cka import debiased_linear_cka, linear_cka, weighted_linear_cka
 
-N_BOOT = 100
+N_BOOT = 50
 
 
 def cka_rows(held: HeldOut, seed: int = 0, max_rows: int = 8000) -> np.ndarray:
