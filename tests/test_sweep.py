@@ -1,5 +1,5 @@
-"""Sweeps: a real 2-config x 2-seed grid run locally (and, slow, on a local Ray head), a failing
-member, invalid specs, random search, wandb export and resume."""
+"""Sweeps: a real 2-config x 2-seed grid run locally (and, slow, on a two-node Ray cluster), a
+failing member, invalid specs, random search, wandb export and resume."""
 
 from __future__ import annotations
 
@@ -9,9 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -92,6 +89,8 @@ def _check_grid(out: Path, table: list[dict], backend: str):
     assert summary["backend"] == backend
     assert [m["name"] for m in summary["members"]] == NAMES
     assert all(m["status"] == "finished" and m["metrics"] for m in summary["members"])
+    if backend == "local":
+        assert all(m["node_id"] is None for m in summary["members"])
     assert (out / "sweep.toml").exists()
 
 
@@ -213,6 +212,12 @@ def test_resume_retries_failed_members(failing_sweep, tmp_path, monkeypatch):
     ('preset = "tiny"\nmethod = "random"\nnum_samples = 2\n[random]\n"train.lr" = { beta = [1, 2] }\n', "beta"),
     ('preset = "tiny"\nmethod = "random"\nnum_samples = 2\n[random]\n"train.lr" = [1, 2]\n', "random.train.lr"),
     ('preset = "tiny"\n[grid\n', "sweep spec"),
+    ('preset = "tiny"\nray = 2\n', "ray must be a table"),
+    ('preset = "tiny"\n[ray]\nnum_gpu = 1\n', "ray.num_gpu"),
+    ('preset = "tiny"\n[ray]\nnum_cpus = -1\n', "ray.num_cpus"),
+    ('preset = "tiny"\n[ray]\nnum_gpus = true\n', "ray.num_gpus"),
+    ('preset = "tiny"\n[ray]\nresources = 1\n', "ray must be a table"),
+    ('preset = "tiny"\n[ray]\nresources = { member = "one" }\n', "ray.resources.member"),
 ])
 def test_invalid_spec_is_a_config_error_before_any_work(tmp_path, text, match, monkeypatch):
     def no_work(*a, **k):
@@ -318,9 +323,10 @@ def test_cli_export(tmp_path, capsys):
 def test_member_commands_use_absolute_run_dirs(tmp_path, monkeypatch):
     seen = []
 
-    def fake_ray(cmds, done, address):
+    def fake_ray(cmds, done, address, options):
         seen.extend(cmds)
-        return [{"returncode": 0, "error": "", "seconds": 0.0} for _ in cmds]
+        assert options == {"num_cpus": 1, "num_gpus": 0, "resources": {}}  # no [ray] table: one CPU each
+        return [{"returncode": 0, "error": "", "seconds": 0.0, "node_id": None} for _ in cmds]
 
     monkeypatch.setattr(sweep, "_run_ray", fake_ray)
     monkeypatch.chdir(tmp_path)
@@ -331,76 +337,104 @@ def test_member_commands_use_absolute_run_dirs(tmp_path, monkeypatch):
         assert Path(cmd[cmd.index("--out") + 1]).is_absolute(), cmd
 
 
+def test_ray_table_becomes_task_options(tmp_path):
+    spec = load_spec(_spec(tmp_path, GRID_SPEC + '[ray]\nnum_gpus = 1\nresources = { member = 1, big = 0.5 }\n'))
+    assert sweep.ray_options(spec) == {"num_cpus": 1, "num_gpus": 1, "resources": {"member": 1, "big": 0.5}}
+
+
 # --------------------------------------------------------------------------------------------
 # Ray
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _session_pids(sid: int) -> list[int]:
-    """Live (non-zombie) processes of one session."""
-    out = []
+def _processes_mentioning(text: str) -> dict[int, str]:
+    """Live (non-zombie) processes whose command line contains ``text``."""
+    out = {}
     for name in os.listdir("/proc"):
-        if name.isdigit():
+        if name.isdigit() and int(name) != os.getpid():
             try:
                 with open(f"/proc/{name}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                if fields[0] != "Z" and int(fields[3]) == sid:
-                    out.append(int(name))
-            except (OSError, IndexError, ValueError):
-                pass
+                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        continue
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+            except (OSError, IndexError):
+                continue
+            if text in cmdline:
+                out[int(name)] = cmdline[:200]
     return out
 
 
 @pytest.fixture
-def ray_head():
-    """A local Ray head of our own (`ray start --head --block` in a new session). Teardown stops
-    exactly that session's processes, as `ray stop --force` would (SIGKILL) but without touching
-    any other Ray cluster on the machine; the blocking `ray start` reaps them."""
+def two_node_cluster(monkeypatch):
+    """Two Ray nodes on this machine (Ray's own ``Cluster``): a head and a worker, each with one
+    CPU and one ``member`` slot, so that members asking for a slot run one per node at a time.
+    Everything Ray writes (sessions, sockets, the current-cluster address file) goes to a
+    temporary dir of our own (RAY_TMPDIR), so no other Ray on the machine is touched. Teardown,
+    whatever happened: shut both nodes down, kill anything of ours still running, and fail if
+    anything was (a stray raylet, GCS or worker)."""
     pytest.importorskip("ray")
-    port = _free_port()
+    from ray.cluster_utils import Cluster
+
     temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths have a length limit
-    log = temp / "head.log"
-    ray_bin = Path(sys.executable).with_name("ray")
+    monkeypatch.setenv("RAY_TMPDIR", str(temp))
     t0 = time.time()
-    with open(log, "w") as f:
-        proc = subprocess.Popen([str(ray_bin), "start", "--head", f"--port={port}", "--num-cpus=2",
-                                 "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}",
-                                 "--block"], start_new_session=True, stdout=f, stderr=subprocess.STDOUT)
+    cluster = Cluster()
     try:
-        while "Ray runtime started" not in log.read_text():
-            assert proc.poll() is None and time.time() - t0 < 180, log.read_text()[-3000:]
-            time.sleep(0.2)
+        head = cluster.add_node(num_cpus=1, resources={"member": 1}, include_dashboard=False)
+        worker = cluster.add_node(num_cpus=1, resources={"member": 1})
+        cluster.wait_for_nodes()
         TIMES["ray_start_s"] = time.time() - t0
-        yield f"127.0.0.1:{port}"
+        assert _processes_mentioning(str(temp)), "the cluster's processes are not found by their temp dir"
+        yield cluster.address, {head.node_id, worker.node_id}
     finally:
-        for pid in _session_pids(proc.pid):
-            if pid != proc.pid:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for pid in _session_pids(proc.pid):  # anything started meanwhile
-            os.kill(pid, signal.SIGKILL)
+        cluster.shutdown()
+        deadline = time.time() + 20
+        while _processes_mentioning(str(temp)) and time.time() < deadline:
+            time.sleep(0.5)
+        stray = _processes_mentioning(str(temp))
+        for pid in stray:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         shutil.rmtree(temp, ignore_errors=True)
+        assert not stray, f"Ray processes left after shutdown: {stray}"
+
+
+RAY_SPEC = GRID_SPEC + """[ray]
+num_cpus = 1
+resources = { member = 1 }
+"""
 
 
 @pytest.mark.slow
-def test_grid_sweep_on_a_local_ray_head(ray_head, tmp_path, tmp_path_factory):
-    spec = _spec(tmp_path, GRID_SPEC)
+def test_grid_sweep_on_a_two_node_ray_cluster(two_node_cluster, tmp_path, tmp_path_factory, monkeypatch):
+    """Members land on both nodes and run the code Ray shipped with them, not the driver's
+    checkout, from a driver whose working directory is elsewhere."""
+    address, node_ids = two_node_cluster
+    spec = _spec(tmp_path, RAY_SPEC)
+    seen: list[dict] = []
+    real = sweep._run_ray
+
+    def spy(*args):
+        seen.extend(real(*args))
+        return seen
+
+    monkeypatch.setattr(sweep, "_run_ray", spy)
+    monkeypatch.chdir(tmp_path)
     t0 = time.time()
-    table = run_sweep(spec, tmp_path / "out", backend="ray", address=ray_head)
+    table = run_sweep(spec, "out", backend="ray", address=address)
     TIMES["ray_grid_s"] = time.time() - t0
     print(f"ray start: {TIMES.get('ray_start_s', float('nan')):.1f} s, ray 2x2 sweep: {TIMES['ray_grid_s']:.1f} s")
     _note(tmp_path_factory, ray_start_s=round(TIMES.get("ray_start_s", float("nan")), 1),
           ray_grid_sweep_s=round(TIMES["ray_grid_s"], 1))
     _check_grid(tmp_path / "out", table, "ray")
+    recorded = [m["node_id"] for m in json.loads((tmp_path / "out" / "sweep.json").read_text())["members"]]
+    assert recorded == [m["node_id"] for m in table] == [r["node_id"] for r in seen]
+    assert set(recorded) == node_ids  # one member on each node
+    repo = Path(sweep.__file__).resolve().parents[2]
+    for r in seen:
+        shipped = Path(r["code"]).resolve().parent
+        assert not shipped.is_relative_to(repo)
+        assert shipped.is_relative_to(Path(os.environ["RAY_TMPDIR"]))  # Ray's runtime_resources of this cluster
+        assert (shipped / "runs" / "sweep.py").read_bytes() == Path(sweep.__file__).read_bytes()

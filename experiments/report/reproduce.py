@@ -2,7 +2,8 @@
 a report whose verdicts follow from the numbers by a stated rule.
 
 Layout of ``OUT``: ``runs/<regime>/`` (ordinary run directories), ``figures/``,
-``results.json`` (every number in the figures, win rates, simulator gap) and ``REPORT.md``.
+``results.json`` (every number in the figures, win rates, simulator gap), ``REPORT.md`` and,
+unless the runs' ``log.wandb`` is disabled, the figures as one wandb run under ``wandb/``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from experiments.presets import PRESET_SEEDS, SIZES, STAGES
 from experiments.report import figures as F
 from experiments.report.claims import flags, judge_all, quality
 from experiments.report.report import report
-from experiments.runs.run import RunError, read_status
+from experiments.runs.run import RunError, read_config, read_status
+from experiments.runs.wandb_log import log_analysis
 from experiments.train.loop import train
 
 AGENTS = ("rl", "pretrain_rl", "rl_shared_value")  # the runs claim 1 measures, each beside next_token
@@ -82,12 +84,17 @@ def reproduce(preset: str, out: str | Path, *, force: bool = False, resume: bool
                    figures=[str(p.relative_to(out)) for p in figures])
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "REPORT.md").write_text(report(results))
+    log = read_config(dirs[next(iter(dirs))]).log  # the runs' own setting (tests: disabled)
+    log_analysis(out, figures, {"claims": {k: {"verdict": c["verdict"], "interval": c["interval"]}
+                                           for k, c in results["claims"].items()},
+                                "quality": results["quality"], "seconds": timings},
+                 mode=log.wandb, project=log.project)
     return results
 
 
 def _is_reproduction(out: Path) -> bool:
-    """A folder ``reproduce`` wrote: only its own entries (runs/, figures/, results and report)."""
-    own = {"runs", "figures", "results.json", "REPORT.md", "analyses.json"}
+    """A folder ``reproduce`` wrote: only its own entries (runs/, figures/, results, report, wandb/)."""
+    own = {"runs", "figures", "results.json", "REPORT.md", "analyses.json", "wandb"}
     return (out / "runs").is_dir() and {p.name for p in out.iterdir()} <= own
 
 

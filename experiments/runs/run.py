@@ -1,8 +1,9 @@
 """Run directories: the source of truth for everything a figure or comparison shows.
 
 A run directory holds ``config.json``, ``metrics.jsonl`` (one JSON object per seed per logged
-step), ``status.json``, orbax checkpoints under ``checkpoints/step_N`` and, unless disabled, a
-wandb run mirrored offline under ``wandb/``. Nothing is ever read back from wandb.
+step), ``status.json``, orbax checkpoints under ``checkpoints/step_N`` and, unless disabled, one
+wandb run per seed mirrored offline under ``wandb/`` (``wandb_log.py``). Nothing is ever read
+back from wandb.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import jax
 import numpy as np
 
 from experiments.config import Config, config_from_dict
-from experiments.runs import checkpoints
+from experiments.runs import checkpoints, wandb_log
 
 
 class RunError(ValueError):
@@ -69,7 +70,7 @@ class Run:
             (self.path / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=_json_default))
             self.set_status("created")
         self._start = time.time()
-        self._wandb = None
+        self._wandb: list = []  # one wandb run per seed, in the order of cfg.train.seeds
 
     # METRICS
     def log(self, step: int, metrics: dict[str, np.ndarray], wall_time: float | None = None) -> None:
@@ -81,14 +82,15 @@ class Run:
         wall = time.time() - self._start if wall_time is None else wall_time
         with open(self.path / "timing.jsonl", "a") as f:
             f.write(json.dumps({"step": int(step), "wall_time": round(float(wall), 3)}) + "\n")
+        rows = []
+        for i, seed in enumerate(seeds):
+            row = {"step": int(step), "seed": int(seed)}
+            row.update({k: float(np.asarray(v).reshape(len(seeds), -1)[i, 0]) for k, v in metrics.items()})
+            rows.append(row)
         with open(self.path / "metrics.jsonl", "a") as f:
-            for i, seed in enumerate(seeds):
-                row = {"step": int(step), "seed": int(seed)}
-                row.update({k: float(np.asarray(v).reshape(len(seeds), -1)[i, 0]) for k, v in metrics.items()})
-                f.write(json.dumps(row) + "\n")
-        if self._wandb is not None:
-            mean = {k: float(np.mean(v)) for k, v in metrics.items()}
-            self._wandb.log(mean, step=int(step))
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+        for wandb_run, row in zip(self._wandb, rows):  # each seed's own numbers, as in metrics.jsonl
+            wandb_run.log({k: v for k, v in row.items() if k not in ("step", "seed")}, step=int(step))
 
     def truncate_metrics(self, after_step: int) -> None:
         """Drop lines logged after a checkpoint (a resumed run re-logs them identically)."""
@@ -106,19 +108,22 @@ class Run:
 
     # WANDB MIRROR
     def start_wandb(self) -> None:
-        mode = self.cfg.log.wandb
-        if mode == "disabled":
+        """One wandb run per seed (group = this directory, job type = the regime), unless
+        ``log.wandb`` is disabled."""
+        if self.cfg.log.wandb == "disabled" or self._wandb:
             return
-        os.environ.setdefault("WANDB_SILENT", "true")
-        import wandb
+        self._wandb = wandb_log.start_seed_runs(self.path, self.cfg.to_dict(), self.cfg.train.seeds,
+                                                mode=self.cfg.log.wandb, project=self.cfg.log.project,
+                                                regime=self.cfg.train.regime)
 
-        self._wandb = wandb.init(project=self.cfg.log.project, mode=mode, dir=str(self.path),
-                                 name=self.path.name, config=self.cfg.to_dict(), reinit="finish_previous")
+    def summarize_wandb(self, final: dict) -> None:
+        """Each seed's final evaluation (``final.json``) into its wandb run's summary."""
+        for i, wandb_run in enumerate(self._wandb):
+            wandb_run.summary.update(wandb_log.final_summary(final, i))
 
     def finish_wandb(self) -> None:
-        if self._wandb is not None:
-            self._wandb.finish()
-            self._wandb = None
+        while self._wandb:
+            self._wandb.pop().finish()
 
     # CHECKPOINTS
     @property

@@ -12,10 +12,16 @@ A sweep spec (TOML) names a preset, fixed overrides, and the fields to vary:
     "train.lr" = [1e-3, 3e-3]
     [random]                      # method = "random": {choice = [...]}, {uniform = [a, b]}, {log_uniform = [a, b]}
     "train.lr" = { log_uniform = [1e-4, 1e-2] }
+    [ray]                         # --backend ray: what each member task asks of a node
+    num_cpus = 1
+    num_gpus = 0
+    resources = { big_memory = 1 }
 
 Every member is an ordinary ``agentsim train`` in its own process (so one failing member
-cannot stop the others), run by local processes or by tasks on an existing Ray cluster; seeds
-are vmapped inside each member.
+cannot stop the others), run by local processes or by tasks on a Ray cluster; seeds are
+vmapped inside each member. Ray members need nothing from the driver's machine but the run
+directories (absolute paths, on a filesystem every node mounts): the code travels with the
+job (``runtime_env`` py_modules: the packages ``envs``, ``models``, ``experiments``).
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ def load_spec(path: str | Path) -> dict:
         raise ConfigError(f"sweep spec {path} does not exist") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"sweep spec {path}: {e}") from None
-    known = {"preset", "method", "seeds", "num_samples", "seed", "set", "grid", "random", "name"}
+    known = {"preset", "method", "seeds", "num_samples", "seed", "set", "grid", "random", "name", "ray"}
     for k in spec:
         if k not in known:
             raise ConfigError(f"sweep spec: unknown key {k!r}; known: {', '.join(sorted(known))}")
@@ -56,7 +62,25 @@ def load_spec(path: str | Path) -> dict:
         raise ConfigError(f"sweep spec: method must be grid or random, got {method!r}")
     if method == "random" and int(spec.get("num_samples", 0)) <= 0:
         raise ConfigError("sweep spec: method = 'random' needs num_samples > 0")
+    ray_options(spec)  # validate
     return spec
+
+
+def ray_options(spec: dict) -> dict:
+    """The spec's ``[ray]`` table as Ray task options (default: one CPU per member)."""
+    table = spec.get("ray", {})
+    resources = table.get("resources", {}) if isinstance(table, dict) else None
+    if not isinstance(resources, dict):
+        raise ConfigError("sweep spec: ray must be a table of num_cpus, num_gpus and a resources table")
+    unknown = sorted(set(table) - {"num_cpus", "num_gpus", "resources"})
+    if unknown:
+        raise ConfigError(f"sweep spec: unknown key ray.{unknown[0]}; known: num_cpus, num_gpus, resources")
+    options = {"num_cpus": table.get("num_cpus", 1), "num_gpus": table.get("num_gpus", 0), "resources": resources}
+    for name, v in [("num_cpus", options["num_cpus"]), ("num_gpus", options["num_gpus"]),
+                    *((f"resources.{k}", v) for k, v in resources.items())]:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise ConfigError(f"sweep spec: ray.{name} must be a number >= 0, got {v!r}")
+    return options
 
 
 def _literal(v) -> str:
@@ -112,11 +136,15 @@ def member_command(spec: dict, member: dict, out: Path) -> list[str]:
     return cmd
 
 
-def _run_local(cmd: list[str]) -> dict:
+def _run_local(cmd: list[str], env: dict | None = None) -> dict:
     t0 = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                          env=os.environ.copy() if env is None else env)
     err = (proc.stderr.strip().splitlines() or [""])[-1]
     return {"returncode": proc.returncode, "error": err if proc.returncode else "", "seconds": time.time() - t0}
+
+
+SKIPPED = {"returncode": 0, "error": "", "seconds": 0.0, "node_id": None}  # finished before (--resume)
 
 
 def run_sweep(spec_path: str | Path, out: str | Path, *, backend: str = "local", parallel: int = 1,
@@ -139,10 +167,9 @@ def run_sweep(spec_path: str | Path, out: str | Path, *, backend: str = "local",
     started = time.time()
     if backend == "local":
         with ThreadPoolExecutor(max(1, parallel)) as pool:
-            results = list(pool.map(lambda t: {"returncode": 0, "error": "", "seconds": 0.0} if t[2]
-                                    else _run_local(t[1]), todo))
+            results = list(pool.map(lambda t: SKIPPED if t[2] else {**_run_local(t[1]), "node_id": None}, todo))
     elif backend == "ray":
-        results = _run_ray([t[1] for t in todo], [t[2] for t in todo], address)
+        results = _run_ray([t[1] for t in todo], [t[2] for t in todo], address, ray_options(spec))
     else:
         raise ConfigError(f"--backend must be local or ray, got {backend!r}")
     table = []
@@ -150,7 +177,7 @@ def run_sweep(spec_path: str | Path, out: str | Path, *, backend: str = "local",
         metrics = last_metrics(out / m["name"])
         table.append({"name": m["name"], "point": m["point"],
                       "status": "finished" if res["returncode"] == 0 else "failed",
-                      "error": res["error"], "seconds": round(res["seconds"], 1),
+                      "error": res["error"], "seconds": round(res["seconds"], 1), "node_id": res["node_id"],
                       "metrics": {k: float(np.mean(v)) for k, v in metrics.items() if k in HEADLINE}})
     summary = {"spec": str(spec_path), "backend": backend, "wall_s": round(time.time() - started, 1),
                "members": table}
@@ -158,22 +185,54 @@ def run_sweep(spec_path: str | Path, out: str | Path, *, backend: str = "local",
     return table
 
 
-def _run_ray(cmds: list[list[str]], done: list[bool], address: str | None) -> list[dict]:
+def _code_runtime_env() -> dict:
+    """Ray ``runtime_env`` that ships this code to every node: the three packages as they are
+    imported here (an editable checkout or an installed wheel alike), without caches."""
+    import envs
+    import experiments
+    import models
+
+    return {"py_modules": [str(Path(m.__file__).parent) for m in (envs, models, experiments)],
+            "excludes": ["__pycache__", "*.pyc"]}
+
+
+def _member_task(cmd: list[str]) -> dict:
+    """One member on whichever node Ray chose: ``agentsim train`` with this node's Python and the
+    code Ray shipped with the job (first on PYTHONPATH, so no install on the node shadows it)."""
+    import ray
+
+    import envs
+    import experiments
+    import models
+
+    shipped = list(dict.fromkeys(str(Path(m.__file__).parent.parent) for m in (envs, models, experiments)))
+    env = os.environ.copy()
+    env["PYTHONPATH"] = os.pathsep.join(shipped + [p for p in [env.get("PYTHONPATH")] if p])
+    res = _run_local([sys.executable, *cmd[1:]], env=env)
+    return {**res, "node_id": ray.get_runtime_context().get_node_id(), "code": experiments.__file__}
+
+
+def _run_ray(cmds: list[list[str]], done: list[bool], address: str | None, options: dict) -> list[dict]:
     try:
         import ray
     except ImportError:
         raise ConfigError("--backend ray needs ray: pip install 'agentsim[ray]'") from None
-    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False,
-             runtime_env={"working_dir": None, "env_vars": {"PYTHONPATH": os.pathsep.join(sys.path)}})
-
-    @ray.remote(num_cpus=1)
-    def remote(cmd):
-        return _run_local(cmd)
-
-    futures = [None if d else remote.remote(c) for c, d in zip(cmds, done)]
-    results = [{"returncode": 0, "error": "", "seconds": 0.0} if f is None else ray.get(f) for f in futures]
-    ray.shutdown()
-    return results
+    if ray.is_initialized():  # its job would not ship our code (Ray uploads local code per job only)
+        raise ConfigError("--backend ray opens its own Ray job; call ray.shutdown() before run_sweep")
+    ray.init(address=address, log_to_driver=False, runtime_env=_code_runtime_env())
+    try:
+        task = ray.remote(_member_task).options(**options)
+        futures = [None if d else task.remote(c) for c, d in zip(cmds, done)]
+        results = []
+        for f in futures:
+            try:
+                results.append(SKIPPED if f is None else ray.get(f))
+            except ray.exceptions.RayError as e:  # the task itself died (node lost, runtime env failed)
+                msg = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+                results.append({"returncode": -1, "error": f"ray: {msg}", "seconds": 0.0, "node_id": None})
+        return results
+    finally:
+        ray.shutdown()
 
 
 def export_wandb(spec_path: str | Path, out_yaml: str | Path, run_root: str = "runs/wandb") -> str:

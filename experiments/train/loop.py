@@ -1,6 +1,6 @@
 """The thin Python loop around jitted chunks: one call trains every seed of one config.
 
-Between chunks it logs metrics (``metrics.jsonl``, mirrored to wandb), checks for NaN/inf,
+Between chunks it logs metrics (``metrics.jsonl``, mirrored to one wandb run per seed), checks for NaN/inf,
 checkpoints, honours SIGINT (checkpoint, then stop cleanly) and shows progress. A killed run
 restarts from its last readable checkpoint and, being deterministic, re-logs exactly what the
 uninterrupted run would have.
@@ -111,6 +111,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
             progress.update(task, completed=max(total, 1))
         final = final_evaluation(cfg, layout, trainer.graphdef, state["params"])
         (run.path / "final.json").write_text(json.dumps(final, indent=2))
+        run.summarize_wandb(final)
         run.set_status("finished", step=step)
         return Result(run, state, trainer)
     finally:
