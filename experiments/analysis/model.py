@@ -23,6 +23,7 @@ import numpy as np
 from envs.dataset import Layout
 from experiments.config import Config, seed_keys
 from experiments.runs.restore import open_checkpoint
+from experiments.train.devices import shard_seeds
 from models.transformer import apply, init_params
 
 NAMES = ("resid", "attn", "mlp")  # also: "critic_resid" (separate critic), "value" (the value head's output)
@@ -50,6 +51,16 @@ class LoadedModel:
     run_dir: Path | None = None
     step: int | None = None
 
+    def __post_init__(self):
+        # Seeds spread over the local devices once; every forward pass (and any analysis that
+        # plays or probes these params) then runs each seed where its params are.
+        self.params = shard_seeds(self.params)
+
+    def _tokens(self, tokens: np.ndarray) -> jax.Array:
+        """A batch of tokens on the device(s): one set per seed goes where its seed is."""
+        tokens = jnp.asarray(tokens)
+        return shard_seeds(tokens) if tokens.ndim == 3 else tokens
+
     @classmethod
     def from_run(cls, run_dir: str | Path, step: int | None = None) -> "LoadedModel":
         ck = open_checkpoint(run_dir, step)
@@ -72,7 +83,7 @@ class LoadedModel:
         [S, N, T], one set per seed (e.g. each agent's own games)."""
         per_seed = tokens.ndim == 3
         n = tokens.shape[-2]
-        return np.concatenate([np.asarray(_forward(self.graphdef, self.params, jnp.asarray(tokens[..., i:i + batch, :]),
+        return np.concatenate([np.asarray(_forward(self.graphdef, self.params, self._tokens(tokens[..., i:i + batch, :]),
                                                    (), per_seed)[1]) for i in range(0, n, batch)], axis=1)
 
     def run_with_cache(self, tokens: np.ndarray, names: tuple[str, ...] = NAMES, positions: str = "moves",
@@ -90,7 +101,7 @@ class LoadedModel:
         per_seed = tokens.ndim == 3
         chunks: dict[str, list] = {k: [] for k in names}
         for i in range(0, tokens.shape[-2], batch):
-            acts, _ = _forward(self.graphdef, self.params, jnp.asarray(tokens[..., i:i + batch, :]), tuple(names),
+            acts, _ = _forward(self.graphdef, self.params, self._tokens(tokens[..., i:i + batch, :]), tuple(names),
                                per_seed)
             for k in names:
                 a = np.asarray(acts[k])
