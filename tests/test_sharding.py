@@ -72,7 +72,7 @@ FORWARD = """
     assert len(even.sharding.device_set) == 2 and even.tolist() == [2.0] * 4
 
     model = LoadedModel.from_run(run)
-    for leaf in jax.tree.leaves(model.params):
+    for leaf in jax.tree.leaves(model._seed_params()):  # what the forward pass is given
         assert len(leaf.sharding.device_set) == 2, leaf.sharding
         assert {s.data.shape[0] for s in leaf.addressable_shards} == {1}  # one seed per device
     tokens = np.load(tokens_path)

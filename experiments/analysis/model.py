@@ -12,7 +12,7 @@ under ``RUN/activations/`` keyed by checkpoint step and a hash of the tokens.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -51,10 +51,15 @@ class LoadedModel:
     run_dir: Path | None = None
     step: int | None = None
 
-    def __post_init__(self):
-        # Seeds spread over the local devices once; every forward pass (and any analysis that
-        # plays or probes these params) then runs each seed where its params are.
-        self.params = shard_seeds(self.params)
+    _placed: tuple | None = field(default=None, init=False, repr=False, compare=False)
+
+    def _seed_params(self):
+        """The params split over the local devices by seed, placed once per params object.
+        ``self.params`` stays as given: other analyses hand it to their own jitted functions
+        beside params they built on the host, and one placement for both keeps one compile."""
+        if self._placed is None or self._placed[0] is not self.params:
+            self._placed = (self.params, shard_seeds(self.params))
+        return self._placed[1]
 
     def _tokens(self, tokens: np.ndarray) -> jax.Array:
         """A batch of tokens on the device(s): one set per seed goes where its seed is."""
@@ -83,7 +88,8 @@ class LoadedModel:
         [S, N, T], one set per seed (e.g. each agent's own games)."""
         per_seed = tokens.ndim == 3
         n = tokens.shape[-2]
-        return np.concatenate([np.asarray(_forward(self.graphdef, self.params, self._tokens(tokens[..., i:i + batch, :]),
+        params = self._seed_params()
+        return np.concatenate([np.asarray(_forward(self.graphdef, params, self._tokens(tokens[..., i:i + batch, :]),
                                                    (), per_seed)[1]) for i in range(0, n, batch)], axis=1)
 
     def run_with_cache(self, tokens: np.ndarray, names: tuple[str, ...] = NAMES, positions: str = "moves",
@@ -100,9 +106,9 @@ class LoadedModel:
         pos = self.layout.move_positions() if positions == "moves" else np.arange(self.layout.seq_len)
         per_seed = tokens.ndim == 3
         chunks: dict[str, list] = {k: [] for k in names}
+        params = self._seed_params()
         for i in range(0, tokens.shape[-2], batch):
-            acts, _ = _forward(self.graphdef, self.params, self._tokens(tokens[..., i:i + batch, :]), tuple(names),
-                               per_seed)
+            acts, _ = _forward(self.graphdef, params, self._tokens(tokens[..., i:i + batch, :]), tuple(names), per_seed)
             for k in names:
                 a = np.asarray(acts[k])
                 chunks[k].append(a[..., pos] if k == "value" else a[..., pos, :])
