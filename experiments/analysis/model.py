@@ -12,7 +12,7 @@ under ``RUN/activations/`` keyed by checkpoint step and a hash of the tokens.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -23,6 +23,7 @@ import numpy as np
 from envs.dataset import Layout
 from experiments.config import Config, seed_keys
 from experiments.runs.restore import open_checkpoint
+from experiments.train.devices import shard_seeds
 from models.transformer import apply, init_params
 
 NAMES = ("resid", "attn", "mlp")  # also: "critic_resid" (separate critic), "value" (the value head's output)
@@ -50,6 +51,21 @@ class LoadedModel:
     run_dir: Path | None = None
     step: int | None = None
 
+    _placed: tuple | None = field(default=None, init=False, repr=False, compare=False)
+
+    def _seed_params(self):
+        """The params split over the local devices by seed, placed once per params object.
+        ``self.params`` stays as given: other analyses hand it to their own jitted functions
+        beside params they built on the host, and one placement for both keeps one compile."""
+        if self._placed is None or self._placed[0] is not self.params:
+            self._placed = (self.params, shard_seeds(self.params))
+        return self._placed[1]
+
+    def _tokens(self, tokens: np.ndarray) -> jax.Array:
+        """A batch of tokens on the device(s): one set per seed goes where its seed is."""
+        tokens = jnp.asarray(tokens)
+        return shard_seeds(tokens) if tokens.ndim == 3 else tokens
+
     @classmethod
     def from_run(cls, run_dir: str | Path, step: int | None = None) -> "LoadedModel":
         ck = open_checkpoint(run_dir, step)
@@ -72,7 +88,8 @@ class LoadedModel:
         [S, N, T], one set per seed (e.g. each agent's own games)."""
         per_seed = tokens.ndim == 3
         n = tokens.shape[-2]
-        return np.concatenate([np.asarray(_forward(self.graphdef, self.params, jnp.asarray(tokens[..., i:i + batch, :]),
+        params = self._seed_params()
+        return np.concatenate([np.asarray(_forward(self.graphdef, params, self._tokens(tokens[..., i:i + batch, :]),
                                                    (), per_seed)[1]) for i in range(0, n, batch)], axis=1)
 
     def run_with_cache(self, tokens: np.ndarray, names: tuple[str, ...] = NAMES, positions: str = "moves",
@@ -89,9 +106,9 @@ class LoadedModel:
         pos = self.layout.move_positions() if positions == "moves" else np.arange(self.layout.seq_len)
         per_seed = tokens.ndim == 3
         chunks: dict[str, list] = {k: [] for k in names}
+        params = self._seed_params()
         for i in range(0, tokens.shape[-2], batch):
-            acts, _ = _forward(self.graphdef, self.params, jnp.asarray(tokens[..., i:i + batch, :]), tuple(names),
-                               per_seed)
+            acts, _ = _forward(self.graphdef, params, self._tokens(tokens[..., i:i + batch, :]), tuple(names), per_seed)
             for k in names:
                 a = np.asarray(acts[k])
                 chunks[k].append(a[..., pos] if k == "value" else a[..., pos, :])

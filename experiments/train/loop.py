@@ -19,6 +19,7 @@ from envs.dataset import Layout
 from experiments.config import Config, ConfigError, seed_keys
 from experiments.runs import checkpoints
 from experiments.runs.run import Run, is_run_dir, read_config, to_host
+from experiments.train.devices import shard_seeds
 from experiments.train.evaluate import final_evaluation
 from experiments.train.regimes import datasets, make_trainer
 from experiments.train.trainer import Trainer
@@ -68,6 +69,9 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
             step, state = restored
             on_message(f"resuming {run.path} from step {step}")
         run.truncate_metrics(step)
+    # Seeds spread over the local devices from the start; the chunks keep them so, and the final
+    # evaluation runs where its params are.
+    state = shard_seeds(state, len(cfg.train.seeds))
     run.set_status("running", step=step)
     run.start_wandb()
     total = t.steps if trainer.updates_per_chunk else 0

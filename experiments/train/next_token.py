@@ -1,7 +1,7 @@
 """The simulator regime: next-token prediction on persona-mixture games.
 
 ``make_next_token`` returns pure functions; the seed axis is vmapped inside one jitted chunk of
-``lax.scan``-ed AdamW updates (warm-up + cosine schedule).
+``lax.scan``-ed AdamW updates (warm-up + cosine schedule) and split over the local devices.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import optax
 
 from envs.dataset import Dataset, Layout
 from experiments.config import Config
+from experiments.train.devices import jit_seeds
 from experiments.train.trainer import Trainer, traced_at_most
 from models.transformer import apply, init_params
 
@@ -94,7 +95,6 @@ def make_next_token(cfg: Config, layout: Layout, train: Dataset | None, val: Dat
         new = {"params": params, "opt": opt, "key": jax.random.key_data(key), "step": state["step"] + 1}
         return new, metrics
 
-    @jax.jit
     @traced_at_most(1)  # a second trace would mean a silent recompile every chunk
     def chunk(state):
         def one_seed(s):
@@ -103,7 +103,6 @@ def make_next_token(cfg: Config, layout: Layout, train: Dataset | None, val: Dat
 
         return jax.vmap(one_seed)(state)
 
-    @jax.jit
     @traced_at_most(1)
     def evaluate(state):
         def one_seed(params):
@@ -113,4 +112,5 @@ def make_next_token(cfg: Config, layout: Layout, train: Dataset | None, val: Dat
 
         return jax.vmap(one_seed)(state["params"])
 
-    return Trainer(graphdef, init, chunk, evaluate, t.chunk)
+    # The seed axis of the state, the metrics and the evaluation is split over the devices.
+    return Trainer(graphdef, init, jit_seeds(chunk, len(t.seeds)), jit_seeds(evaluate, len(t.seeds)), t.chunk)

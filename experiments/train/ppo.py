@@ -20,6 +20,7 @@ from envs.dataset import Layout
 from envs.personas import make_persona
 from experiments.config import Config
 from experiments.train import arena as A
+from experiments.train.devices import jit_seeds, shard_seeds
 from experiments.train.evaluate import make_match_eval
 from experiments.train.policy import make_policy, policy_at
 from experiments.train.trainer import Trainer, traced_at_most
@@ -161,17 +162,21 @@ def make_ppo(cfg: Config, layout: Layout, init_from=None, ref_params=None) -> Tr
         new = dict(state, params=params, opt=opt, key=jax.random.key_data(key), step=state["step"] + 1)
         return new, metrics
 
-    @jax.jit
     @traced_at_most(1)  # a second trace would mean a silent recompile every chunk
-    def _chunk(state, ref):
+    def one_chunk(state, ref):
         def one_seed(s, r):
             s, metrics = jax.lax.scan(lambda c, _: iteration(c, r), s, None, length=t.chunk)
             return s, jax.tree.map(jnp.mean, metrics)
 
         return jax.vmap(one_seed)(state, ref)
 
+    # The seed axis of the state, the frozen reference and the metrics is split over the devices;
+    # the evaluation follows its (so split) params.
+    _chunk = jit_seeds(one_chunk, len(t.seeds))
+    frozen = shard_seeds(ref_params, len(t.seeds)) if use_kl else None
+
     def chunk(state):
-        return _chunk(state, ref_params if use_kl else None)
+        return _chunk(state, frozen)
 
     def evaluate(state):
         return match_eval(state["params"])

@@ -11,7 +11,9 @@ import jax
 
 @dataclass
 class Trainer:
-    """Pure pieces of one regime, shared by the training loop, tests and analyses."""
+    """Pure pieces of one regime, shared by the training loop, tests and analyses. ``chunk`` and
+    ``evaluate`` take and return seed-stacked pytrees split over the local devices by seed
+    (``train/devices.py``); with one device they are plain ``jax.jit``."""
 
     graphdef: Any
     init: Callable[[jax.Array], Any]  # keys[S] -> seed-stacked state
