@@ -411,15 +411,23 @@ def cmd_behaviour(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from experiments.bench import run_bench
+    import dataclasses
 
-    if args.seeds <= 0:
-        raise UserError(f"--seeds must be positive, got {args.seeds}")
-    res = run_bench(args.preset, args.seeds)
-    for k, v in res.items():
-        print(f"{k:28s} {v:,.4g}" if isinstance(v, float) else f"{k:28s} {v}")
+    from experiments.bench import FULL, QUICK, run_bench
+
+    sizes = QUICK if args.quick else FULL
+    if args.seeds is not None:
+        if args.seeds <= 0:
+            raise UserError(f"--seeds must be positive, got {args.seeds}")
+        sizes = dataclasses.replace(sizes, ppo_seeds=args.seeds)
+    res = run_bench(sizes, args.preset, on_message=lambda m: print(m, file=sys.stderr, flush=True))
+    ctx = res.context
+    print(f"agentsim bench ({'quick' if args.quick else 'full'}, {ctx['seconds']:.0f} s; load average "
+          f"{ctx['load_average_start'][0]:.2f} at the start, {ctx['load_average_end'][0]:.2f} at the end, "
+          f"{ctx['cpus']} CPUs: a shared machine's numbers move, compare the ratios)")
+    print(res.table())
     if args.out:
-        Path(args.out).write_text(json.dumps(res, indent=2))
+        Path(args.out).write_text(json.dumps(res.to_json(), indent=2))
     return 0
 
 
@@ -605,9 +613,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE.json", help="output JSON (default RUN/behaviour.json of the first RUN)")
     p.set_defaults(func=cmd_behaviour)
 
-    p = sub.add_parser("bench", help="throughput on this machine (solver, data, env, training, PPO, MFU)")
-    p.add_argument("--preset", default="quick")
-    p.add_argument("--seeds", type=int, default=3, help="seeds vmapped during the timing")
+    p = sub.add_parser("bench", help="rollout speed-up vs gymnasium, rollout and training MFU, cost vs game "
+                       "length, PPO iterations/s with and without the key/value cache")
+    p.add_argument("--preset", default="quick", help="the config next-token training and PPO are timed at")
+    p.add_argument("--seeds", type=int, default=None, help="seeds vmapped in the PPO timing (default 3; --quick 1)")
+    p.add_argument("--quick", action="store_true", help="a smaller, faster version (2L d64 only, fewer repeats)")
     p.add_argument("--out", help="also write the numbers as JSON")
     p.set_defaults(func=cmd_bench)
 

@@ -1,6 +1,7 @@
 """The arena and match playout on real tic-tac-toe: the agent as O, the opponent's reply ending a
-game, a perfect policy never losing, sampled play matching the solver's exact expectation, and
-GAE over several agent turns of arena games."""
+game, a perfect policy never losing, sampled play matching the solver's exact expectation, GAE
+over several agent turns of arena games, and the key/value-cached policy playing the games the
+full recompute plays (greedy: the same games; sampled: the same games bar float ties)."""
 
 from functools import partial
 
@@ -15,7 +16,9 @@ from envs.personas import make_persona
 from envs.solver import solved
 from experiments.train import arena as A
 from experiments.train.evaluate import make_playout
+from experiments.train.policy import history_policy, make_policy
 from experiments.train.ppo import gae
+from models.transformer import ModelConfig, init_params
 
 GAME = make_game("tictactoe")
 LAYOUT = Layout.for_config(DataConfig())
@@ -26,24 +29,25 @@ def _arena(*opponents):
 
 
 def persona_logits(name: str):
-    """logits_fn(tokens_BxT) -> [B, T, V] that plays ``name`` at every move position: the game is
-    replayed from the tokens with the rules, so it is a policy of the history like the network."""
+    """A ``Policy`` whose logits play ``name`` at every move position: the game is replayed from
+    the tokens with the rules, so it is a policy of the history like the network (uncached)."""
     persona = make_persona(name, GAME)
 
     def one(tokens_T):
         def move(state, tok):
-            probs = persona.probs(state)
             nxt = GAME.step(state, jnp.where(tok < GAME.num_actions, tok, 0))
-            return jax.tree.map(lambda a, b: jnp.where(tok < GAME.num_actions, a, b), nxt, state), probs
+            state = jax.tree.map(lambda a, b: jnp.where(tok < GAME.num_actions, a, b), nxt, state)
+            return state, persona.probs(state)
 
-        _, probs_T = jax.lax.scan(move, GAME.init(), tokens_T[LAYOUT.prefix_len:])
+        _, after = jax.lax.scan(move, GAME.init(), tokens_T[LAYOUT.prefix_len:])
+        probs_T = jnp.concatenate([persona.probs(GAME.init())[None], after])
         # output at position prefix_len - 1 + t predicts move t, from the state after t moves
         logp = jnp.log(jnp.maximum(probs_T, 1e-30))
         out = jnp.full((tokens_T.shape[0], LAYOUT.vocab_size), -1e9)
         pos = LAYOUT.prefix_len - 1 + jnp.arange(probs_T.shape[0])
         return out.at[pos, : GAME.num_actions].set(logp)
 
-    return jax.vmap(one)
+    return history_policy(lambda tokens_BxT: (jax.vmap(one)(tokens_BxT), None), GAME.num_actions)
 
 
 def test_agent_as_o_sees_the_opponents_opening_move():
@@ -142,3 +146,62 @@ def test_gae_over_several_agent_turns_of_arena_games():
             assert float(adv[t, game]) == pytest.approx(a, abs=1e-5)
             assert float(target[t, game]) == pytest.approx(a + v[t, game], abs=1e-5)
         assert r[steps[-1], game] in (-1.0, 0.0, 1.0) and d[steps[-1], game]
+
+
+# ---------------------------------------------------------------------------------- cached vs full recompute
+
+
+def _tiny_net(layout, seed=0):
+    """An untrained small network (one seed): position- and history-dependent enough that
+    reading the wrong slot or a stale cache changes its moves and values."""
+    cfg = ModelConfig(num_layers=2, d_model=16, num_heads=2, mlp_ratio=2)
+    graphdef, params = init_params(cfg, layout.vocab_size, layout.seq_len,
+                                   jax.random.split(jax.random.key(seed), 1))
+    return graphdef, jax.tree.map(lambda x: x[0], params)
+
+
+@pytest.mark.parametrize("case", ["plain", "steered_and_prompted"])
+def test_cached_playout_plays_the_uncached_games(case):
+    """Greedy match playouts: the cached policy gives every game's result of the full recompute,
+    also with a steer on every pass and persona prompt tokens in the prefix."""
+    plain = case == "plain"
+    layout = LAYOUT if plain else Layout.for_config(DataConfig(persona_prompt=True))
+    graphdef, params = _tiny_net(layout)
+    play = make_playout("tictactoe", layout, ("random", "greedy", "perfect"), games_per_cell=64)
+
+    @jax.jit  # both paths in one program: one compile
+    def run(params, steer):
+        prompt = None if plain else jnp.int32(1)
+        return [play(make_policy(graphdef, params, GAME.num_actions, steer, cache), prompt) for cache in (True, False)]
+
+    steer = None if plain else (jnp.int32(1), 4.0 * jax.random.normal(jax.random.key(5), (16,)))
+    cached, full = (np.asarray(r) for r in run(params, steer))
+    assert cached.shape == (3, 2, 64)
+    np.testing.assert_array_equal(cached, full)
+    assert len(np.unique(cached)) == 3  # wins, draws and losses: a playout worth comparing
+    if not plain:  # the steer is applied (else the comparison above would be vacuous)
+        unsteered, _ = run(params, (steer[0], jnp.zeros(16)))
+        assert (np.asarray(unsteered) != cached).any()
+
+
+def test_cached_rollout_samples_the_uncached_games():
+    """PPO's rollout with the same keys: the same moves in (nearly) every game (a sampled move may
+    flip where two choices tie to float noise), and the same log-probabilities and values."""
+    arena = _arena("random", "greedy", "perfect")
+    graphdef, params = _tiny_net(LAYOUT)
+
+    @jax.jit  # both paths in one program: one compile
+    def rollouts(params):
+        return [A.play_games(arena, make_policy(graphdef, params, GAME.num_actions, cache=cache),
+                             jax.random.key(1), jax.random.key(2), 256, jnp.zeros(3)) for cache in (True, False)]
+
+    (env_c, tr_c), (env_f, tr_f) = jax.tree.map(np.asarray, rollouts(params))
+    same = (env_c.tokens == env_f.tokens).all(-1)  # [games]: every move identical
+    assert same.mean() >= 0.98, same.mean()
+    assert tr_c.live.sum(0).max() >= 4  # games with several agent turns (the cache grows)
+    for field in ("position", "action", "live", "done", "reward"):
+        np.testing.assert_array_equal(getattr(tr_c, field)[:, same], getattr(tr_f, field)[:, same], field)
+    live = tr_c.live & same[None]
+    np.testing.assert_allclose(tr_c.logp[live], tr_f.logp[live], atol=1e-5)
+    np.testing.assert_allclose(tr_c.value[live], tr_f.value[live], atol=1e-5)
+    assert np.isfinite(tr_c.value).all() and np.isfinite(tr_c.logp).all()

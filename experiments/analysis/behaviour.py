@@ -13,8 +13,8 @@ should instead play to win (its mass sits on minimax-optimal moves whoever "it" 
 (d) win/draw/loss against every persona, from each run's ``final.json``.
 
 The scoring functions take move distributions, not models, so they are tested on the exact
-persona tables. ``make_playout`` is the match evaluation of ``experiments.evaluate`` with the
-forward pass (and an optional persona prompt) given by the caller; steering reuses it.
+persona tables. ``make_playout`` is the match evaluation of ``experiments.train.evaluate`` with
+the policy (and an optional persona prompt) given by the caller; steering reuses it.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from envs.dataset import Dataset
 from experiments.analysis.heldout import held_out, mover_persona, persona_tables
 from experiments.analysis.model import LoadedModel
 from experiments.train.evaluate import make_playout
-from models.transformer import apply
+from experiments.train.policy import make_policy
 
 OPPONENTS = ("random", "perfect")
 TOP_KS = (1, 2, 3)
@@ -147,7 +147,7 @@ def _prompted_strength(model: LoadedModel, games_per_cell: int) -> dict | str:
     play = make_playout(model.cfg.data.game, layout, OPPONENTS, games_per_cell)
 
     def one(params, prompt):
-        return play(lambda tok: apply(model.graphdef, params, tok).logits_KxBxTxV[0], prompt)
+        return play(make_policy(model.graphdef, params, layout.num_actions), prompt)
 
     run = jax.jit(jax.vmap(one, (0, None)))
     out = {}

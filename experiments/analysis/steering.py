@@ -25,6 +25,7 @@ from experiments.analysis.heldout import held_out, mover_persona, persona_tables
 from experiments.analysis.model import LoadedModel
 from experiments.runs.run import RunError
 from experiments.train.evaluate import make_playout
+from experiments.train.policy import make_policy
 from models.probes import fit_probe_stack, probe_layers
 from models.transformer import Output, apply
 
@@ -94,7 +95,7 @@ def make_steered_play(model: LoadedModel, games_per_cell: int, seed: int = 1234)
     play = make_playout(model.cfg.data.game, model.layout, OPPONENTS, games_per_cell, greedy=True, seed=seed)
 
     def one(params, layer, d, alpha):
-        return play(lambda tok: apply_with_steering(model.graphdef, params, tok, layer, d, alpha).logits_KxBxTxV[0])
+        return play(make_policy(model.graphdef, params, model.layout.num_actions, steer=(layer, alpha * d)))
 
     return jax.jit(jax.vmap(one, (None, 0, 0, 0)))
 

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from envs.dataset import Layout
 from envs.game import Game, GameState
 from envs.personas import Persona, stacked_probs
+from experiments.train.policy import NEG, Policy
 
 
 class Arena(NamedTuple):
@@ -93,26 +94,50 @@ class Turn(NamedTuple):
     live: jax.Array  # the game was still on before this turn (the turn is real)
 
 
-def play_games(arena: Arena, policy, k_reset: jax.Array, k_play: jax.Array, num_games: int,
+def filled(arena: Arena, env: EnvState) -> jax.Array:
+    """How many tokens of ``env.tokens`` the game has written (prefix and moves so far)."""
+    return arena.layout.prefix_len + env.game.num_moves
+
+
+def play_games(arena: Arena, policy: Policy, k_reset: jax.Array, k_play: jax.Array, num_games: int,
                opponent_logits: jax.Array) -> tuple[EnvState, Turn]:
     """Whole games of a sampling agent against the pool (side and opponent drawn per game), one
     agent decision per ``lax.scan`` step: PPO's rollout and the agent's own games for analysis.
 
-    ``policy(tokens_BxT, position_B, legal_BxA) -> (masked logits_BxA, value_B)``. Returns the
-    final environments (their tokens are the whole games) and the turns, [turns, games].
+    ``policy``: ``experiments.train.policy.Policy`` (e.g. ``make_policy(graphdef, params,
+    num_actions)``, over the key/value cache): it reads the opening once, then each turn the
+    agent's move and the opponent's reply. Returns the final environments (their tokens are the
+    whole games) and the turns, [turns, games].
     """
     turns = (arena.game.max_moves + 1) // 2  # most decisions one side makes in a game
     envs = jax.vmap(lambda k: reset(arena, k, opponent_logits))(jax.random.split(k_reset, num_games))
 
-    def turn(envs, key):
+    def act(envs, logits, value, key):
         k_act, k_env = jax.random.split(key)
         obs = jax.vmap(observe, (None, 0))(arena, envs)
-        logits, value = policy(obs.tokens, obs.position, obs.legal)
+        logits = jnp.where(obs.legal, logits, NEG)
         action = jax.random.categorical(k_act, logits)
         logp = jnp.take_along_axis(jax.nn.log_softmax(logits), action[:, None], 1)[:, 0]
         live = ~envs.game.done
         new, reward, done = jax.vmap(step, (None, 0, 0, 0))(arena, envs, action, jax.random.split(k_env, num_games))
-        envs = jax.tree.map(lambda a, b: jnp.where(live.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, envs)
+        envs = where_live(live, new, envs)
         return envs, Turn(obs.position, obs.legal, action, logp, value, jnp.where(live, reward, 0.0), done & live, live)
 
-    return jax.lax.scan(turn, envs, jax.random.split(k_play, turns))
+    def turn(carry, key):
+        envs, state, logits, value = carry
+        envs, t = act(envs, logits, value, key)
+        state, logits, value = policy.advance(state, envs.tokens, filled(arena, envs))
+        return (envs, state, logits, value), t
+
+    # The opening holds at most the opponent's first move. The last turn is outside the scan:
+    # nothing reads the network after it (a lax.cond skipping it would copy the cache each turn).
+    state, logits, value = policy.start(envs.tokens[:, :arena.layout.prefix_len + 1], filled(arena, envs))
+    keys = jax.random.split(k_play, turns)
+    (envs, _, logits, value), traj = jax.lax.scan(turn, (envs, state, logits, value), keys[:-1])
+    envs, last = act(envs, logits, value, keys[-1])
+    return envs, jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), traj, last)
+
+
+def where_live(live_B, new, old):
+    """Batched envs (or any pytree with a leading game axis): ``new`` where the game was live."""
+    return jax.tree.map(lambda a, b: jnp.where(live_B.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old)

@@ -17,9 +17,8 @@ from experiments.config import Config, held_out_data
 from experiments.runs.run import to_host
 from experiments.train import arena as A
 from experiments.train.next_token import move_nll
-from experiments.train.policy import NEG
+from experiments.train.policy import NEG, Policy, make_policy
 from experiments.train.trainer import traced_at_most
-from models.transformer import apply
 
 
 def prompt_tokens(layout: Layout, tokens_T, agent_side, prompt, opponent):
@@ -34,19 +33,21 @@ def prompt_tokens(layout: Layout, tokens_T, agent_side, prompt, opponent):
 
 def make_playout(game_name: str, layout: Layout, persona_names, games_per_cell: int = 256,
                  greedy: bool = True, seed: int = 1234):
-    """play(logits_fn, prompt=None) -> float[P, 2, G]: the agent's result (+1/0/-1) against each
+    """play(policy, prompt=None) -> float[P, 2, G]: the agent's result (+1/0/-1) against each
     persona as X and as O.
 
-    The one playout of the project: ``make_match_eval`` calls it with the plain forward pass;
-    analyses pass a modified forward pass ``logits_fn(tokens_BxT) -> logits_BxTxV`` given, so interventions and
-    prompts are evaluated on exactly the games the ordinary evaluation plays. ``prompt``: the
-    roster index of the persona the agent is prompted as (layouts with persona_prompt); the
-    opponent's prompt slot names the opponent when it is in the roster. Pure; jit at the caller.
+    The one playout of the project: ``make_match_eval`` calls it with the plain network
+    (``make_policy(graphdef, params, num_actions)``, over the key/value cache); analyses pass
+    their own ``Policy`` (a steered one, a scripted one), so interventions and prompts are
+    evaluated on exactly the games the ordinary evaluation plays. ``prompt``: the roster index
+    of the persona the agent is prompted as (layouts with persona_prompt); the opponent's prompt
+    slot names the opponent when it is in the roster. Pure; jit at the caller.
     """
     game = make_game(game_name)
     arena = A.Arena(game, layout, tuple(make_persona(n, game) for n in persona_names))
     num_p = len(persona_names)
     n = games_per_cell * num_p * 2
+    turns = (game.max_moves + 1) // 2  # most decisions one side makes in a game
     sides = jnp.tile(jnp.repeat(jnp.arange(2), games_per_cell), num_p)
     opps = jnp.repeat(jnp.arange(num_p), 2 * games_per_cell)
     roster = jnp.asarray([layout.persona_names.index(p) if p in layout.persona_names else -1
@@ -55,7 +56,7 @@ def make_playout(game_name: str, layout: Layout, persona_names, games_per_cell: 
     def with_prompt(env: A.EnvState, prompt) -> A.EnvState:
         return env._replace(tokens=prompt_tokens(layout, env.tokens, env.agent_side, prompt, roster[env.opponent]))
 
-    def play(logits_fn, prompt=None):
+    def play(policy: Policy, prompt=None):
         key = jax.random.key(seed)
         k_reset, k_play = jax.random.split(key)
         envs = jax.vmap(lambda k, s, o: A.reset(arena, k, jnp.zeros(num_p), s, o))(
@@ -65,22 +66,29 @@ def make_playout(game_name: str, layout: Layout, persona_names, games_per_cell: 
                 raise ValueError("a persona prompt needs a layout with persona_prompt=True")
             envs = jax.vmap(with_prompt, (0, None))(envs, prompt)
 
-        def turn(carry, key):
-            envs, result = carry
+        def act(envs, result, logits, key):
             k_act, k_env = jax.random.split(key)
-            obs = jax.vmap(A.observe, (None, 0))(arena, envs)
-            logits = logits_fn(obs.tokens)[jnp.arange(n), obs.position, :game.num_actions]
-            logits = jnp.where(obs.legal, logits, NEG)
+            legal = jax.vmap(game.legal_mask)(envs.game)
+            logits = jnp.where(legal, logits, NEG)
             action = jnp.argmax(logits, -1) if greedy else jax.random.categorical(k_act, logits)
             live = ~envs.game.done
             new, reward, done = jax.vmap(A.step, (None, 0, 0, 0))(arena, envs, action, jax.random.split(k_env, n))
-            result = jnp.where(live & done, reward, result)
-            envs = jax.tree.map(lambda a, b: jnp.where(live.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, envs)
-            return (envs, result), None
+            return A.where_live(live, new, envs), jnp.where(live & done, reward, result)
+
+        def turn(carry, key):
+            envs, result, state, logits = carry
+            envs, result = act(envs, result, logits, key)
+            state, logits, _ = policy.advance(state, envs.tokens, A.filled(arena, envs))
+            return (envs, result, state, logits), None
 
         # A game the opponent's opening move already ended is scored from its returns.
         opening = jnp.where(envs.game.done, jax.vmap(lambda g, s: game.returns(g)[s])(envs.game, envs.agent_side), 0.0)
-        (_, result), _ = jax.lax.scan(turn, (envs, opening), jax.random.split(k_play, game.max_moves))
+        state, logits, _ = policy.start(envs.tokens[:, :layout.prefix_len + 1], A.filled(arena, envs))
+        # Keys as when every game ran max_moves turns, so results do not depend on ``turns``; the
+        # last turn is outside the scan (nothing reads the network after it).
+        keys = jax.random.split(k_play, game.max_moves)[:turns]
+        (envs, result, _, logits), _ = jax.lax.scan(turn, (envs, opening, state, logits), keys[:-1])
+        _, result = act(envs, result, logits, keys[-1])
         return result.reshape(num_p, 2, games_per_cell)
 
     return play
@@ -94,7 +102,7 @@ def make_match_eval(cfg, layout: Layout, graphdef, persona_names, games_per_cell
     @jax.jit
     @traced_at_most(1)
     def run(params_stacked):
-        results = jax.vmap(lambda p: play(lambda t: apply(graphdef, p, t).logits_KxBxTxV[0]))(params_stacked)
+        results = jax.vmap(lambda p: play(make_policy(graphdef, p, layout.num_actions)))(params_stacked)
         out = {}
         for i, name in enumerate(persona_names):
             for j, side in enumerate(("x", "o")):

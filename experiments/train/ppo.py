@@ -69,9 +69,11 @@ def ppo_loss(logits, value, batch, clip: float, vf_coef: float, ent_coef: float)
     return loss, metrics
 
 
-def make_ppo(cfg: Config, layout: Layout, init_from=None, ref_params=None) -> Trainer:
+def make_ppo(cfg: Config, layout: Layout, init_from=None, ref_params=None, cache: bool = True) -> Trainer:
     """PPO trainer. ``init_from``: seed-stacked params to start from (pretrain_rl);
-    ``ref_params``: the frozen policy of the KL tie (defaults to ``init_from``)."""
+    ``ref_params``: the frozen policy of the KL tie (defaults to ``init_from``); ``cache``: the
+    rollout reads the policy over its key/value cache (False: recomputes every history, the
+    reference path ``agentsim bench`` compares)."""
     p, m, t = cfg.ppo, cfg.model, cfg.train
     if m.value_head == "none":
         raise ValueError("model.value_head: PPO needs a value head (critic or shared)")
@@ -108,8 +110,8 @@ def make_ppo(cfg: Config, layout: Layout, init_from=None, ref_params=None) -> Tr
         key, k_reset, k_play, k_epochs = jax.random.split(jax.random.wrap_key_data(state["key"]), 4)
 
         # COLLECT TRAJECTORIES: num_envs whole games, one agent decision per scan step.
-        envs, traj = A.play_games(arena, make_policy(graphdef, params, num_a), k_reset, k_play, p.num_envs,
-                                  opp_logits)  # [K, E]
+        envs, traj = A.play_games(arena, make_policy(graphdef, params, num_a, cache=cache), k_reset, k_play,
+                                  p.num_envs, opp_logits)  # [K, E]
         adv, target = gae(traj.reward, traj.value, traj.done | ~traj.live,
                           jnp.zeros(p.num_envs), p.gamma, p.gae_lambda)
 
