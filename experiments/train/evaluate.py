@@ -16,6 +16,7 @@ from envs.personas import make_persona
 from experiments.config import Config, held_out_data
 from experiments.runs.run import to_host
 from experiments.train import arena as A
+from experiments.train.devices import shard_seeds
 from experiments.train.next_token import move_nll
 from experiments.train.policy import NEG, Policy, make_policy
 from experiments.train.trainer import traced_at_most
@@ -101,7 +102,7 @@ def make_match_eval(cfg, layout: Layout, graphdef, persona_names, games_per_cell
 
     @jax.jit
     @traced_at_most(1)
-    def run(params_stacked):
+    def jitted(params_stacked):
         results = jax.vmap(lambda p: play(make_policy(graphdef, p, layout.num_actions)))(params_stacked)
         out = {}
         for i, name in enumerate(persona_names):
@@ -113,6 +114,10 @@ def make_match_eval(cfg, layout: Layout, graphdef, persona_names, games_per_cell
             out[f"eval/loss_vs_{name}"] = (results[:, i] < 0).mean((-1, -2))
             out[f"eval/win_vs_{name}"] = (results[:, i] > 0).mean((-1, -2))
         return out
+
+    def run(params_stacked):
+        # Seeds split over the local devices (one placement for every caller: one trace).
+        return jitted(shard_seeds(params_stacked))
 
     return run
 
