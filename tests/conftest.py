@@ -1,12 +1,15 @@
-"""Test-session setup: one fresh persistent XLA compilation cache per session.
+"""Test-session setup: one fresh persistent XLA compilation cache per session, shared by the
+test processes (pytest-xdist workers, and the subprocesses tests start).
 
 Compilation dominates this suite's time, and several tests compile identical programs inside
 fresh closures (two identical training runs, the same tiny config again inside `reproduce`,
 the final evaluation of every regime). jax's persistent cache turns those repeats into
-look-ups. The directory is new for each session and removed at its end, so no state leaks
-between sessions; a cache the user configured (JAX_COMPILATION_CACHE_DIR) is left alone.
+look-ups. The directory is new for each session (made by the controlling process and handed
+down through the environment) and removed at its end, so no state leaks between sessions; a
+cache the user configured (JAX_COMPILATION_CACHE_DIR) is left alone.
 """
 
+import os
 import shutil
 import tempfile
 
@@ -16,17 +19,22 @@ _SESSION_CACHE: list[str] = []
 
 
 def pytest_configure(config):
-    if jax.config.jax_compilation_cache_dir:
-        return
+    if jax.config.jax_compilation_cache_dir or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return  # the user's cache, or the one the controlling process made for this session
     path = tempfile.mkdtemp(prefix="agentsim-test-xla-")
     _SESSION_CACHE.append(path)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = path  # inherited by workers and subprocesses
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def pytest_unconfigure(config):
     while _SESSION_CACHE:
-        shutil.rmtree(_SESSION_CACHE.pop(), ignore_errors=True)
+        path = _SESSION_CACHE.pop()
+        shutil.rmtree(path, ignore_errors=True)
+        if os.environ.get("JAX_COMPILATION_CACHE_DIR") == path:
+            del os.environ["JAX_COMPILATION_CACHE_DIR"]
 
 
 # ---------------------------------------------------------------------------------- shared tiny runs
