@@ -48,16 +48,30 @@ TINY = ("log.wandb='disabled'",)
 
 
 def _train_tiny(root, name: str, *overrides: str):
+    """Train once per test session, whichever worker asks first: the pytest-xdist workers share
+    ``root`` and take turns under a file lock, so each tiny run is trained a single time."""
+    import fcntl
+    import shutil
+
     from experiments.config import load_config
     from experiments.train.loop import train
 
-    train(load_config("tiny", overrides=list(TINY) + list(overrides)), root / name, on_message=lambda m: None)
-    return root / name
+    run = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (run / "final.json").exists():
+            shutil.rmtree(run, ignore_errors=True)  # a half-written run of a crashed worker
+            train(load_config("tiny", overrides=list(TINY) + list(overrides)), run, on_message=lambda m: None)
+    return run
 
 
 @pytest.fixture(scope="session")
-def tiny_root(tmp_path_factory):
-    return tmp_path_factory.mktemp("tiny_runs")
+def tiny_root(tmp_path_factory, worker_id):
+    """One folder for the whole session: under pytest-xdist, the parent of the workers' temp dirs."""
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if worker_id != "master" else base) / "tiny_runs"
+    root.mkdir(exist_ok=True)
+    return root
 
 
 @pytest.fixture(scope="session")
