@@ -19,3 +19,4 @@ def test_bootstrap_ci_and_iqm():
     assert ci2.mean.shape == (2,) and np.all(ci2.low < ci2.mean) and np.all(ci2.mean < ci2.high)
     assert iqm([1, 2, 3, 4, 5, 6, 7, 8]) == pytest.approx(4.5)
     assert iqm([0, 1, 1, 1, 1, 1, 1, 100]) == pytest.approx(1.0)
+
