@@ -83,6 +83,11 @@ class LoadedModel:
     def num_seeds(self) -> int:
         return len(self.cfg.train.seeds)
 
+    @property
+    def num_params(self) -> int:
+        """Parameters of one seed's network (every trunk and head)."""
+        return int(sum(np.size(x) for x in jax.tree.leaves(self.params)) // self.num_seeds)
+
     def logits(self, tokens: np.ndarray, batch: int = 1024) -> np.ndarray:
         """float32[S, N, T, V] of the policy/next-token head; ``tokens`` [N, T] for every seed or
         [S, N, T], one set per seed (e.g. each agent's own games)."""

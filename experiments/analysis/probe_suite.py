@@ -36,6 +36,15 @@ MLP_TARGETS = ("value_mover", "value_x", "persona_mover", "persona_x", "board_mo
 JUDGED = ("persona_mover",)  # read by a claim (2): scored under a game bootstrap too
 
 
+def seen_summary(rows: HeldOut) -> dict | None:
+    """How many held-out test positions occur in the training games (``HeldOut.seen``)."""
+    if rows.seen is None:
+        return None
+    te = rows.splits[2]
+    return {"test_rows": int(len(te)), "test_rows_unseen": int((~rows.seen[te]).sum()),
+            "rows": int(len(rows.seen)), "rows_unseen": int((~rows.seen).sum())}
+
+
 def _one_hot(y_cls: np.ndarray, classes: int) -> np.ndarray:
     return np.eye(classes)[y_cls].reshape(len(y_cls), -1)
 
@@ -54,9 +63,13 @@ def score_layers(resid_LxNxD: np.ndarray, kind: str, y, classes: int, rows: Held
     if kind == "reg":
         fit = probe_layers(resid_LxNxD, y, tr, va, te)
         out = {"score": fit.test_r2.tolist(), "val_score": fit.val_r2.tolist()}
-        if boot:
+        unseen = None if rows.seen is None else ~rows.seen[te]
+        if boot or unseen is not None:
             pred = np.stack([p.predict(resid_LxNxD[l, te]) for l, p in enumerate(fit.probes)])
+        if boot:
             out["boot_score"] = weighted_r2(np.asarray(y, float)[te], pred, rows.boot_weights).tolist()
+        if unseen is not None:  # the same probes, on the test positions never seen in training
+            out["unseen_score"] = weighted_r2(np.asarray(y, float)[te], pred, unseen[None].astype(float))[0].tolist()
         return out
     fit = probe_layers(resid_LxNxD, _one_hot(y, classes), tr, va, te)
     scores, val, by_move, hits = [], [], [], []
@@ -133,8 +146,12 @@ def analyse_probes(run_dir: str | Path, num_games: int = 2000, targets=REGRESSIO
         # pretrain_rl, the simulator); for runs from scratch it would repeat random init.
         first = checkpoints.steps(Path(run_dir) / "checkpoints")[0]
         controls["step0"] = LoadedModel.from_run(run_dir, step=first)
+    labels = rows.labels()
+    targets = tuple(t for t in targets if t in labels)  # a board too big to solve has no exact values
     result = {"run": str(run_dir), "regime": model.cfg.train.regime, "seeds": list(model.cfg.train.seeds),
-              "targets": probe_suite(model, rows, controls, targets, mlp_targets=mlp_targets),
+              "targets": probe_suite(model, rows, controls, targets,
+                                     mlp_targets=tuple(t for t in mlp_targets if t in labels)),
+              "seen": seen_summary(rows),
               "bayes_ceiling": {k: v.tolist() for k, v in rows.bayes_ceiling().items()},
               "persona_names": list(model.layout.persona_names)}
     return result
