@@ -368,7 +368,9 @@ def _labels(cfg: DataConfig, layout: Layout, arrays: dict[str, np.ndarray]) -> d
     visited, column = np.unique(rows, return_inverse=True)
     column = column.reshape(rows.shape).astype(np.int32)
     pair = pair_outcomes_at(cfg.game, layout.persona_names, visited)  # [P, P, U]
-    _, rec = _replay(game, personas, log_w, jnp.asarray(arrays["moves"]), jnp.asarray(pair), jnp.asarray(column))
+    width = 1 << max(10, (len(visited) - 1).bit_length())  # padded: one compile for many datasets
+    padded = np.concatenate([pair, np.zeros(pair.shape[:2] + (width - len(visited),), pair.dtype)], axis=2)
+    _, rec = _replay(game, personas, log_w, jnp.asarray(arrays["moves"]), jnp.asarray(padded), jnp.asarray(column))
     out = {"minimax_x": sg.minimax_x[rows], "bayes_x": np.moveaxis(np.asarray(rec["bayes_x"]), 0, 1)}
     if "persona_x" in arrays:
         out["expected_x"] = pair[arrays["persona_x"][:, None], arrays["persona_o"][:, None], column]

@@ -104,9 +104,13 @@ def cmd_data(args) -> int:
         raise UserError(f"directory {out.parent} does not exist")
     if not os.access(out.parent, os.W_OK):
         raise UserError(f"directory {out.parent} is not writable")
-    cfg = _config(args).data
+    # Only the data section matters here: --mix replaces the preset's mixture before validation,
+    # and the PPO pool is set aside (on a board too big to solve, the default mixture and pool
+    # name `perfect`, which needs the table, even when --mix does not).
+    extra = ["ppo.opponents={'random': 1.0}"] + ([f"data.mixture={mixture!r}"] if mixture else [])
+    cfg = _config(args, extra).data
     cfg = replace(cfg, num_games=args.games, seed=args.seed, persona_prompt=args.persona_prompt,
-                  outcome_token=args.outcome_token, **({"mixture": mixture} if mixture else {}))
+                  outcome_token=args.outcome_token)
     try:
         data = generate(cfg)
     except ValueError as e:  # the mixture or game named on the command line

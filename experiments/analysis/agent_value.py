@@ -187,6 +187,29 @@ def pool_posteriors(cfg, moves_NxM: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return out[0], out[1]
 
 
+@lru_cache(maxsize=8)
+def _rollout_fn(graphdef, game_name: str, layout, names: tuple[str, ...], batch: int):
+    """(params_S, moves_SxBxM, side_SxB, log_post_SxBxP, key) -> the agent's result per game, [S, B]:
+    jitted once per network shape, game and pool (every call of ``rollout_values`` shares it)."""
+    game = make_game(game_name)
+    arena = A.Arena(game, layout, tuple(make_persona(n, game) for n in names))
+
+    @jax.jit
+    def play(params, moves_SxBxM, side_SxB, log_post_SxBxP, key):
+        def one(p, moves, side, log_post, k):
+            k_opp, k_play = jax.random.split(k)
+            opponent = jax.random.categorical(k_opp, log_post)
+            start = jax.vmap(A.start_from, (None, 0, 0, 0))(arena, moves, side, opponent)
+            _, traj = A.play_games(arena, make_policy(graphdef, p, game.num_actions), k_play, k_play, batch,
+                                   jnp.zeros(len(names)), start=start)
+            return traj.reward.sum(0)
+
+        return jax.vmap(one)(params, moves_SxBxM, side_SxB, log_post_SxBxP,
+                             jax.random.split(key, moves_SxBxM.shape[0]))
+
+    return play
+
+
 def rollout_values(model: LoadedModel, moves_SxRxM: np.ndarray, side_SxR: np.ndarray, posterior_SxRxP: np.ndarray,
                    num_rollouts: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Monte Carlo V^π of each seed's agent at given histories: (mean, standard error), float64[S, R].
@@ -197,29 +220,14 @@ def rollout_values(model: LoadedModel, moves_SxRxM: np.ndarray, side_SxR: np.nda
     training) against a pool opponent drawn from ``posterior_SxRxP[s, r]`` (``pool_posteriors``);
     the mean of the agent's results estimates V^π there, its standard error is std/√K. Rows with
     a nan posterior (no pool opponent could have played the history) come back nan."""
-    cfg, layout = model.cfg, model.layout
-    game = make_game(cfg.data.game)
-    names, _ = opponent_pool(cfg)
-    arena = A.Arena(game, layout, tuple(make_persona(n, game) for n in names))
     num_s, num_r, num_m = moves_SxRxM.shape
     ok = np.isfinite(posterior_SxRxP).all(-1)
-    log_post = np.log(np.where(ok[..., None], posterior_SxRxP, 1.0))
+    with np.errstate(divide="ignore"):  # an opponent the history rules out: log 0 = -inf, never drawn
+        log_post = np.log(np.where(ok[..., None], posterior_SxRxP, 1.0))
     # Every (row, rollout) is one game; all seeds play the same number of games per call.
     total = num_r * num_rollouts
-    batch = min(ROLLOUT_BATCH, total)
-
-    @jax.jit
-    def play(params, moves_SxBxM, side_SxB, log_post_SxBxP, key):
-        def one(p, moves, side, log_post, k):
-            k_opp, k_play = jax.random.split(k)
-            opponent = jax.random.categorical(k_opp, log_post)
-            start = jax.vmap(A.start_from, (None, 0, 0, 0))(arena, moves, side, opponent)
-            _, traj = A.play_games(arena, make_policy(model.graphdef, p, game.num_actions), k_play, k_play, batch,
-                                   jnp.zeros(len(names)), start=start)
-            return traj.reward.sum(0)
-
-        return jax.vmap(one)(params, moves_SxBxM, side_SxB, log_post_SxBxP, jax.random.split(key, num_s))
-
+    batch = min(ROLLOUT_BATCH, 1 << (total - 1).bit_length())
+    play = _rollout_fn(model.graphdef, model.cfg.data.game, model.layout, opponent_pool(model.cfg)[0], batch)
     game_row = np.arange(total) // num_rollouts  # game i continues row i // K
     results = np.empty((num_s, total), np.float32)
     key = jax.random.key(seed)
