@@ -76,8 +76,10 @@ def seed_interval(per_seed, game_var=0.0, shared_games: bool = False) -> Interva
     ``game_var``: the sampling variance of the statistic over held-out games (from a game-level
     bootstrap). With ``shared_games=False`` every seed was measured on its own games (e.g. an
     agent's own rollouts): the spread between seeds already contains that noise, so the interval
-    comes from the seeds alone and ``game_var`` ([S], per seed) only splits its width into a game
-    part and a seed part. With ``shared_games=True`` all seeds were measured on the same games:
+    comes from the seeds, and ``game_var`` ([S], per seed) splits its width into a game part and a
+    seed part; but the spread of a few seeds can by chance fall below the game noise the bootstrap
+    measured, which it contains, so the variance of the mean is never taken below that noise
+    (max(s²/S, mean game_var / S)). With ``shared_games=True`` all seeds were measured on the same games:
     that sampling error is common to every seed and does not average out, so the variance of the
     mean is s²/S + ``game_var`` (the bootstrap variance of the seed-mean statistic).
     """
@@ -94,7 +96,7 @@ def seed_interval(per_seed, game_var=0.0, shared_games: bool = False) -> Interva
         half, seed_part = t * np.sqrt(between + game), between
     else:
         game = float(np.mean(game_var)) / s
-        half, seed_part = t * np.sqrt(between), max(between - game, 0.0)
+        half, seed_part = t * np.sqrt(max(between, game)), max(between - game, 0.0)
     return Interval(mean, mean - half, mean + half, s, t * np.sqrt(seed_part), t * np.sqrt(game))
 
 

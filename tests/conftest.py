@@ -1,12 +1,15 @@
-"""Test-session setup: one fresh persistent XLA compilation cache per session.
+"""Test-session setup: one fresh persistent XLA compilation cache per session, shared by the
+test processes (pytest-xdist workers, and the subprocesses tests start).
 
 Compilation dominates this suite's time, and several tests compile identical programs inside
 fresh closures (two identical training runs, the same tiny config again inside `reproduce`,
 the final evaluation of every regime). jax's persistent cache turns those repeats into
-look-ups. The directory is new for each session and removed at its end, so no state leaks
-between sessions; a cache the user configured (JAX_COMPILATION_CACHE_DIR) is left alone.
+look-ups. The directory is new for each session (made by the controlling process and handed
+down through the environment) and removed at its end, so no state leaks between sessions; a
+cache the user configured (JAX_COMPILATION_CACHE_DIR) is left alone.
 """
 
+import os
 import shutil
 import tempfile
 
@@ -16,17 +19,22 @@ _SESSION_CACHE: list[str] = []
 
 
 def pytest_configure(config):
-    if jax.config.jax_compilation_cache_dir:
-        return
+    if jax.config.jax_compilation_cache_dir or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return  # the user's cache, or the one the controlling process made for this session
     path = tempfile.mkdtemp(prefix="agentsim-test-xla-")
     _SESSION_CACHE.append(path)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = path  # inherited by workers and subprocesses
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def pytest_unconfigure(config):
     while _SESSION_CACHE:
-        shutil.rmtree(_SESSION_CACHE.pop(), ignore_errors=True)
+        path = _SESSION_CACHE.pop()
+        shutil.rmtree(path, ignore_errors=True)
+        if os.environ.get("JAX_COMPILATION_CACHE_DIR") == path:
+            del os.environ["JAX_COMPILATION_CACHE_DIR"]
 
 
 # ---------------------------------------------------------------------------------- shared tiny runs
@@ -40,16 +48,30 @@ TINY = ("log.wandb='disabled'",)
 
 
 def _train_tiny(root, name: str, *overrides: str):
+    """Train once per test session, whichever worker asks first: the pytest-xdist workers share
+    ``root`` and take turns under a file lock, so each tiny run is trained a single time."""
+    import fcntl
+    import shutil
+
     from experiments.config import load_config
     from experiments.train.loop import train
 
-    train(load_config("tiny", overrides=list(TINY) + list(overrides)), root / name, on_message=lambda m: None)
-    return root / name
+    run = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (run / "final.json").exists():
+            shutil.rmtree(run, ignore_errors=True)  # a half-written run of a crashed worker
+            train(load_config("tiny", overrides=list(TINY) + list(overrides)), run, on_message=lambda m: None)
+    return run
 
 
 @pytest.fixture(scope="session")
-def tiny_root(tmp_path_factory):
-    return tmp_path_factory.mktemp("tiny_runs")
+def tiny_root(tmp_path_factory, worker_id):
+    """One folder for the whole session: under pytest-xdist, the parent of the workers' temp dirs."""
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if worker_id != "master" else base) / "tiny_runs"
+    root.mkdir(exist_ok=True)
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -160,7 +160,7 @@ def _tiny_net(layout, seed=0):
     return graphdef, jax.tree.map(lambda x: x[0], params)
 
 
-@pytest.mark.parametrize("case", ["plain", "steered_and_prompted"])
+@pytest.mark.parametrize("case", ["plain", pytest.param("steered_and_prompted", marks=pytest.mark.slow)])
 def test_cached_playout_plays_the_uncached_games(case):
     """Greedy match playouts: the cached policy gives every game's result of the full recompute,
     also with a steer on every pass and persona prompt tokens in the prefix."""
@@ -184,6 +184,7 @@ def test_cached_playout_plays_the_uncached_games(case):
         assert (np.asarray(unsteered) != cached).any()
 
 
+@pytest.mark.slow
 def test_cached_rollout_samples_the_uncached_games():
     """PPO's rollout with the same keys: the same moves in (nearly) every game (a sampled move may
     flip where two choices tie to float noise), and the same log-probabilities and values."""

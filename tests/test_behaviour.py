@@ -119,6 +119,7 @@ def tiny_run(tiny_next_token):
     return tiny_next_token
 
 
+@pytest.mark.slow  # behaviour and steering end to end through the CLI on a shared tiny run
 def test_analysis_and_clis_on_a_tiny_run(tiny_run, tmp_path):
     res = B.analyse_behaviour({"nt": str(tiny_run)}, pretrained_dir=str(tiny_run), num_games=100,
                               games_per_cell=4)

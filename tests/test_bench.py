@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # runs the whole bench at toy size: a minute and a half
+
 from experiments import bench
 from models.transformer import ModelConfig
 

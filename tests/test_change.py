@@ -79,6 +79,7 @@ def test_weight_change_matches_hand_norm(pre):
     np.testing.assert_allclose(w[0, 0], np.sqrt(num / den), rtol=1e-6)
 
 
+@pytest.mark.slow  # trains or analyses the shared tiny pretrain_rl run end to end
 def test_analyse_change_and_cli(tiny_next_token, tiny_pretrain_rl, tmp_path):
     out = tmp_path / "change.json"
     assert cli.main(["change", str(tiny_next_token), str(tiny_pretrain_rl), "--control", str(tiny_next_token),

@@ -58,6 +58,12 @@ def test_own_games_split_the_width_shared_games_add_to_it():
     assert (own.low, own.high) == pytest.approx((plain.low, plain.high))  # seeds already hold game noise
     assert own.game_half == pytest.approx(2.776 * np.sqrt(0.001 / 5), rel=1e-3) and own.seed_half < plain.high - plain.mean
     assert shared.high - shared.low > plain.high - plain.low  # common game noise does not average out
+    # Seeds that agree more closely than their own games' noise allows: the bootstrap's game
+    # variance is the floor (regression: three seeds once gave a half-width of 0.04 beside a game
+    # part of 0.11).
+    close = seed_interval([0.100, 0.101, 0.102], np.full(3, 0.01), shared_games=False)
+    assert close.high - close.mean == pytest.approx(4.303 * np.sqrt(0.01 / 3), rel=1e-3)
+    assert close.seed_half == 0.0
 
 
 # ---------------------------------------------------------------------------------- builders

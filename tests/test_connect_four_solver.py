@@ -135,7 +135,7 @@ class Disguised:
         return isinstance(other, Disguised) and other.name == self.name
 
 
-@pytest.mark.parametrize("name", ["tictactoe", "connect_four:4x4x3"])
+@pytest.mark.parametrize("name", ["tictactoe", pytest.param("connect_four:4x4x3", marks=pytest.mark.slow)])
 def test_bitboard_kernels_agree_with_the_jax_rules_on_every_position(name):
     game = make_game(name)
     fast, generic = solver_module.solve(game), solver_module.solve(Disguised(game))

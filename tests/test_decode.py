@@ -128,8 +128,12 @@ def _assert_matches_full(got, full, value_head):
         np.testing.assert_allclose(np.array(got["value"].tolist(), np.float32), want, atol=ATOL, rtol=0)
 
 
-@pytest.mark.parametrize("name", CONFIGS)
-@pytest.mark.parametrize("steered", [False, True], ids=["plain", "steered"])
+FAST = {("2L-k2-shared", True), ("2L-k1-critic2", False)}  # one steered, one with a 2-block critic
+
+
+@pytest.mark.parametrize("name, steered", [
+    pytest.param(n, s, id=f"{'steered' if s else 'plain'}-{n}", marks=() if (n, s) in FAST else pytest.mark.slow)
+    for n in CONFIGS for s in (False, True)])
 def test_cached_path_equals_full_pass(name, steered):
     cfg, graphdef, params = _model(name)
     p = _single(params)

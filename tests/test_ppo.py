@@ -164,7 +164,8 @@ class PickGame:
 
 PICK_OVERRIDES = ["data.game='pick4'", "data.mixture={random=1.0}", "train.regime='rl'",
                   "ppo.opponents={random=1.0}", "ppo.num_envs=64", "ppo.minibatches=2",
-                  "ppo.epochs=4", "train.seeds=[0, 1]"]
+                  "ppo.epochs=4", "train.seeds=[0, 1]",
+                  "ppo.o_fraction=0.5", "ppo.ent_coef=0.01", "ppo.ent_decay=false"]
 
 
 @pytest.fixture(scope="module")
@@ -242,3 +243,38 @@ def test_kl_to_pretrained_starts_at_zero_and_grows(pick_start, pick_layout):
     assert kls[0].shape == (2,)
     np.testing.assert_allclose(kls[0], 0.0, atol=1e-6)
     assert np.all(kls[-1] > 1e-6), kls  # the policy has moved away from the reference
+
+
+# ---------------------------------------------------------------------------------- options
+
+
+def test_o_fraction_sets_the_share_of_games_played_as_o():
+    from envs.personas import make_persona
+    from experiments.train import arena as A
+
+    game = envs.make_game("tictactoe")
+    arena = A.Arena(game, Layout.for_config(load_config("tiny").data), (make_persona("random", game),))
+    keys = jax.random.split(jax.random.key(0), 2000)
+    sides = {}
+    for prob in (None, 0.5, 0.0, 1.0, 0.75):
+        kw = {} if prob is None else {"o_prob": prob}
+        draw = jax.jit(jax.vmap(lambda k: A.reset(arena, k, jnp.zeros(1), **kw).agent_side))
+        sides[prob] = np.asarray(draw(keys))
+    np.testing.assert_array_equal(sides[None], sides[0.5])  # the default draws exactly as before
+    assert np.all(sides[0.0] == 0) and np.all(sides[1.0] == 1)
+    assert abs(sides[0.75].mean() - 0.75) < 0.03
+
+
+@pytest.mark.slow  # a PPO compile: ~15 s
+def test_ent_decay_anneals_the_entropy_bonus_to_zero(pick_game, pick_layout):
+    cfg = load_config("tiny", overrides=PICK_OVERRIDES + [
+        "train.steps=4", "train.chunk=1", "ppo.ent_coef=0.1", "ppo.ent_decay=true", "ppo.epochs=1"])
+    trainer = make_ppo(cfg, pick_layout)
+    state = trainer.init(seed_keys(cfg))
+    coefs = []
+    for _ in range(4):
+        state, metrics = trainer.chunk(state)
+        coefs.append(np.asarray(metrics["charts/ent_coef"]))
+    # Iteration i (0-based) of 4 uses 0.1 × (1 - i/4), on every seed.
+    np.testing.assert_allclose(np.stack(coefs).reshape(4, -1), np.repeat([[0.1], [0.075], [0.05], [0.025]], 2, 1),
+                               rtol=1e-6)

@@ -74,6 +74,7 @@ def test_control_task_is_a_function_of_last_move_and_move_number(rows):
     assert len(set(ctrl[:, 0])) > 1
 
 
+@pytest.mark.slow  # trains or analyses the shared tiny pretrain_rl run end to end
 def test_probe_suite_cli_writes_linear_and_mlp_probes_with_controls(tiny_pretrain_rl, tmp_path, capsys, monkeypatch):
     """`agentsim probe RUN --suite` on a tiny run: every target, both probe types, each beside its
     controls, scores in range, and the step-0 control present (the run has two checkpoints)."""

@@ -46,6 +46,7 @@ def test_timeline_has_every_checkpoint_and_step0_is_the_random_init_network(tiny
     np.testing.assert_allclose(scores[0], [r["score"] for r in init["board_mover"]["trained"]])
 
 
+@pytest.mark.slow  # trains or analyses the shared tiny pretrain_rl run end to end
 def test_rl_amount_starts_at_zero_change_and_moves(tiny_next_token, tiny_pretrain_rl):
     result = analyse_rl_amount(tiny_next_token, tiny_pretrain_rl)
     dw = np.asarray(result["weight_change"])  # [checkpoint, seed, layer]

@@ -108,6 +108,7 @@ def test_probe_finds_the_planted_layer_and_the_head_is_scored_as_it_is():
     assert head.test_r2 == [1.0] and head.layer == 0
 
 
+@pytest.mark.slow  # trains or analyses the shared tiny pretrain_rl run end to end
 def test_measure_on_the_tiny_runs(tiny_next_token, tiny_pretrain_rl):
     res = measure_value(LoadedModel.from_run(tiny_pretrain_rl), LoadedModel.from_run(tiny_next_token), num_games=60)
     own, persona = res["datasets"]["own_games"], res["datasets"]["persona_games"]

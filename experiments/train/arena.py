@@ -54,11 +54,13 @@ def _opponent_moves(arena: Arena, env: EnvState, key: jax.Array) -> EnvState:
 
 
 def reset(arena: Arena, key: jax.Array, opponent_logits: jax.Array,
-          side: jax.Array | None = None, opponent: jax.Array | None = None) -> EnvState:
-    """A new game; side and opponent are drawn unless given. The opponent opens if it is X."""
+          side: jax.Array | None = None, opponent: jax.Array | None = None,
+          o_prob: float = 0.5) -> EnvState:
+    """A new game; side (O with probability ``o_prob``) and opponent are drawn unless given.
+    The opponent opens if it is X."""
     k_side, k_opp, k_move = jax.random.split(key, 3)
     if side is None:
-        side = jax.random.bernoulli(k_side).astype(jnp.int32)
+        side = jax.random.bernoulli(k_side, o_prob).astype(jnp.int32)
     if opponent is None:
         opponent = jax.random.categorical(k_opp, opponent_logits)
     lay = arena.layout
@@ -116,9 +118,11 @@ def filled(arena: Arena, env: EnvState) -> jax.Array:
 
 
 def play_games(arena: Arena, policy: Policy, k_reset: jax.Array, k_play: jax.Array, num_games: int,
-               opponent_logits: jax.Array, start: EnvState | None = None) -> tuple[EnvState, Turn]:
-    """Whole games of a sampling agent against the pool (side and opponent drawn per game), one
-    agent decision per ``lax.scan`` step: PPO's rollout and the agent's own games for analysis.
+               opponent_logits: jax.Array, o_prob: float = 0.5,
+               start: EnvState | None = None) -> tuple[EnvState, Turn]:
+    """Whole games of a sampling agent against the pool (side and opponent drawn per game, the
+    agent O with probability ``o_prob``), one agent decision per ``lax.scan`` step: PPO's
+    rollout and the agent's own games for analysis.
 
     ``policy``: ``experiments.train.policy.Policy`` (e.g. ``make_policy(graphdef, params,
     num_actions)``, over the key/value cache): it reads the opening once, then each turn the
@@ -130,7 +134,7 @@ def play_games(arena: Arena, policy: Policy, k_reset: jax.Array, k_play: jax.Arr
     """
     turns = (arena.game.max_moves + 1) // 2  # most decisions one side makes in a game
     if start is None:
-        envs = jax.vmap(lambda k: reset(arena, k, opponent_logits))(jax.random.split(k_reset, num_games))
+        envs = jax.vmap(lambda k: reset(arena, k, opponent_logits, o_prob=o_prob))(jax.random.split(k_reset, num_games))
         opening = arena.layout.prefix_len + 1
     else:
         envs, opening = start, arena.layout.seq_len  # the whole history is read first

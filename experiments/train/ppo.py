@@ -112,7 +112,7 @@ def make_ppo(cfg: Config, layout: Layout, init_from=None, ref_params=None, cache
 
         # COLLECT TRAJECTORIES: num_envs whole games, one agent decision per scan step.
         envs, traj = A.play_games(arena, make_policy(graphdef, params, num_a, cache=cache), k_reset, k_play,
-                                  p.num_envs, opp_logits)  # [K, E]
+                                  p.num_envs, opp_logits, o_prob=p.o_fraction)  # [K, E]
         adv, target = gae(traj.reward, traj.value, traj.done | ~traj.live,
                           jnp.zeros(p.num_envs), p.gamma, p.gae_lambda)
 
@@ -126,12 +126,15 @@ def make_ppo(cfg: Config, layout: Layout, init_from=None, ref_params=None, cache
         chex.assert_shape(per_game["legal"], (p.num_envs, turns, num_a))
         chex.assert_shape(per_game["tokens"], (p.num_envs, layout.seq_len))
 
+        # The entropy bonus, decayed to 0 over the run as the learning rate is (ppo.ent_decay).
+        ent_coef = p.ent_coef * (1.0 - state["step"] / max(t.steps, 1)) if p.ent_decay else jnp.float32(p.ent_coef)
+
         def minibatch_update(carry, mb):
             params, opt = carry
 
             def loss_fn(params):
                 logits, value = policy_at(graphdef, params, mb["tokens"], mb["position"], mb["legal"], num_a)
-                loss, metrics = ppo_loss(logits, value, mb, p.clip, p.vf_coef, p.ent_coef)
+                loss, metrics = ppo_loss(logits, value, mb, p.clip, p.vf_coef, ent_coef)
                 if use_kl:
                     ref_logits, _ = policy_at(graphdef, ref, mb["tokens"], mb["position"], mb["legal"], num_a)
                     lp, lq = jax.nn.log_softmax(logits), jax.nn.log_softmax(ref_logits)
@@ -152,6 +155,7 @@ def make_ppo(cfg: Config, layout: Layout, init_from=None, ref_params=None, cache
 
         (params, opt), metrics = jax.lax.scan(epoch, (params, state["opt"]), jax.random.split(k_epochs, p.epochs))
         metrics = jax.tree.map(jnp.mean, metrics)
+        metrics["charts/ent_coef"] = jnp.asarray(ent_coef, jnp.float32)
         live = traj.live.astype(jnp.float32)
         resid = jnp.sum(live * (target - traj.value) ** 2) / live.sum()
         tmean = jnp.sum(live * target) / live.sum()
