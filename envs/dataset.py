@@ -343,9 +343,14 @@ def pair_outcomes_at(game_name: str, names: tuple[str, ...], rows: np.ndarray) -
     FULL_PAIR_TABLE_BYTES are computed once per process and indexed; bigger ones are swept
     again for each call, keeping only the rows asked for (the states the games visit)."""
     game = make_game(game_name)
-    if len(names) ** 2 * solved(game).num_states * 4 <= FULL_PAIR_TABLE_BYTES:
+    if _fits(game, names):
         return pair_outcomes(game_name, names)[:, :, rows]
     return _pair_sweep(game, names, rows)
+
+
+def _fits(game: Game, names: tuple[str, ...]) -> bool:
+    """Whether a roster's whole pair table is kept per process (FULL_PAIR_TABLE_BYTES)."""
+    return len(names) ** 2 * solved(game).num_states * 4 <= FULL_PAIR_TABLE_BYTES
 
 
 def solvable(game: Game) -> bool:
@@ -357,6 +362,22 @@ def solvable(game: Game) -> bool:
     return True
 
 
+def _replay_padded(game: Game, personas, log_w, moves_NxM: np.ndarray, pair=None, column_NxM=None):
+    """``_replay`` with the games padded to a power of two (at least 256; padding rows are
+    dropped again): one compile serves many dataset sizes. Returns host arrays."""
+    n = len(moves_NxM)
+    rows = 1 << max(8, (n - 1).bit_length())
+    moves = np.full((rows, moves_NxM.shape[1]), -1, np.int32)
+    moves[:n] = moves_NxM
+    args = ()
+    if pair is not None:
+        column = np.zeros((rows, moves.shape[1]), np.int32)
+        column[:n] = column_NxM
+        args = (jnp.asarray(pair), jnp.asarray(column))
+    outcome_x, rec = jax.device_get(_replay(game, personas, log_w, jnp.asarray(moves), *args))
+    return outcome_x[:n], {k: v[:, :n] for k, v in rec.items()}
+
+
 def _labels(cfg: DataConfig, layout: Layout, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The labels that need the solver's table, at every position [N, M] (after a game's end: its
     final position): minimax value, the mixture's expected result given the history and, where
@@ -365,12 +386,16 @@ def _labels(cfg: DataConfig, layout: Layout, arrays: dict[str, np.ndarray]) -> d
     game, _, personas, log_w = _roster(cfg)
     sg = solved(game)
     rows = sg.rows_of(arrays["position"])  # [N, M]
-    visited, column = np.unique(rows, return_inverse=True)
-    column = column.reshape(rows.shape).astype(np.int32)
-    pair = pair_outcomes_at(cfg.game, layout.persona_names, visited)  # [P, P, U]
-    width = 1 << max(10, (len(visited) - 1).bit_length())  # padded: one compile for many datasets
-    padded = np.concatenate([pair, np.zeros(pair.shape[:2] + (width - len(visited),), pair.dtype)], axis=2)
-    _, rec = _replay(game, personas, log_w, jnp.asarray(arrays["moves"]), jnp.asarray(padded), jnp.asarray(column))
+    if _fits(game, layout.persona_names):  # the whole table: one shape for every dataset of the game
+        pair = padded = pair_outcomes(cfg.game, layout.persona_names)
+        column = rows
+    else:  # the states visited, padded to a power of two (one compile for many datasets)
+        visited, column = np.unique(rows, return_inverse=True)
+        column = column.reshape(rows.shape).astype(np.int32)
+        pair = pair_outcomes_at(cfg.game, layout.persona_names, visited)  # [P, P, U]
+        width = 1 << max(10, (len(visited) - 1).bit_length())
+        padded = np.concatenate([pair, np.zeros(pair.shape[:2] + (width - len(visited),), pair.dtype)], axis=2)
+    _, rec = _replay_padded(game, personas, log_w, arrays["moves"], padded, column)
     out = {"minimax_x": sg.minimax_x[rows], "bayes_x": np.moveaxis(np.asarray(rec["bayes_x"]), 0, 1)}
     if "persona_x" in arrays:
         out["expected_x"] = pair[arrays["persona_x"][:, None], arrays["persona_o"][:, None], column]
@@ -430,7 +455,7 @@ def replay(cfg: DataConfig, moves_NxM: np.ndarray, labels: bool | None = None) -
     game, layout, personas, log_w = _roster(cfg)
     if labels is None:
         labels = solvable(game)
-    outcome_x, rec = jax.device_get(_replay(game, personas, log_w, jnp.asarray(moves_NxM, jnp.int32)))
+    outcome_x, rec = _replay_padded(game, personas, log_w, np.asarray(moves_NxM, np.int32))
     arrays = _arrays(rec, outcome_x)
     arrays["position"] = position_keys(game, arrays["boards"])
     if labels:

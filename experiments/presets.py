@@ -32,13 +32,16 @@ PRESETS: dict[str, dict] = {
 # (2L d64: about 2·10⁵ parameters), so a simulator must compute rather than look positions up.
 C4_MIXTURE = {"random": 1.0, "greedy": 1.0, "center": 1.0, "depth:2": 1.0, "perfect": 1.0}
 C4_POOL = {"random": 1.0, "greedy": 1.0, "depth:2": 1.0, "perfect": 2.0}  # perfect twice, as the PPO default
+# Every run of a preset shares the next_token run's data config, so "seen in training" means the
+# same games for all of them (``analysis.heldout.training_positions``).
 PRESETS["c4-quick"] = {
-    "data": {"game": "connect_four:5x4", "num_games": 20_000, "mixture": C4_MIXTURE},
+    "data": {"game": "connect_four:5x4", "num_games": 100_000, "mixture": C4_MIXTURE},
     "model": {"num_layers": 2, "d_model": 64, "num_heads": 4},
     "train": {"seeds": [0, 1, 2], "steps": 1500, "chunk": 100, "batch_size": 128, "eval_games": 1000,
               "eval_games_per_cell": 64, "final_games_per_cell": 128},
     "ppo": {"num_envs": 256, "opponents": C4_POOL},
 }
+PRESETS["c4"] = {**PRESETS["c4-quick"], "data": {**PRESETS["c4-quick"]["data"], "num_games": 200_000}}
 PRESETS["c4-tiny"] = {  # for tests: the tiny preset on 4×4
     **PRESETS["tiny"],
     "data": {"game": "connect_four:4x4", "num_games": 400, "mixture": C4_MIXTURE},
@@ -89,7 +92,7 @@ STAGES = {
 STAGES["c4-tiny"] = STAGES["tiny"]
 STAGES["c4-quick"] = [
     ("next_token", ["train.regime='next_token'", "train.steps=1000", "train.chunk=25",
-                    "data.num_games=100000", "train.log_checkpoints=14", "train.checkpoint_every=40"]),
+                    "train.log_checkpoints=14", "train.checkpoint_every=40"]),
     ("random_init", ["train.regime='random_init'"]),
     ("rl", ["train.regime='rl'", "train.steps=60", "train.chunk=20", "train.log_checkpoints=3", "ppo.num_envs=128"]),
     ("pretrain_rl", ["train.regime='pretrain_rl'", "train.steps=60", "train.chunk=20", "ppo.num_envs=128",
@@ -97,23 +100,23 @@ STAGES["c4-quick"] = [
 ]
 STAGES["c4"] = [
     ("next_token", ["train.regime='next_token'", "train.steps=3000", "train.chunk=50",
-                    "data.num_games=200000", "train.log_checkpoints=14", "train.checkpoint_every=60"]),
+                    "train.log_checkpoints=14", "train.checkpoint_every=60"]),
     ("random_init", ["train.regime='random_init'"]),
     ("rl", ["train.regime='rl'", "train.steps=100", "train.chunk=10", "train.log_checkpoints=6"]),
     ("pretrain_rl", ["train.regime='pretrain_rl'", "train.steps=100", "train.chunk=10",
                      "train.log_checkpoints=6", "ppo.pretrained='{run:next_token}'"]),
     ("continued_next_token", ["train.regime='next_token'", "train.steps=500", "train.chunk=250",
-                              "data.num_games=200000", "train.init_from='{run:next_token}'"]),
+                              "train.init_from='{run:next_token}'"]),
     ("next_token_mtp", ["train.regime='next_token'", "train.steps=3000", "train.chunk=250",
-                        "data.num_games=200000", "model.mtp_heads=2"]),
+                        "model.mtp_heads=2"]),
     ("next_token_prompted", ["train.regime='next_token'", "train.steps=3000", "train.chunk=250",
-                             "data.num_games=200000", "data.persona_prompt=true"]),
+                             "data.persona_prompt=true"]),
     ("rl_shared_value", ["train.regime='rl'", "train.steps=100", "train.chunk=20", "model.value_head='shared'"]),
 ]
 PRESET_SEEDS = {"quick": None, "tiny": None, "paper": [0, 1, 2, 3, 4], "c4-tiny": None, "c4-quick": None,
                 "c4": [0, 1, 2, 3, 4]}
 # The config a preset's stages start from (a preset with no config of its own borrows one).
-BASE_PRESET = {"paper": "quick", "c4": "c4-quick"}
+BASE_PRESET = {"paper": "quick"}
 
 
 @dataclass(frozen=True)

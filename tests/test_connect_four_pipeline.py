@@ -1,7 +1,9 @@
-"""Connect-four through the pipeline, the fast pieces: pair outcomes at the visited states equal
+"""Connect-four through the pipeline, piece by piece: pair outcomes at the visited states equal
 the solver's, a replay labels given games as generation does, boards too big to solve give an
 unlabelled dataset and one-line refusals, positions are marked seen or never seen in training,
-and Monte Carlo V^π agrees with the exact tree value."""
+Monte Carlo V^π agrees with the exact tree value, the ceiling of a noisy label, the presets and
+the report's game line. Tests that compile a data pipeline or play games are marked slow; the
+whole tiny pipeline on 4×4 is in test_connect_four_reproduce.py."""
 
 import json
 
@@ -29,6 +31,7 @@ def no_persistent_cache(monkeypatch):
     monkeypatch.setattr(cli, "_enable_compile_cache", lambda: None)
 
 
+@pytest.mark.slow  # compiles a game's data pipeline (seconds)
 def test_pair_outcomes_at_visited_states_are_the_solvers():
     game = make_game("connect_four:4x4")
     sg = solved(game)
@@ -41,6 +44,7 @@ def test_pair_outcomes_at_visited_states_are_the_solvers():
             np.testing.assert_array_equal(got[i, j], sg.expected_outcome(tx, to)[rows])
 
 
+@pytest.mark.slow  # compiles a game's data pipeline (seconds)
 def test_a_replay_labels_given_games_as_generation_does():
     cfg = DataConfig(num_games=200, seed=4, mixture={"random": 1.0, "perfect": 1.0, "center": 2.0})
     data = generate(cfg)
@@ -52,6 +56,7 @@ def test_a_replay_labels_given_games_as_generation_does():
     assert "expected_x" not in again.arrays  # who played is not known from the moves
 
 
+@pytest.mark.slow  # compiles a game's data pipeline (seconds)
 def test_a_board_too_big_to_solve_gives_an_unlabelled_dataset():
     data = generate(DataConfig(BIG, num_games=24, mixture=NO_TABLE_MIX, seed=1))
     assert not data.labelled
@@ -67,6 +72,7 @@ def test_a_board_too_big_to_solve_gives_an_unlabelled_dataset():
         generate(DataConfig(BIG, num_games=4, mixture=NO_TABLE_MIX), labels=True)
 
 
+@pytest.mark.slow  # compiles a game's data pipeline (seconds)
 def test_position_keys_are_equal_exactly_for_equal_boards():
     data = generate(DataConfig(num_games=300, seed=2, mixture={"random": 1.0}))
     mask = data["move_mask"]
@@ -79,6 +85,7 @@ def test_position_keys_are_equal_exactly_for_equal_boards():
     np.testing.assert_array_equal(keys, position_keys(make_game("tictactoe"), boards))
 
 
+@pytest.mark.slow  # compiles a game's data pipeline (seconds)
 def test_seen_flags_mark_exactly_the_positions_of_the_training_games():
     """A toy split: positions of 3 training games; a held-out position is seen iff its board
     occurs before some move of those games."""
@@ -96,6 +103,7 @@ def test_seen_flags_mark_exactly_the_positions_of_the_training_games():
     assert not seen_in(data["position"], keys[:0]).any()
 
 
+@pytest.mark.slow  # compiles a game's data pipeline (seconds)
 def test_training_positions_are_the_train_split_of_the_runs_dataset():
     cfg = load_config("tiny", overrides=["data.num_games=200", "train.eval_games=40"])
     train, val, _ = datasets(cfg)
@@ -184,6 +192,7 @@ def test_reproduce_on_a_big_board_refuses_before_training(capsys, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # compiles a game's data pipeline (seconds)
 def test_data_on_a_big_board_is_unlabelled_and_a_table_persona_is_refused(capsys, tmp_path):
     out = tmp_path / "big.npz"
     code = cli.main(["data", "--out", str(out), "--games", "8", "--mix", "random=1,greedy=1",
@@ -192,3 +201,71 @@ def test_data_on_a_big_board_is_unlabelled_and_a_table_persona_is_refused(capsys
     assert not Dataset.load(out).labelled
     run_bad(capsys, ["data", "--out", tmp_path / "p.npz", "--games", "8", "--mix", "random=1,perfect=1",
                      "--set", f"data.game='{BIG}'"], "too many positions")
+
+
+# ---------------------------------------------------------------------------------- cheap pieces
+
+
+def test_seen_in_is_membership_in_the_sorted_training_keys():
+    keys = np.array([3, 8, 2**40 + 5, 2**62], np.int64)
+    positions = np.array([[3, 4, 2**62], [0, 2**40 + 5, 2**63 - 1]], np.int64)
+    np.testing.assert_array_equal(seen_in(positions, keys), [[True, False, True], [False, True, False]])
+    assert seen_in(positions, keys[:0]).shape == positions.shape and not seen_in(positions, keys[:0]).any()
+
+
+def test_the_ceiling_of_a_noisy_label_is_one_minus_its_noise_share():
+    """A Monte Carlo label y with standard error se per row: the noise-free value, scored against
+    y, reaches R² = 1 − Σ se² / Σ (y − ȳ)² on the test rows, overall and on never-seen rows."""
+    from experiments.analysis.value_probes import Rows, ceiling
+
+    rng = np.random.default_rng(0)
+    n = 400
+    game = np.repeat(np.arange(100), 4)
+    y = rng.uniform(-1, 1, n)
+    se = np.full(n, 0.2)
+    rows = Rows.make({"v": y}, np.tile(np.arange(4), 100), game, np.zeros(n, int), seed=0)
+    rows.seen = rng.random(n) < 0.5
+    top = ceiling(y, y, rows, se)
+    te = rows.splits[2]
+    want = 1 - np.sum(se[te] ** 2) / np.sum((y[te] - y[te].mean()) ** 2)
+    assert top.test_r2[0] == pytest.approx(want)
+    new = te[~rows.seen[te]]
+    assert top.unseen_r2[0] == pytest.approx(1 - np.sum(se[new] ** 2) / np.sum((y[new] - y[new].mean()) ** 2))
+    assert ceiling(y, y, rows).test_r2[0] == pytest.approx(1.0)
+
+
+def test_histories_are_counted_without_building_the_tree():
+    from envs.game_tree import count_histories
+
+    assert count_histories(solved(make_game("tictactoe"))) == 549_946
+
+
+def test_connect_four_presets():
+    """c4-quick: 3 seeds on 5×4, every regime; c4: 5 seeds and every stage of the paper preset;
+    the networks are far smaller than the board's 3,945,711 positions; every run of a preset
+    reads the same persona games (so "seen in training" is one set)."""
+    from experiments.presets import PRESET_SEEDS, PRESETS, SIZES, STAGES
+
+    for name, seeds in (("c4-quick", 3), ("c4", 5)):  # the dicts: validating would load the 5×4 table
+        preset = PRESETS[name]
+        assert preset["data"]["game"] == "connect_four:5x4"
+        assert len(PRESET_SEEDS[name] or preset["train"]["seeds"]) == seeds
+        assert not any("data.num_games" in o for _, stage in STAGES[name] for o in stage)
+        assert SIZES[name].value_rollouts >= 32
+        d, layers = preset["model"]["d_model"], preset["model"]["num_layers"]
+        assert 2 * layers * 12 * d * d < 3_945_711 / 10  # both trunks' blocks, well under a tenth
+    assert {n for n, _ in STAGES["c4"]} == {n for n, _ in STAGES["paper"]}
+    assert {"next_token", "random_init", "rl", "pretrain_rl"} <= {n for n, _ in STAGES["c4-quick"]}
+
+
+def test_the_report_states_the_game_and_the_networks_size():
+    from experiments.report.report import game_line
+    from experiments.report.reproduce import describe, game_facts
+
+    assert describe(make_game("connect_four:5x4")) == "connect-four 5×4 (4 in a row)"
+    facts = game_facts("tictactoe", {})
+    assert facts["positions"] == 5478 and facts["perfect_play"] == "a draw"
+    line = game_line({**facts, "parameters": 1234})
+    assert line.startswith("**Game: tic-tac-toe (3×3)**") and "5,478 positions" in line and "1,234 parameters" in line
+    big = game_facts(BIG, {})
+    assert big["positions"] is None and game_line(big) == "**Game: connect-four 7×6 (4 in a row)**."

@@ -9,17 +9,16 @@ control task and the persona tables.
 ``seen`` marks the rows whose position (the board before the move) occurs in the run's training
 games: the train split of the next-token dataset its data config describes, regenerated
 (``training_positions``). Scores on the rows never seen test computing rather than recalling.
-An agent trains on its own rollouts, which are not kept: for ``rl`` and ``pretrain_rl`` runs
-"seen" means seen in that persona dataset (what the simulator, and pretrain_rl before RL, read).
+An agent trains on its own rollouts, which are not kept: for a ``pretrain_rl`` run "seen" means
+seen in the persona games of the run it started from (what it read before RL), for an ``rl`` run
+in the persona dataset of its own data config (in the presets, the simulator's).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import partial
-
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +28,7 @@ from envs import make_game
 from envs.dataset import Dataset, generate, split_by_game
 from envs.personas import make_persona, stacked_probs
 from experiments.config import Config, held_out_data
+from experiments.runs.run import is_run_dir, read_config
 from experiments.statistics import game_weights
 from experiments.train.regimes import datasets
 from models.probes import probe_layers
@@ -161,7 +161,10 @@ _TRAIN_POSITIONS: dict[str, np.ndarray] = {}
 
 def training_positions(cfg: Config) -> np.ndarray:
     """int64[K], sorted: the key of every position before a move in the run's training games (the
-    train split of the next-token dataset of ``cfg.data``, regenerated; once per process)."""
+    train split of the next-token dataset of ``cfg.data``, regenerated; once per process). A
+    pretrain_rl run read the persona games of the run it started from: that run's data config."""
+    if cfg.train.regime == "pretrain_rl" and cfg.ppo.pretrained and is_run_dir(cfg.ppo.pretrained):
+        cfg = read_config(cfg.ppo.pretrained)
     key = json.dumps([asdict(cfg.data), cfg.train.eval_games], sort_keys=True)
     if key not in _TRAIN_POSITIONS:
         train, _, _ = datasets(cfg)

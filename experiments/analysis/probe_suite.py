@@ -58,7 +58,9 @@ def _accuracy(probe, x, y_cls, classes):
 def score_layers(resid_LxNxD: np.ndarray, kind: str, y, classes: int, rows: HeldOut, boot: bool = False) -> dict:
     """Per layer: test score (R² or accuracy), validation score (for choosing a layer) and, for
     classes, accuracy per move number; ``boot`` adds the test score under each game-level
-    resample of the test games (``HeldOut.boot_weights``), [B, layers]."""
+    resample of the test games (``HeldOut.boot_weights``), [B, layers]; where the rows know which
+    positions occur in the training games (``HeldOut.seen``), ``unseen_score`` is the same
+    probes' test score on the positions never seen there (nan if none)."""
     tr, va, te = rows.splits
     if kind == "reg":
         fit = probe_layers(resid_LxNxD, y, tr, va, te)
@@ -80,6 +82,9 @@ def score_layers(resid_LxNxD: np.ndarray, kind: str, y, classes: int, rows: Held
         by_move.append(rows.by_move(hit))
         hits.append(hit)
     out = {"score": scores, "val_score": val, "by_move": by_move}
+    if rows.seen is not None:  # the same probes' accuracy on the test positions never seen in training
+        unseen = ~rows.seen[te]
+        out["unseen_score"] = [float(h[unseen].mean()) if unseen.any() else float("nan") for h in hits]
     if boot:
         w = rows.boot_weights
         out["boot_score"] = ((w @ np.stack(hits).T) / w.sum(1, keepdims=True)).tolist()

@@ -241,6 +241,13 @@ def claim2(results: dict, smallest: float = 0.02) -> Claim:
                 "bayes_ceiling": ceiling, "layers": layers,
                 "fraction_of_gap": shared_games_interval((acc - ctrl) / (ceiling - ctrl), (acc_b - ctrl_b) / (ceiling - ctrl_b)),
                 "selectivity_vs_control_task": seed_interval(acc - task)}
+    if all(r.get("unseen_score") is not None for r in entry["trained"] + entry["random_init"]):
+        unseen = [np.asarray([r["unseen_score"][l] for r, l in zip(entry[k], layers)], float)
+                  for k in ("trained", "random_init")]
+        evidence["minus random init, on positions never seen in training"] = seed_interval(unseen[0] - unseen[1])
+        if suite.get("seen"):
+            evidence["test positions never seen in training"] = (f"{suite['seen']['test_rows_unseen']} of "
+                                                                 f"{suite['seen']['test_rows']}")
     for run in results["analyses"].get("behaviour", {}).get("runs", {}).values():
         if isinstance(run.get("prompted_strength"), dict):  # behaviour beside the probe
             for persona, vs in run["prompted_strength"].items():

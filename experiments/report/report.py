@@ -102,7 +102,7 @@ def label_lines(results: dict) -> list[str]:
             if labels and labels.get("rollouts"):
                 nets = d["targets"]["agent_value"]["networks"]
                 resid = [n["test_rmse"][n["layer"]] for n in nets["policy"]] if nets["policy"][0].get("test_rmse") else []
-                parts.append(f"V^π by {labels['method'].lower()} ({labels['rollouts']} games per history): label "
+                parts.append(f"V^π by {labels['method']} ({labels['rollouts']} games per history): label "
                              f"standard error (rms over rows) {sum(labels['label_se_rms']) / len(labels['label_se_rms']):.3f}"
                              + (f" beside the policy probe's residual (rms) {sum(resid) / len(resid):.3f}" if resid else ""))
             elif labels:
