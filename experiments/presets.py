@@ -151,9 +151,11 @@ SIZES = {
     "paper": AnalysisSizes(),
     "c4-tiny": AnalysisSizes(probe_games=300, steer_alphas=(-4.0, 0.0, 4.0), steer_games_per_cell=4, steer_random=1,
                              games_per_cell=8, value_games=60, rl_checkpoints=3, value_rollouts=8),
+    # Monte Carlo V^π costs value_rollouts agent games per probed history (about 20 histories per
+    # game on 5×4, own and persona games together): the quick preset probes fewer games.
     "c4-quick": AnalysisSizes(probe_games=600, steer_alphas=(-4.0, 0.0, 4.0), steer_games_per_cell=16,
-                              steer_random=1, games_per_cell=32, steer_runs=("next_token",), value_games=300,
-                              value_rollouts=32),
+                              steer_random=1, games_per_cell=32, steer_runs=("next_token",), value_games=150,
+                              rl_checkpoints=3, value_rollouts=32),
     "c4": AnalysisSizes(probe_games=2000, value_games=1000, value_rollouts=32),
 }
 

@@ -72,24 +72,33 @@ class AgentGames:
     result: np.ndarray  # float32[S, G]: the agent's final return
 
 
-def agent_games(model: LoadedModel, num_games: int, seed: int = 0) -> AgentGames:
-    """``num_games`` games per seed, each seed playing its own policy with its own key."""
-    cfg, layout = model.cfg, model.layout
-    game = make_game(cfg.data.game)
-    names, weights = opponent_pool(cfg)
+@lru_cache(maxsize=8)
+def _games_fn(graphdef, game_name: str, layout, names: tuple[str, ...], weights: tuple[float, ...], num_games: int):
+    """(params_S, key) -> each seed's own games: jitted once per network shape, pool and size
+    (the checkpoints of a run share it)."""
+    game = make_game(game_name)
     arena = A.Arena(game, layout, tuple(make_persona(n, game) for n in names))
-    opp_logits = jnp.log(jnp.asarray(weights / weights.sum(), jnp.float32))
+    w = np.asarray(weights)
+    opp_logits = jnp.log(jnp.asarray(w / w.sum(), jnp.float32))
 
     @jax.jit
     def play(params, key):
         def one(p, k):
             k_reset, k_play = jax.random.split(k)
-            envs, traj = A.play_games(arena, make_policy(model.graphdef, p, game.num_actions), k_reset, k_play,
+            envs, traj = A.play_games(arena, make_policy(graphdef, p, game.num_actions), k_reset, k_play,
                                       num_games, opp_logits)
             return envs.tokens, envs.agent_side, envs.opponent, traj.reward.sum(0)
 
-        return jax.vmap(one)(params, jax.random.split(key, model.num_seeds))
+        return jax.vmap(one)(params, jax.random.split(key, jax.tree.leaves(params)[0].shape[0]))
 
+    return play
+
+
+def agent_games(model: LoadedModel, num_games: int, seed: int = 0) -> AgentGames:
+    """``num_games`` games per seed, each seed playing its own policy with its own key."""
+    cfg, layout = model.cfg, model.layout
+    names, weights = opponent_pool(cfg)
+    play = _games_fn(model.graphdef, cfg.data.game, layout, names, tuple(weights.tolist()), num_games)
     tokens, side, opponent, result = (np.asarray(x) for x in play(model.params, jax.random.key(seed)))
     body = tokens[..., layout.prefix_len: layout.prefix_len + layout.max_moves]
     moves = np.where(body < layout.num_actions, body, -1).astype(np.int32)
