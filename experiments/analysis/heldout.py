@@ -148,12 +148,14 @@ class HeldOut:
                 for t in range(self.mask.shape[1])]
 
 
-def held_out(cfg: Config, num_games: int, seed: int = 0) -> HeldOut:
-    """The run's game distribution under a data seed no training run uses, split by game, its
-    rows marked seen or never seen in the run's training games."""
+def held_out(cfg: Config, num_games: int, seed: int = 0, mark_seen: bool = False) -> HeldOut:
+    """The run's game distribution under a data seed no training run uses, split by game; with
+    ``mark_seen`` its rows marked seen or never seen in the run's training games (which
+    regenerates them, once per process)."""
     if num_games < 10:
         raise ValueError(f"num_games must be at least 10, got {num_games}")
-    return HeldOut.from_data(generate(held_out_data(cfg, num_games)), seed, training_positions(cfg))
+    return HeldOut.from_data(generate(held_out_data(cfg, num_games)), seed,
+                             training_positions(cfg) if mark_seen else None)
 
 
 _TRAIN_POSITIONS: dict[str, np.ndarray] = {}

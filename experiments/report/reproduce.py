@@ -20,7 +20,7 @@ from envs.solver import solved
 from experiments.analysis.behaviour import analyse_behaviour
 from experiments.analysis.change import analyse_change
 from experiments.analysis.layer_reset import analyse_layer_reset
-from experiments.analysis.model import LoadedModel
+from experiments.analysis.model import LoadedModel, parameter_count
 from experiments.analysis.probe_suite import analyse_probes
 from experiments.analysis.rl_amount import analyse_rl_amount, value_over_checkpoints
 from experiments.analysis.steering import analyse_steering
@@ -113,7 +113,7 @@ def game_facts(game_name: str, dirs: dict[str, Path]) -> dict:
             float(sg.minimax_x[root])]
     first = next(iter(dirs.values()), None)
     if first is not None:
-        facts["parameters"] = LoadedModel.from_run(first).num_params
+        facts["parameters"] = parameter_count(read_config(first))
     return facts
 
 
