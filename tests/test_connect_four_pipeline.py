@@ -251,7 +251,7 @@ def test_connect_four_presets():
         assert preset["data"]["game"] == "connect_four:5x4"
         assert len(PRESET_SEEDS[name] or preset["train"]["seeds"]) == seeds
         assert not any("data.num_games" in o for _, stage in STAGES[name] for o in stage)
-        assert SIZES[name].value_rollouts >= 32
+        assert SIZES[name].value_rollouts >= 16
         d, layers = preset["model"]["d_model"], preset["model"]["num_layers"]
         assert 2 * layers * 12 * d * d < 3_945_711 / 10  # both trunks' blocks, well under a tenth
     assert {n for n, _ in STAGES["c4"]} == {n for n, _ in STAGES["paper"]}
