@@ -14,7 +14,7 @@ indexed by that move number t in [0, max_moves).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache, partial
 from pathlib import Path
 
@@ -23,9 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from envs import make_game
-from envs.game import Game
-from envs.personas import DEFAULT_MIX, Persona, make_persona, probs_table, stacked_probs
-from envs.solver import solved
+from envs.bitboards import keys_for
+from envs.game import Game, GameState
+from envs.personas import DEFAULT_MIX, PROBS_CHUNK, Persona, make_persona, stacked_probs
+from envs.solver import check_solvable, solved
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,11 @@ class Dataset:
     def __getitem__(self, key: str) -> np.ndarray:
         return self.arrays[key]
 
+    @property
+    def labelled(self) -> bool:
+        """Whether the labels that need the solver's table are here (see ``generate``)."""
+        return "minimax_x" in self.arrays
+
     def subset(self, idx: np.ndarray) -> "Dataset":
         return Dataset(self.config, self.layout, {k: v[idx] for k, v in self.arrays.items()})
 
@@ -178,49 +184,54 @@ class Dataset:
         return cls(DataConfig(**meta["config"]), Layout(**layout), arrays)
 
 
+def _observe(personas: tuple[Persona, ...], log_w, state: GameState, loglik):
+    """What a perfect simulator of the mixture knows before each game's next move: every
+    persona's move distribution [N, P, A] and the posterior over each side's persona [N, P]."""
+    probs = jax.vmap(partial(stacked_probs, personas))(state)
+    return probs, jax.nn.softmax(log_w + loglik[:, 0], axis=-1), jax.nn.softmax(log_w + loglik[:, 1], axis=-1)
+
+
+def _record(game: Game, log_w, state: GameState, loglik, probs, post_x, post_o, action):
+    """One move of every game: the per-position records (labels that need no table) and the
+    next (state, loglik). One implementation for played (``_play``) and given (``_replay``) games."""
+    valid = ~state.done
+    mover = state.player
+    lik_mover = jnp.take_along_axis(loglik, mover[:, None, None], axis=1)[:, 0]
+    post_mover = jax.nn.softmax(log_w + lik_mover, axis=-1)
+    p_move = jnp.take_along_axis(probs, action[:, None, None], axis=2)[..., 0]  # [N, P]
+    record = {
+        "boards": state.board,
+        "player": state.player.astype(jnp.int8),
+        "move_mask": valid,
+        "moves": jnp.where(valid, action, -1),
+        "posterior_x": post_x,
+        "posterior_o": post_o,
+        "bayes_logp": jnp.log(jnp.sum(post_mover * p_move, axis=-1)),
+        "persona_loglik": jnp.log(p_move),
+    }
+    side = jax.nn.one_hot(mover, 2, dtype=bool)[:, :, None] & valid[:, None, None]
+    loglik = loglik + jnp.where(side, jnp.log(p_move)[:, None, :], 0.0)
+    state = jax.vmap(game.step)(state, jnp.where(valid, action, 0))
+    return state, loglik, record
+
+
 @partial(jax.jit, static_argnums=(0, 1, 2))
-def _play(game: Game, personas: tuple[Persona, ...], num_games: int, log_w, pair_x, minimax_x,
-          key):
+def _play(game: Game, personas: tuple[Persona, ...], num_games: int, log_w, key):
     """Play ``num_games`` games; returns per-move records (leading axis = move)."""
-    sg = solved(game)
     k_px, k_po, k_moves = jax.random.split(key, 3)
     px = jax.random.categorical(k_px, log_w, shape=(num_games,))
     po = jax.random.categorical(k_po, log_w, shape=(num_games,))
     state = jax.vmap(lambda _: game.init())(jnp.arange(num_games))
-    num_p = len(personas)
-    loglik = jnp.zeros((num_games, 2, num_p))  # per side, log P(side's moves | persona)
+    loglik = jnp.zeros((num_games, 2, len(personas)))  # per side, log P(side's moves | persona)
 
     def move(carry, key_t):
         state, loglik = carry
-        valid = ~state.done
-        probs = jax.vmap(partial(stacked_probs, personas))(state)  # [N, P, A]
-        mover = state.player
-        true_p = jnp.where(mover == 0, px, po)
+        probs, post_x, post_o = _observe(personas, log_w, state, loglik)
+        true_p = jnp.where(state.player == 0, px, po)
         p_true = jnp.take_along_axis(probs, true_p[:, None, None], axis=1)[:, 0]
         action = jax.random.categorical(key_t, jnp.log(p_true))
-        lik_mover = jnp.take_along_axis(loglik, mover[:, None, None], axis=1)[:, 0]
-        post_mover = jax.nn.softmax(log_w + lik_mover, axis=-1)
-        p_move = jnp.take_along_axis(probs, action[:, None, None], axis=2)[..., 0]  # [N, P]
-        idx = jax.vmap(sg.index_of)(state)
-        record = {
-            "boards": state.board,
-            "player": state.player.astype(jnp.int8),
-            "move_mask": valid,
-            "moves": jnp.where(valid, action, -1),
-            "posterior_x": jax.nn.softmax(log_w + loglik[:, 0], axis=-1),
-            "posterior_o": jax.nn.softmax(log_w + loglik[:, 1], axis=-1),
-            "bayes_logp": jnp.log(jnp.sum(post_mover * p_move, axis=-1)),
-            "persona_logp": jnp.log(jnp.take_along_axis(p_move, true_p[:, None], 1)[:, 0]),
-            "persona_loglik": jnp.log(p_move),
-            "minimax_x": minimax_x[idx],
-            "expected_x": pair_x[px, po, idx],
-            # what a perfect simulator of the mixture expects: the pairs weighted by the posterior
-            "bayes_x": jnp.einsum("ni,nj,ijn->n", jax.nn.softmax(log_w + loglik[:, 0], axis=-1),
-                                  jax.nn.softmax(log_w + loglik[:, 1], axis=-1), pair_x[:, :, idx]),
-        }
-        side = jax.nn.one_hot(mover, 2, dtype=bool)[:, :, None] & valid[:, None, None]
-        loglik = loglik + jnp.where(side, jnp.log(p_move)[:, None, :], 0.0)
-        state = jax.vmap(game.step)(state, jnp.where(valid, action, 0))
+        state, loglik, record = _record(game, log_w, state, loglik, probs, post_x, post_o, action)
+        record["persona_logp"] = jnp.take_along_axis(record["persona_loglik"], true_p[:, None], 1)[:, 0]
         return (state, loglik), record
 
     keys = jax.random.split(k_moves, game.max_moves)
@@ -228,44 +239,227 @@ def _play(game: Game, personas: tuple[Persona, ...], num_games: int, log_w, pair
     return px, po, jax.vmap(game.returns)(final)[:, 0], records
 
 
-@lru_cache(maxsize=16)
-def pair_outcomes(game_name: str, names: tuple[str, ...]) -> np.ndarray:
-    """float[P, P, states]: exact expected X result for every (X persona, O persona) pair from
-    every state; a second of solver work per roster, so computed once per process."""
-    game = make_game(game_name)
+@partial(jax.jit, static_argnums=(0, 1))
+def _replay(game: Game, personas: tuple[Persona, ...], log_w, moves_NxM, pair_PxPxU=None, row_NxM=None):
+    """The records of given games (moves -1 after the end) under the personas, as ``_play``'s;
+    with the pair outcomes of the states visited (``pair_PxPxU`` and each position's column
+    ``row_NxM``) also ``bayes_x``, the posterior-weighted pair outcome before each move."""
+    n = moves_NxM.shape[0]
+    state = jax.vmap(lambda _: game.init())(jnp.arange(n))
+    loglik = jnp.zeros((n, 2, len(personas)))
+    columns = jnp.zeros_like(moves_NxM) if row_NxM is None else row_NxM
+
+    def move(carry, x):
+        action, col = x
+        state, loglik = carry
+        probs, post_x, post_o = _observe(personas, log_w, state, loglik)
+        bayes = None if pair_PxPxU is None else jnp.einsum("ni,nj,ijn->n", post_x, post_o, pair_PxPxU[:, :, col])
+        state, loglik, record = _record(game, log_w, state, loglik, probs, post_x, post_o, jnp.maximum(action, 0))
+        if bayes is not None:
+            record["bayes_x"] = bayes
+        return (state, loglik), record
+
+    xs = (jnp.moveaxis(moves_NxM, 0, 1), jnp.moveaxis(columns, 0, 1))
+    (final, _), records = jax.lax.scan(move, (state, loglik), xs)
+    return jax.vmap(game.returns)(final)[:, 0], records
+
+
+@partial(jax.jit, static_argnums=0)
+def _position_words(game: Game, boards_NxC):
+    """uint32[N, 2]: the game's exact code (``encode``) of each board."""
+    kernel = keys_for(game)
+
+    def one(board):
+        return kernel.key_words(game.init()._replace(board=board))
+
+    return jax.vmap(one)(boards_NxC)
+
+
+def position_keys(game: Game, boards_xC: np.ndarray) -> np.ndarray:
+    """int64[...]: each board's position key (the game's exact ``encode``, the solver's key for
+    reachable positions); equal keys, equal positions. Works on every board, 7×6 included."""
+    flat = np.asarray(boards_xC).reshape(-1, boards_xC.shape[-1])
+    words = np.asarray(_position_words(game, jnp.asarray(flat))).astype(np.int64)
+    return ((words[:, 0] << 32) | words[:, 1]).reshape(boards_xC.shape[:-1])
+
+
+FULL_PAIR_TABLE_BYTES = 1 << 29  # a roster's pair table up to this size is kept per process
+
+
+def _pair_sweep(game: Game, names: tuple[str, ...], rows: np.ndarray | None) -> np.ndarray:
+    """float32[P, P, len(rows)] (every state when ``rows`` is None): the exact expected X result
+    from each row's state for every (X persona, O persona) pair.
+
+    Backward induction one move number at a time, every pair at once, the personas evaluated on
+    each layer's states as the sweep reaches them: memory is two layers of pair values and one
+    chunk of persona tables, not P·P·states floats plus P·states·A tables. Values are float64
+    sums of float32 probabilities, as ``SolvedGame.expected_outcome`` computes them."""
     sg = solved(game)
-    tables = [probs_table(make_persona(n, game), game) for n in names]
-    out = np.stack([np.stack([sg.expected_outcome(tx, to) for to in tables]) for tx in tables])
+    personas = tuple(make_persona(n, game) for n in names)
+    table = jax.jit(jax.vmap(partial(stacked_probs, personas)))
+    num_p = len(personas)
+    layers = sg._rows_by_depth
+    local = np.empty(sg.num_states, np.int32)  # a state's place in its layer
+    for d_rows in layers:
+        local[d_rows] = np.arange(len(d_rows), dtype=np.int32)
+    want = np.arange(sg.num_states) if rows is None else np.asarray(rows)
+    want_depth = sg.depth[want]
+    out = np.empty((num_p, num_p, len(want)), np.float32)
+    # One chunk shape for every layer (one compile): the largest layer's live states, at most PROBS_CHUNK.
+    chunk = min(PROBS_CHUNK, max(int((~sg.terminal[r]).sum()) for r in layers))
+    later = None  # pair values of the next layer, float64[P, P, n]
+    for d in range(len(layers) - 1, -1, -1):
+        d_rows = layers[d]
+        value = np.zeros((num_p, num_p, len(d_rows)))
+        value[:, :, :] = np.where(sg.terminal[d_rows], sg.returns_x[d_rows], 0.0)
+        live = np.flatnonzero(~sg.terminal[d_rows])
+        for start in range(0, len(live), chunk):
+            part = live[start:start + chunk]
+            states = d_rows[part]
+            padded = np.concatenate([states, np.repeat(states[-1:], chunk - len(states))])
+            probs = np.asarray(table(sg.states_at(padded)))[:len(states)]  # [n, P, A] float32
+            ch = sg.children[states]
+            child_v = np.where(ch >= 0, later[:, :, local[np.maximum(ch, 0)]], 0.0)  # [P, P, n, A]
+            mover = probs.transpose(1, 0, 2)  # [P, n, A]
+            mover = mover[:, None] if d % 2 == 0 else mover[None, :]  # X's persona is axis 0
+            value[:, :, part] = np.sum(mover * child_v, axis=-1)
+        sel = np.flatnonzero(want_depth == d)
+        out[:, :, sel] = value[:, :, local[want[sel]]]
+        later = value
+    return out
+
+
+@lru_cache(maxsize=4)
+def pair_outcomes(game_name: str, names: tuple[str, ...]) -> np.ndarray:
+    """float32[P, P, states]: exact expected X result for every (X persona, O persona) pair from
+    every state, computed once per process (small boards: see ``pair_outcomes_at``)."""
+    out = _pair_sweep(make_game(game_name), names, None)
     out.flags.writeable = False
     return out
 
 
-def generate(cfg: DataConfig) -> Dataset:
-    """Generate the dataset a config describes (identical for the same config)."""
-    cfg.validate()
+def pair_outcomes_at(game_name: str, names: tuple[str, ...], rows: np.ndarray) -> np.ndarray:
+    """float32[P, P, len(rows)]: ``pair_outcomes`` at the given state rows. Tables that fit
+    FULL_PAIR_TABLE_BYTES are computed once per process and indexed; bigger ones are swept
+    again for each call, keeping only the rows asked for (the states the games visit)."""
+    game = make_game(game_name)
+    if _fits(game, names):
+        return pair_outcomes(game_name, names)[:, :, rows]
+    return _pair_sweep(game, names, rows)
+
+
+def _fits(game: Game, names: tuple[str, ...]) -> bool:
+    """Whether a roster's whole pair table is kept per process (FULL_PAIR_TABLE_BYTES)."""
+    return len(names) ** 2 * solved(game).num_states * 4 <= FULL_PAIR_TABLE_BYTES
+
+
+def solvable(game: Game) -> bool:
+    """Whether exact labels can be computed on this board (the solver's cheap bound)."""
+    try:
+        check_solvable(game)
+    except ValueError:
+        return False
+    return True
+
+
+def _replay_padded(game: Game, personas, log_w, moves_NxM: np.ndarray, pair=None, column_NxM=None):
+    """``_replay`` with the games padded to a power of two (at least 256; padding rows are
+    dropped again): one compile serves many dataset sizes. Returns host arrays."""
+    n = len(moves_NxM)
+    rows = 1 << max(8, (n - 1).bit_length())
+    moves = np.full((rows, moves_NxM.shape[1]), -1, np.int32)
+    moves[:n] = moves_NxM
+    args = ()
+    if pair is not None:
+        column = np.zeros((rows, moves.shape[1]), np.int32)
+        column[:n] = column_NxM
+        args = (jnp.asarray(pair), jnp.asarray(column))
+    outcome_x, rec = jax.device_get(_replay(game, personas, log_w, jnp.asarray(moves), *args))
+    return outcome_x[:n], {k: v[:, :n] for k, v in rec.items()}
+
+
+def _labels(cfg: DataConfig, layout: Layout, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The labels that need the solver's table, at every position [N, M] (after a game's end: its
+    final position): minimax value, the mixture's expected result given the history and, where
+    the personas are known, the exact expected result under them. The pair outcomes are computed
+    at the states the games visit; ``bayes_x`` replays the games to weigh them by the posterior."""
+    game, _, personas, log_w = _roster(cfg)
+    sg = solved(game)
+    rows = sg.rows_of(arrays["position"])  # [N, M]
+    if _fits(game, layout.persona_names):  # the whole table: one shape for every dataset of the game
+        pair = padded = pair_outcomes(cfg.game, layout.persona_names)
+        column = rows
+    else:  # the states visited, padded to a power of two (one compile for many datasets)
+        visited, column = np.unique(rows, return_inverse=True)
+        column = column.reshape(rows.shape).astype(np.int32)
+        pair = pair_outcomes_at(cfg.game, layout.persona_names, visited)  # [P, P, U]
+        width = 1 << max(10, (len(visited) - 1).bit_length())
+        padded = np.concatenate([pair, np.zeros(pair.shape[:2] + (width - len(visited),), pair.dtype)], axis=2)
+    _, rec = _replay_padded(game, personas, log_w, arrays["moves"], padded, column)
+    out = {"minimax_x": sg.minimax_x[rows], "bayes_x": np.moveaxis(np.asarray(rec["bayes_x"]), 0, 1)}
+    if "persona_x" in arrays:
+        out["expected_x"] = pair[arrays["persona_x"][:, None], arrays["persona_o"][:, None], column]
+    return out
+
+
+def _arrays(records, outcome_x) -> dict[str, np.ndarray]:
+    arrays = {k: np.moveaxis(np.asarray(v), 0, 1) for k, v in records.items()}  # -> [N, M, ...]
+    mask = arrays["move_mask"]
+    for k in ("bayes_logp", "persona_logp"):
+        if k in arrays:
+            arrays[k] = np.where(mask, arrays[k], 0.0).astype(np.float32)
+    arrays["persona_loglik"] = np.where(mask[..., None], arrays["persona_loglik"], 0.0)
+    arrays.update(outcome_x=np.asarray(outcome_x, np.float32), num_moves=mask.sum(1).astype(np.int32))
+    return arrays
+
+
+def _roster(cfg: DataConfig):
     game = make_game(cfg.game)
     layout = Layout.for_config(cfg)
     personas = tuple(make_persona(n, game) for n in layout.persona_names)
     weights = np.array([cfg.mixture[n] for n in layout.persona_names], np.float64)
     log_w = jnp.log(jnp.asarray(weights / weights.sum(), jnp.float32))
-    sg = solved(game)
-    pair_x = pair_outcomes(cfg.game, layout.persona_names)
+    return game, layout, personas, log_w
 
-    px, po, outcome_x, rec = jax.device_get(
-        _play(game, personas, cfg.num_games, log_w, jnp.asarray(pair_x),
-              jnp.asarray(sg.minimax_x), jax.random.key(cfg.seed))
-    )
-    arrays = {k: np.moveaxis(np.asarray(v), 0, 1) for k, v in rec.items()}  # -> [N, M, ...]
-    mask = arrays["move_mask"]
-    for k in ("bayes_logp", "persona_logp"):
-        arrays[k] = np.where(mask, arrays[k], 0.0).astype(np.float32)
-    arrays["persona_loglik"] = np.where(mask[..., None], arrays["persona_loglik"], 0.0)
-    arrays.update(
-        persona_x=np.asarray(px, np.int32),
-        persona_o=np.asarray(po, np.int32),
-        outcome_x=np.asarray(outcome_x, np.float32),
-        num_moves=mask.sum(1).astype(np.int32),
-    )
+
+def generate(cfg: DataConfig, labels: bool | None = None) -> Dataset:
+    """Generate the dataset a config describes (identical for the same config).
+
+    ``labels``: add the labels that need the solver's table (minimax_x, expected_x, bayes_x);
+    None: wherever the board can be solved. Without them (``Dataset.labelled`` false) a dataset
+    still has tokens, personas, realised outcomes, boards, position keys, the posteriors and
+    the Bayes-optimal loss (no persona here needs a table on boards too big to solve)."""
+    cfg.validate()
+    game, layout, personas, log_w = _roster(cfg)
+    if labels is None:
+        labels = solvable(game)
+    elif labels:
+        check_solvable(game)
+    px, po, outcome_x, rec = jax.device_get(_play(game, personas, cfg.num_games, log_w, jax.random.key(cfg.seed)))
+    arrays = _arrays(rec, outcome_x)
+    arrays.update(persona_x=np.asarray(px, np.int32), persona_o=np.asarray(po, np.int32))
+    arrays["position"] = position_keys(game, arrays["boards"])
+    if labels:
+        arrays.update(_labels(cfg, layout, arrays))
+    arrays["tokens"] = tokenize(layout, arrays)
+    return Dataset(cfg, layout, arrays)
+
+
+def replay(cfg: DataConfig, moves_NxM: np.ndarray, labels: bool | None = None) -> Dataset:
+    """Given games (moves, -1 after the end) labelled as ``generate`` labels its own, under the
+    config's persona mixture: what a perfect simulator of that mixture knows about them (boards,
+    posteriors, ``bayes_x``, ``minimax_x``, ``bayes_logp``; no personas, so no ``expected_x``).
+    The games need not be the mixture's: an agent's own games, say. Tokens carry no prompt."""
+    cfg = replace(cfg, num_games=len(moves_NxM), persona_prompt=False, outcome_token=False)
+    cfg.validate()
+    game, layout, personas, log_w = _roster(cfg)
+    if labels is None:
+        labels = solvable(game)
+    outcome_x, rec = _replay_padded(game, personas, log_w, np.asarray(moves_NxM, np.int32))
+    arrays = _arrays(rec, outcome_x)
+    arrays["position"] = position_keys(game, arrays["boards"])
+    if labels:
+        arrays.update(_labels(cfg, layout, arrays))
     arrays["tokens"] = tokenize(layout, arrays)
     return Dataset(cfg, layout, arrays)
 

@@ -100,6 +100,19 @@ class GameTree:
         return front, cover
 
 
+def count_histories(sg: SolvedGame) -> int:
+    """How many move histories (nodes of the game tree) a solved game has, without building the
+    tree: the number of histories reaching each state, summed, one move number at a time."""
+    layers = sg._rows_by_depth
+    ways = np.zeros(sg.num_states)  # float64: exact up to 2**53, and a count beyond that is "too many"
+    ways[layers[0]] = 1.0  # the empty board
+    for rows in layers:
+        kids = sg.children[rows]
+        legal = kids >= 0
+        ways += np.bincount(kids[legal], np.broadcast_to(ways[rows][:, None], kids.shape)[legal], sg.num_states)
+    return int(ways.sum())
+
+
 def build_tree(game: Game, max_nodes: int = MAX_NODES) -> GameTree:
     """Enumerate every history, level by level, from the solver's child table."""
     sg = solved(game)

@@ -91,6 +91,15 @@ class SolvedGame:
         keys = (np.asarray(hi, np.int64) << 32) | np.asarray(lo, np.int64)
         return np.clip(np.searchsorted(self.keys, keys), 0, self.num_states - 1).astype(np.int32)
 
+    def rows_of(self, keys: np.ndarray) -> np.ndarray:
+        """int32[...]: the row of each position key (``envs.dataset.position_keys``), on the host;
+        ValueError if a key is not a reachable position."""
+        keys = np.asarray(keys, np.int64)
+        rows = np.clip(np.searchsorted(self.keys, keys), 0, self.num_states - 1).astype(np.int32)
+        if not np.array_equal(self.keys[rows], keys):
+            raise ValueError(f"{self.game.name}: a position is not reachable by legal play")
+        return rows
+
     @staticmethod
     def _on_host(fn, dtype, hi: jax.Array, lo: jax.Array) -> jax.Array:
         out = jax.ShapeDtypeStruct(jnp.shape(lo), dtype)

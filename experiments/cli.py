@@ -67,7 +67,7 @@ def _progress(enabled: bool = True):
 
 
 def _add_config_args(p: argparse.ArgumentParser, default_preset: str | None = None) -> None:
-    p.add_argument("--preset", default=default_preset, help="named base config (quick, tiny)")
+    p.add_argument("--preset", default=default_preset, help="named base config (quick, tiny, c4-quick, c4, c4-tiny)")
     p.add_argument("--config", metavar="FILE", help="TOML file with [data], [model], [train], [ppo], [log] tables")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override one config field (repeatable)")
@@ -104,9 +104,13 @@ def cmd_data(args) -> int:
         raise UserError(f"directory {out.parent} does not exist")
     if not os.access(out.parent, os.W_OK):
         raise UserError(f"directory {out.parent} is not writable")
-    cfg = _config(args).data
+    # Only the data section matters here: --mix replaces the preset's mixture before validation,
+    # and the PPO pool is set aside (on a board too big to solve, the default mixture and pool
+    # name `perfect`, which needs the table, even when --mix does not).
+    extra = ["ppo.opponents={'random': 1.0}"] + ([f"data.mixture={mixture!r}"] if mixture else [])
+    cfg = _config(args, extra).data
     cfg = replace(cfg, num_games=args.games, seed=args.seed, persona_prompt=args.persona_prompt,
-                  outcome_token=args.outcome_token, **({"mixture": mixture} if mixture else {}))
+                  outcome_token=args.outcome_token)
     try:
         data = generate(cfg)
     except ValueError as e:  # the mixture or game named on the command line
@@ -158,8 +162,9 @@ def cmd_train(args) -> int:
     if result.interrupted:
         return 130
     final = json.loads((Path(args.out) / "final.json").read_text())
-    print(f"finished {args.out}: loss vs random {final['matches']['eval/loss_vs_random']}, "
-          f"vs perfect {final['matches']['eval/loss_vs_perfect']}, simulator gap {final['simulator']['gap']}")
+    m = final["matches"]  # no perfect opponent on a board too big to solve
+    print(f"finished {args.out}: loss vs random {m['eval/loss_vs_random']}, "
+          f"vs perfect {m.get('eval/loss_vs_perfect', 'not played (no table)')}, simulator gap {final['simulator']['gap']}")
     return 0
 
 
@@ -196,6 +201,7 @@ def cmd_probe(args) -> int:
     from experiments.analysis.value_probes import measure_value
     from experiments.runs.run import read_config
 
+    _require_table("probe (claim 1's value measure)", args.run)
     cfg = read_config(args.run)
     agent = cfg.train.regime in ("rl", "pretrain_rl")
     simulator = args.simulator or (cfg.ppo.pretrained if cfg.train.regime == "pretrain_rl" else None)
@@ -303,6 +309,22 @@ def cmd_sweep(args) -> int:
     return 1 if failed else 0
 
 
+def _require_table(what: str, *paths) -> None:
+    """One line, exit code 2, before any work, when a run's board is too big to solve and
+    ``what`` reads the solver's table."""
+    from envs import make_game
+    from envs.dataset import solvable
+    from experiments.runs.run import read_config
+
+    for p in paths:
+        if p:
+            game = read_config(p).data.game
+            if not solvable(make_game(game)):
+                raise UserError(f"{what} needs exact values on {game}, which has too many positions to solve here; "
+                                "on this board use train, data (unlabelled), probe --suite or --timeline (the "
+                                "targets that need no table)")
+
+
 def _require_runs(*paths) -> None:
     from experiments.runs.run import is_run_dir
 
@@ -334,6 +356,7 @@ def cmd_change(args) -> int:
     from experiments.report.tables import change_table
 
     _require_runs(args.pretrained, args.tuned, args.control)
+    _require_table("change (its value-probe change)", args.pretrained)
     if args.games < 10:
         raise UserError(f"--games must be at least 10, got {args.games}")
     out = _output(args.out, Path(args.tuned) / "change.json")
@@ -348,6 +371,7 @@ def cmd_layer_reset(args) -> int:
     from experiments.report.tables import layer_reset_table
 
     _require_runs(args.pretrained, args.tuned)
+    _require_table("layer-reset (play against perfect, the value probe)", args.pretrained)
     if args.games < 10 or args.games_per_cell < 1:
         raise UserError(f"--games must be at least 10 and --games-per-cell at least 1, got "
                         f"{args.games} and {args.games_per_cell}")
@@ -363,6 +387,7 @@ def cmd_steer(args) -> int:
     from experiments.report.figures import plot_steering
 
     _require_runs(args.run, args.probe_run)
+    _require_table("steer (the value direction, play against perfect)", args.run)
     if args.games < 20 or args.games_per_cell < 1:
         raise UserError(f"--games must be at least 20 and --games-per-cell at least 1, got "
                         f"{args.games} and {args.games_per_cell}")
@@ -397,6 +422,7 @@ def cmd_behaviour(args) -> int:
     from experiments.report.figures import plot_behaviour
 
     _require_runs(*args.runs, args.pretrained)
+    _require_table("behaviour (mass on minimax-optimal moves, play against perfect)", *args.runs)
     if args.games < 10:
         raise UserError(f"--games must be at least 10, got {args.games}")
     out = _output(args.out, Path(args.runs[0]) / "behaviour.json")
@@ -468,7 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "OUT/figures (F1-F9), OUT/results.json and OUT/REPORT.md with a verdict per claim.")
     p.add_argument("--preset", default="quick",
                    help="quick: 3 seeds, every figure but F8 at reduced size, ~5 min on a CPU; "
-                   "paper: 5 seeds, all figures, ~30 min; tiny: smoke test, nothing is learnt")
+                   "paper: 5 seeds, all figures, ~30 min; tiny: smoke test, nothing is learnt; "
+                   "c4-quick, c4, c4-tiny: the same on connect-four 5x4 (c4-tiny: 4x4)")
     p.add_argument("--out", required=True, help="output directory (must be new or empty)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override a config field in every regime")

@@ -27,6 +27,27 @@ PRESETS: dict[str, dict] = {
     },
 }
 
+# Connect-four on 5×4 (3,945,711 positions; 4×4 for tests): personas on a skill ladder, agents
+# trained against its upper rungs. Networks stay far smaller than the board's positions
+# (2L d64: about 2·10⁵ parameters), so a simulator must compute rather than look positions up.
+C4_MIXTURE = {"random": 1.0, "greedy": 1.0, "center": 1.0, "depth:2": 1.0, "perfect": 1.0}
+C4_POOL = {"random": 1.0, "greedy": 1.0, "depth:2": 1.0, "perfect": 2.0}  # perfect twice, as the PPO default
+# Every run of a preset shares the next_token run's data config, so "seen in training" means the
+# same games for all of them (``analysis.heldout.training_positions``).
+PRESETS["c4-quick"] = {
+    "data": {"game": "connect_four:5x4", "num_games": 100_000, "mixture": C4_MIXTURE},
+    "model": {"num_layers": 2, "d_model": 64, "num_heads": 4},
+    "train": {"seeds": [0, 1, 2], "steps": 1500, "chunk": 100, "batch_size": 128, "eval_games": 1000,
+              "eval_games_per_cell": 64, "final_games_per_cell": 128},
+    "ppo": {"num_envs": 256, "opponents": C4_POOL},
+}
+PRESETS["c4"] = {**PRESETS["c4-quick"], "data": {**PRESETS["c4-quick"]["data"], "num_games": 200_000}}
+PRESETS["c4-tiny"] = {  # for tests: the tiny preset on 4×4
+    **PRESETS["tiny"],
+    "data": {"game": "connect_four:4x4", "num_games": 400, "mixture": C4_MIXTURE},
+    "ppo": {**PRESETS["tiny"]["ppo"], "opponents": C4_POOL},
+}
+
 # Each preset is a list of stages: (run name, overrides over the preset). A stage may refer to
 # an earlier stage's run directory as {run:NAME}. Stages run in order.
 STAGES = {
@@ -68,7 +89,34 @@ STAGES = {
         ("rl_shared_value", ["train.regime='rl'", "model.value_head='shared'"]),
     ],
 }
-PRESET_SEEDS = {"quick": None, "tiny": None, "paper": [0, 1, 2, 3, 4]}
+STAGES["c4-tiny"] = STAGES["tiny"]
+STAGES["c4-quick"] = [
+    ("next_token", ["train.regime='next_token'", "train.steps=1000", "train.chunk=25",
+                    "train.log_checkpoints=14", "train.checkpoint_every=40"]),
+    ("random_init", ["train.regime='random_init'"]),
+    ("rl", ["train.regime='rl'", "train.steps=60", "train.chunk=20", "train.log_checkpoints=3", "ppo.num_envs=128"]),
+    ("pretrain_rl", ["train.regime='pretrain_rl'", "train.steps=60", "train.chunk=20", "ppo.num_envs=128",
+                     "train.log_checkpoints=4", "ppo.pretrained='{run:next_token}'"]),
+]
+STAGES["c4"] = [
+    ("next_token", ["train.regime='next_token'", "train.steps=3000", "train.chunk=50",
+                    "train.log_checkpoints=14", "train.checkpoint_every=60"]),
+    ("random_init", ["train.regime='random_init'"]),
+    ("rl", ["train.regime='rl'", "train.steps=100", "train.chunk=10", "train.log_checkpoints=6"]),
+    ("pretrain_rl", ["train.regime='pretrain_rl'", "train.steps=100", "train.chunk=10",
+                     "train.log_checkpoints=6", "ppo.pretrained='{run:next_token}'"]),
+    ("continued_next_token", ["train.regime='next_token'", "train.steps=500", "train.chunk=250",
+                              "train.init_from='{run:next_token}'"]),
+    ("next_token_mtp", ["train.regime='next_token'", "train.steps=3000", "train.chunk=250",
+                        "model.mtp_heads=2"]),
+    ("next_token_prompted", ["train.regime='next_token'", "train.steps=3000", "train.chunk=250",
+                             "data.persona_prompt=true"]),
+    ("rl_shared_value", ["train.regime='rl'", "train.steps=100", "train.chunk=20", "model.value_head='shared'"]),
+]
+PRESET_SEEDS = {"quick": None, "tiny": None, "paper": [0, 1, 2, 3, 4], "c4-tiny": None, "c4-quick": None,
+                "c4": [0, 1, 2, 3, 4]}
+# The config a preset's stages start from (a preset with no config of its own borrows one).
+BASE_PRESET = {"paper": "quick"}
 
 
 @dataclass(frozen=True)
@@ -91,6 +139,8 @@ class AnalysisSizes:
     """Games per seed for the claim-1 value measure: the agent's own games, and persona games."""
     rl_checkpoints: int = 4
     """RL checkpoints at which claim 5 repeats the value measure (log-spaced, first and last included)."""
+    value_rollouts: int = 32
+    """Monte Carlo games per probed history where V^π is not exact (no game tree: connect-four)."""
 
 
 SIZES = {
@@ -99,6 +149,16 @@ SIZES = {
     "quick": AnalysisSizes(probe_games=600, steer_alphas=(-4.0, 0.0, 4.0), steer_games_per_cell=16, steer_random=1,
                            games_per_cell=32, steer_runs=("next_token",), value_games=1000),
     "paper": AnalysisSizes(),
+    "c4-tiny": AnalysisSizes(probe_games=300, steer_alphas=(-4.0, 0.0, 4.0), steer_games_per_cell=4, steer_random=1,
+                             games_per_cell=8, value_games=60, rl_checkpoints=3, value_rollouts=8),
+    # Monte Carlo V^π costs value_rollouts agent games per probed history (about 20 histories per
+    # game on 5×4, own and persona games together): the quick preset probes fewer games, with
+    # fewer rollouts (label standard error ≈ 0.14 at 16, 0.10 at 32, beside probe residuals of
+    # 0.36–0.48 measured at c4-quick).
+    "c4-quick": AnalysisSizes(probe_games=600, steer_alphas=(-4.0, 0.0, 4.0), steer_games_per_cell=16,
+                              steer_random=1, games_per_cell=32, steer_runs=("next_token",), value_games=150,
+                              rl_checkpoints=3, value_rollouts=16),
+    "c4": AnalysisSizes(probe_games=2000, value_games=1000, value_rollouts=32),
 }
 
 

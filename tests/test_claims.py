@@ -243,10 +243,26 @@ def test_a_subject_that_misses_its_bar_is_flagged():
               "pretrain_rl": {"matches": {"eval/loss_vs_perfect": [0.0, 0.0, 0.005], "eval/loss_vs_random": [0.0] * 3},
                               "simulator": {"gap": [1.0] * 3}}}
     q = claims.quality(finals)
-    assert not q["rl"]["bar"]["meets"] and q["pretrain_rl"]["bar"]["meets"]
+    assert [b["meets"] for b in q["rl"]["bars"]] == [False] and [b["meets"] for b in q["pretrain_rl"]["bars"]] == [True]
     c = claims.claim1({"rl": value_measure(CLEAR)})
     assert any("`rl` misses its bar" in f for f in claims.flags(c, q))
     assert not any("pretrain_rl" in f for f in claims.flags(c, q))
+
+
+def test_connect_four_bars_are_its_own_and_each_miss_is_flagged():
+    """On connect-four an agent must lose at most 5 % against perfect play and win at least 95 %
+    against random; the simulator gap bar is 0.05 nats/move, read on every held-out position."""
+    finals = {"rl": {"matches": {"eval/loss_vs_perfect": [0.04, 0.05, 0.03], "eval/win_vs_random": [0.9, 0.92, 0.94],
+                                 "eval/loss_vs_random": [0.0] * 3}, "simulator": {"gap": [1.0] * 3}},
+              "next_token": {"matches": {}, "simulator": {"gap": [0.04, 0.05, 0.03], "gap_unseen": [0.2, 0.3, 0.25]}}}
+    q = claims.quality(finals, "connect_four:5x4")
+    assert {b["measure"]: b["meets"] for b in q["rl"]["bars"]} == {"loss_vs_perfect": True, "win_vs_random": False}
+    assert [b["meets"] for b in q["next_token"]["bars"]] == [True]
+    assert q["next_token"]["simulator_gap_unseen"]["mean"] == pytest.approx(0.25)
+    c = claims.claim1({"rl": value_measure(CLEAR)})
+    flagged = claims.flags(c, q)
+    assert len(flagged) == 1 and "win vs random 0.920, wanted win vs random ≥ 0.95" in flagged[0]
+    assert claims.bars_for("tictactoe")["rl"] == (("loss_vs_perfect", "at_most", 0.02),)
 
 
 def test_claim1_is_not_moved_by_the_control_at_other_layers():

@@ -11,6 +11,13 @@ training pushes it to represent is its own expected return given what it has see
   history, so weighted by the posterior over the opponent it faces;
 - ``mixture_values``: what a *simulator* of the persona mixture would predict for the same
   histories: the expected X result under the Bayes posterior over both sides' personas.
+
+The tree of histories is enumerated only where it fits (``exact_tree``: tic-tac-toe's 549,946
+histories; connect-four boards have far more). Elsewhere V^π at a probed history is estimated by
+``rollout_values``: Monte Carlo play of the agent from that history, exactly as the tree defines
+it (its sampling policy, the opponent drawn per rollout from the posterior over its pool given
+the history), and the simulator's value comes from replaying the history under the mixture
+(``envs.dataset.replay``: the posteriors and the exact pair outcomes at the states visited).
 """
 
 from __future__ import annotations
@@ -23,9 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from envs import make_game
-from envs.dataset import pair_outcomes
-from envs.game_tree import GameTree, build_tree, policy_value
+from envs.dataset import DataConfig, pair_outcomes, replay
+from envs.game_tree import MAX_NODES, GameTree, build_tree, count_histories, policy_value
 from envs.personas import make_persona, probs_table
+from envs.solver import solved
 from experiments.analysis.model import LoadedModel
 from experiments.train import arena as A
 from experiments.train.policy import make_policy
@@ -35,6 +43,16 @@ from experiments.train.policy import make_policy
 def game_tree(game_name: str) -> GameTree:
     """The game tree, built once per process (a few seconds for tic-tac-toe)."""
     return build_tree(make_game(game_name))
+
+
+@lru_cache(maxsize=8)
+def exact_tree(game_name: str) -> GameTree | None:
+    """The game tree if its histories fit in memory (``MAX_NODES``), else None: whether V^π is
+    computed exactly on the tree or estimated by ``rollout_values``. Counting the histories
+    needs only the solver's table (a pass over its states), never the tree itself."""
+    if count_histories(solved(make_game(game_name))) > MAX_NODES:
+        return None
+    return game_tree(game_name)
 
 
 def opponent_pool(cfg) -> tuple[tuple[str, ...], np.ndarray]:
@@ -54,24 +72,33 @@ class AgentGames:
     result: np.ndarray  # float32[S, G]: the agent's final return
 
 
-def agent_games(model: LoadedModel, num_games: int, seed: int = 0) -> AgentGames:
-    """``num_games`` games per seed, each seed playing its own policy with its own key."""
-    cfg, layout = model.cfg, model.layout
-    game = make_game(cfg.data.game)
-    names, weights = opponent_pool(cfg)
+@lru_cache(maxsize=8)
+def _games_fn(graphdef, game_name: str, layout, names: tuple[str, ...], weights: tuple[float, ...], num_games: int):
+    """(params_S, key) -> each seed's own games: jitted once per network shape, pool and size
+    (the checkpoints of a run share it)."""
+    game = make_game(game_name)
     arena = A.Arena(game, layout, tuple(make_persona(n, game) for n in names))
-    opp_logits = jnp.log(jnp.asarray(weights / weights.sum(), jnp.float32))
+    w = np.asarray(weights)
+    opp_logits = jnp.log(jnp.asarray(w / w.sum(), jnp.float32))
 
     @jax.jit
     def play(params, key):
         def one(p, k):
             k_reset, k_play = jax.random.split(k)
-            envs, traj = A.play_games(arena, make_policy(model.graphdef, p, game.num_actions), k_reset, k_play,
+            envs, traj = A.play_games(arena, make_policy(graphdef, p, game.num_actions), k_reset, k_play,
                                       num_games, opp_logits)
             return envs.tokens, envs.agent_side, envs.opponent, traj.reward.sum(0)
 
-        return jax.vmap(one)(params, jax.random.split(key, model.num_seeds))
+        return jax.vmap(one)(params, jax.random.split(key, jax.tree.leaves(params)[0].shape[0]))
 
+    return play
+
+
+def agent_games(model: LoadedModel, num_games: int, seed: int = 0) -> AgentGames:
+    """``num_games`` games per seed, each seed playing its own policy with its own key."""
+    cfg, layout = model.cfg, model.layout
+    names, weights = opponent_pool(cfg)
+    play = _games_fn(model.graphdef, cfg.data.game, layout, names, tuple(weights.tolist()), num_games)
     tokens, side, opponent, result = (np.asarray(x) for x in play(model.params, jax.random.key(seed)))
     body = tokens[..., layout.prefix_len: layout.prefix_len + layout.max_moves]
     moves = np.where(body < layout.num_actions, body, -1).astype(np.int32)
@@ -147,3 +174,82 @@ def mixture_values(tree: GameTree, data_cfg) -> np.ndarray:
     post = np.exp(post - post.max(1, keepdims=True))
     post /= post.sum(1, keepdims=True)
     return np.einsum("in,jn,ijn->n", post[0], post[1], pair)
+
+
+# ---------------------------------------------------------------------------------- Monte Carlo V^π
+
+
+ROLLOUT_BATCH = 4096  # games per seed per jitted call (one compile for every call)
+
+
+def pool_posteriors(cfg, moves_NxM: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(X's, O's) float64[N, M, P]: before each move of the given games, the posterior over which
+    pool persona plays that side, given its moves so far (prior = the pool's weights): for an
+    agent on the other side, the opponent it faces, as ``envs.game_tree.policy_value`` weighs
+    it; nan where no pool persona could have made the moves."""
+    names, weights = opponent_pool(cfg)
+    pool = replay(DataConfig(cfg.data.game, mixture=dict(zip(names, weights.tolist()))), moves_NxM, labels=False)
+    out = []
+    for key in ("posterior_x", "posterior_o"):
+        post = np.asarray(pool[key], np.float64)
+        out.append(np.where(np.isfinite(post).all(-1, keepdims=True), post, np.nan))
+    return out[0], out[1]
+
+
+@lru_cache(maxsize=8)
+def _rollout_fn(graphdef, game_name: str, layout, names: tuple[str, ...], batch: int):
+    """(params_S, moves_SxBxM, side_SxB, log_post_SxBxP, key) -> the agent's result per game, [S, B]:
+    jitted once per network shape, game and pool (every call of ``rollout_values`` shares it)."""
+    game = make_game(game_name)
+    arena = A.Arena(game, layout, tuple(make_persona(n, game) for n in names))
+
+    @jax.jit
+    def play(params, moves_SxBxM, side_SxB, log_post_SxBxP, key):
+        def one(p, moves, side, log_post, k):
+            k_opp, k_play = jax.random.split(k)
+            opponent = jax.random.categorical(k_opp, log_post)
+            start = jax.vmap(A.start_from, (None, 0, 0, 0))(arena, moves, side, opponent)
+            _, traj = A.play_games(arena, make_policy(graphdef, p, game.num_actions), k_play, k_play, batch,
+                                   jnp.zeros(len(names)), start=start)
+            return traj.reward.sum(0)
+
+        return jax.vmap(one)(params, moves_SxBxM, side_SxB, log_post_SxBxP,
+                             jax.random.split(key, moves_SxBxM.shape[0]))
+
+    return play
+
+
+def rollout_values(model: LoadedModel, moves_SxRxM: np.ndarray, side_SxR: np.ndarray, posterior_SxRxP: np.ndarray,
+                   num_rollouts: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Monte Carlo V^π of each seed's agent at given histories: (mean, standard error), float64[S, R].
+
+    Row r of seed s is the history ``moves_SxRxM[s, r]`` (-1 after its last move) at which the
+    agent, playing ``side_SxR[s, r]``, is to move. Each of ``num_rollouts`` games continues it
+    with the agent's own sampling policy (``arena.play_games`` over the key/value cache, as in
+    training) against a pool opponent drawn from ``posterior_SxRxP[s, r]`` (``pool_posteriors``);
+    the mean of the agent's results estimates V^π there, its standard error is std/√K. Rows with
+    a nan posterior (no pool opponent could have played the history) come back nan."""
+    num_s, num_r, num_m = moves_SxRxM.shape
+    ok = np.isfinite(posterior_SxRxP).all(-1)
+    with np.errstate(divide="ignore"):  # an opponent the history rules out: log 0 = -inf, never drawn
+        log_post = np.log(np.where(ok[..., None], posterior_SxRxP, 1.0))
+    # Every (row, rollout) is one game; all seeds play the same number of games per call.
+    total = num_r * num_rollouts
+    batch = min(ROLLOUT_BATCH, 1 << (total - 1).bit_length())
+    play = _rollout_fn(model.graphdef, model.cfg.data.game, model.layout, opponent_pool(model.cfg)[0], batch)
+    game_row = np.arange(total) // num_rollouts  # game i continues row i // K
+    results = np.empty((num_s, total), np.float32)
+    key = jax.random.key(seed)
+    for start in range(0, total, batch):
+        idx = np.minimum(np.arange(start, start + batch), total - 1)  # the last call padded
+        rows = game_row[idx]
+        key, k = jax.random.split(key)
+        out = play(model.params, moves_SxRxM[:, rows].astype(np.int32), side_SxR[:, rows].astype(np.int32),
+                   log_post[:, rows].astype(np.float32), k)
+        stop = min(start + batch, total)
+        results[:, start:stop] = np.asarray(out)[:, : stop - start]
+    results = results.reshape(num_s, num_r, num_rollouts).astype(np.float64)
+    mean = np.where(ok, results.mean(-1), np.nan)
+    se = np.where(ok, results.std(-1, ddof=1) / np.sqrt(num_rollouts), np.nan) if num_rollouts > 1 else \
+        np.full(mean.shape, np.nan)
+    return mean, se

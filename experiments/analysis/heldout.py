@@ -5,11 +5,19 @@ An analysis reads the network at move positions: row r is (game ``game[r]``, mov
 split 60/20/20 into train/val/test by whole games (never by position), so a probe never sees
 a test game. Labels are defined here once: the value targets, the probe suite's targets, the
 control task and the persona tables.
+
+``seen`` marks the rows whose position (the board before the move) occurs in the run's training
+games: the train split of the next-token dataset its data config describes, regenerated
+(``training_positions``). Scores on the rows never seen test computing rather than recalling.
+An agent trains on its own rollouts, which are not kept: for a ``pretrain_rl`` run "seen" means
+seen in the persona games of the run it started from (what it read before RL), for an ``rl`` run
+in the persona dataset of its own data config (in the presets, the simulator's).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from functools import partial
 
 import jax
@@ -20,7 +28,9 @@ from envs import make_game
 from envs.dataset import Dataset, generate, split_by_game
 from envs.personas import make_persona, stacked_probs
 from experiments.config import Config, held_out_data
+from experiments.runs.run import is_run_dir, read_config
 from experiments.statistics import game_weights
+from experiments.train.regimes import datasets
 from models.probes import probe_layers
 
 SPLIT = (0.6, 0.2, 0.2)
@@ -33,13 +43,17 @@ class HeldOut:
     game: np.ndarray  # int[rows]
     move: np.ndarray  # int[rows]
     splits: list[np.ndarray]  # train/val/test row indices, split by game
+    seen: np.ndarray | None = None  # bool[rows]: the position occurs in the run's training games
 
     @classmethod
-    def from_data(cls, data: Dataset, seed: int = 0) -> "HeldOut":
+    def from_data(cls, data: Dataset, seed: int = 0, train_positions: np.ndarray | None = None) -> "HeldOut":
+        """``train_positions``: sorted position keys of the training games (``training_positions``),
+        to mark the rows seen in training."""
         mask = data["move_mask"]
         game, move = np.nonzero(mask)
         splits = [np.flatnonzero(np.isin(game, s)) for s in split_by_game(len(data), SPLIT, seed)]
-        return cls(data, mask, game, move, splits)
+        seen = None if train_positions is None else seen_in(data["position"][mask], train_positions)
+        return cls(data, mask, game, move, splits, seen)
 
     @property
     def tokens(self) -> np.ndarray:
@@ -54,6 +68,8 @@ class HeldOut:
         expected result a simulator of the mixture predicts (posterior over both personas), and
         minimax."""
         d = self.data
+        if not d.labelled:  # a board too big to solve: no exact values
+            return {}
         sign = np.where(d["player"] == 0, 1.0, -1.0)
         return {"mixture_value": (d["bayes_x"] * sign)[self.mask].astype(np.float64),
                 "minimax": (d["minimax_x"] * sign)[self.mask].astype(np.float64)}
@@ -79,11 +95,14 @@ class HeldOut:
         board = d["boards"][mask].astype(np.int64)  # 0 empty, 1 X, 2 O
         own = player[:, None] + 1
         board_mover = np.where(board == 0, 0, np.where(board == own, 1, 2))
-        return {
+        exact = {} if not d.labelled else {  # these need the solver's table
             "value_mover": ("reg", d["bayes_x"][mask] * sign, 0),
             "value_x": ("reg", d["bayes_x"][mask], 0),
             "minimax_mover": ("reg", d["minimax_x"][mask] * sign, 0),
             "minimax_x": ("reg", d["minimax_x"][mask], 0),
+        }
+        return {
+            **exact,
             "outcome_mover": ("reg", outcome * sign, 0),
             "persona_mover": ("cls", np.where(player == 0, px, po)[:, None], num_p),
             "persona_x": ("cls", px[:, None], num_p),
@@ -129,11 +148,39 @@ class HeldOut:
                 for t in range(self.mask.shape[1])]
 
 
-def held_out(cfg: Config, num_games: int, seed: int = 0) -> HeldOut:
-    """The run's game distribution under a data seed no training run uses, split by game."""
+def held_out(cfg: Config, num_games: int, seed: int = 0, mark_seen: bool = False) -> HeldOut:
+    """The run's game distribution under a data seed no training run uses, split by game; with
+    ``mark_seen`` its rows marked seen or never seen in the run's training games (which
+    regenerates them, once per process)."""
     if num_games < 10:
         raise ValueError(f"num_games must be at least 10, got {num_games}")
-    return HeldOut.from_data(generate(held_out_data(cfg, num_games)), seed)
+    return HeldOut.from_data(generate(held_out_data(cfg, num_games)), seed,
+                             training_positions(cfg) if mark_seen else None)
+
+
+_TRAIN_POSITIONS: dict[str, np.ndarray] = {}
+
+
+def training_positions(cfg: Config) -> np.ndarray:
+    """int64[K], sorted: the key of every position before a move in the run's training games (the
+    train split of the next-token dataset of ``cfg.data``, regenerated; once per process). A
+    pretrain_rl run read the persona games of the run it started from: that run's data config."""
+    if cfg.train.regime == "pretrain_rl" and cfg.ppo.pretrained and is_run_dir(cfg.ppo.pretrained):
+        cfg = read_config(cfg.ppo.pretrained)
+    key = json.dumps([asdict(cfg.data), cfg.train.eval_games], sort_keys=True)
+    if key not in _TRAIN_POSITIONS:
+        train, _, _ = datasets(cfg)
+        _TRAIN_POSITIONS.clear()  # one data config per process at a time: the keys can be large
+        _TRAIN_POSITIONS[key] = np.unique(train["position"][train["move_mask"]])
+    return _TRAIN_POSITIONS[key]
+
+
+def seen_in(positions: np.ndarray, train_positions: np.ndarray) -> np.ndarray:
+    """bool[...]: whether each position key occurs among the sorted training keys."""
+    if len(train_positions) == 0:
+        return np.zeros(np.shape(positions), bool)
+    i = np.clip(np.searchsorted(train_positions, positions), 0, len(train_positions) - 1)
+    return train_positions[i] == positions
 
 
 # ---------------------------------------------------------------------------------- personas

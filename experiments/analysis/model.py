@@ -83,6 +83,11 @@ class LoadedModel:
     def num_seeds(self) -> int:
         return len(self.cfg.train.seeds)
 
+    @property
+    def num_params(self) -> int:
+        """Parameters of one seed's network (every trunk and head)."""
+        return int(sum(np.size(x) for x in jax.tree.leaves(self.params)) // self.num_seeds)
+
     def logits(self, tokens: np.ndarray, batch: int = 1024) -> np.ndarray:
         """float32[S, N, T, V] of the policy/next-token head; ``tokens`` [N, T] for every seed or
         [S, N, T], one set per seed (e.g. each agent's own games)."""
@@ -117,3 +122,11 @@ class LoadedModel:
             path.parent.mkdir(parents=True, exist_ok=True)
             np.savez(path, **out)
         return out
+
+
+def parameter_count(cfg: Config) -> int:
+    """Parameters of one seed's network a config describes (every trunk and head), from the
+    shapes alone: nothing is initialised or read from disk."""
+    layout = Layout.for_config(cfg.data)
+    shapes = jax.eval_shape(lambda k: init_params(cfg.model, layout.vocab_size, layout.seq_len, k)[1], seed_keys(cfg))
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(shapes)) // len(cfg.train.seeds))

@@ -36,6 +36,15 @@ MLP_TARGETS = ("value_mover", "value_x", "persona_mover", "persona_x", "board_mo
 JUDGED = ("persona_mover",)  # read by a claim (2): scored under a game bootstrap too
 
 
+def seen_summary(rows: HeldOut) -> dict | None:
+    """How many held-out test positions occur in the training games (``HeldOut.seen``)."""
+    if rows.seen is None:
+        return None
+    te = rows.splits[2]
+    return {"test_rows": int(len(te)), "test_rows_unseen": int((~rows.seen[te]).sum()),
+            "rows": int(len(rows.seen)), "rows_unseen": int((~rows.seen).sum())}
+
+
 def _one_hot(y_cls: np.ndarray, classes: int) -> np.ndarray:
     return np.eye(classes)[y_cls].reshape(len(y_cls), -1)
 
@@ -49,14 +58,20 @@ def _accuracy(probe, x, y_cls, classes):
 def score_layers(resid_LxNxD: np.ndarray, kind: str, y, classes: int, rows: HeldOut, boot: bool = False) -> dict:
     """Per layer: test score (R² or accuracy), validation score (for choosing a layer) and, for
     classes, accuracy per move number; ``boot`` adds the test score under each game-level
-    resample of the test games (``HeldOut.boot_weights``), [B, layers]."""
+    resample of the test games (``HeldOut.boot_weights``), [B, layers]; where the rows know which
+    positions occur in the training games (``HeldOut.seen``), ``unseen_score`` is the same
+    probes' test score on the positions never seen there (nan if none)."""
     tr, va, te = rows.splits
     if kind == "reg":
         fit = probe_layers(resid_LxNxD, y, tr, va, te)
         out = {"score": fit.test_r2.tolist(), "val_score": fit.val_r2.tolist()}
-        if boot:
+        unseen = None if rows.seen is None else ~rows.seen[te]
+        if boot or unseen is not None:
             pred = np.stack([p.predict(resid_LxNxD[l, te]) for l, p in enumerate(fit.probes)])
+        if boot:
             out["boot_score"] = weighted_r2(np.asarray(y, float)[te], pred, rows.boot_weights).tolist()
+        if unseen is not None:  # the same probes, on the test positions never seen in training
+            out["unseen_score"] = weighted_r2(np.asarray(y, float)[te], pred, unseen[None].astype(float))[0].tolist()
         return out
     fit = probe_layers(resid_LxNxD, _one_hot(y, classes), tr, va, te)
     scores, val, by_move, hits = [], [], [], []
@@ -67,6 +82,9 @@ def score_layers(resid_LxNxD: np.ndarray, kind: str, y, classes: int, rows: Held
         by_move.append(rows.by_move(hit))
         hits.append(hit)
     out = {"score": scores, "val_score": val, "by_move": by_move}
+    if rows.seen is not None:  # the same probes' accuracy on the test positions never seen in training
+        unseen = ~rows.seen[te]
+        out["unseen_score"] = [float(h[unseen].mean()) if unseen.any() else float("nan") for h in hits]
     if boot:
         w = rows.boot_weights
         out["boot_score"] = ((w @ np.stack(hits).T) / w.sum(1, keepdims=True)).tolist()
@@ -126,15 +144,19 @@ def analyse_probes(run_dir: str | Path, num_games: int = 2000, targets=REGRESSIO
                    mlp_targets=MLP_TARGETS) -> dict:
     """The suite on a run's final checkpoint with every control."""
     model = LoadedModel.from_run(run_dir)
-    rows = held_out(model.cfg, num_games)
+    rows = held_out(model.cfg, num_games, mark_seen=True)
     controls = {"random_init": model.at_init()}
     if model.cfg.train.regime == "pretrain_rl" or model.cfg.train.init_from:
         # The first checkpoint of a run that starts from another run's params is that run (for
         # pretrain_rl, the simulator); for runs from scratch it would repeat random init.
         first = checkpoints.steps(Path(run_dir) / "checkpoints")[0]
         controls["step0"] = LoadedModel.from_run(run_dir, step=first)
+    labels = rows.labels()
+    targets = tuple(t for t in targets if t in labels)  # a board too big to solve has no exact values
     result = {"run": str(run_dir), "regime": model.cfg.train.regime, "seeds": list(model.cfg.train.seeds),
-              "targets": probe_suite(model, rows, controls, targets, mlp_targets=mlp_targets),
+              "targets": probe_suite(model, rows, controls, targets,
+                                     mlp_targets=tuple(t for t in mlp_targets if t in labels)),
+              "seen": seen_summary(rows),
               "bayes_ceiling": {k: v.tolist() for k, v in rows.bayes_ceiling().items()},
               "persona_names": list(model.layout.persona_names)}
     return result

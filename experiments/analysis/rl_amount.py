@@ -8,15 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.analysis.agent_value import (
-    agent_games,
-    agent_values,
-    game_tree,
-    mixture_values,
-)
+from experiments.analysis.agent_value import agent_games, exact_tree
 from experiments.analysis.layers import layer_names, weight_change
 from experiments.analysis.model import LoadedModel
-from experiments.analysis.value_probes import own_game_rows, score_layers
+from experiments.analysis.value_probes import ROLLOUTS, agent_rows, ceiling, score_layers
 from experiments.runs import checkpoints
 
 
@@ -45,32 +40,34 @@ def pick_steps(steps: list[int], count: int) -> list[int]:
     return [steps[i] for i in picked]
 
 
-def value_over_checkpoints(run_dir, num_games: int = 1000, max_checkpoints: int = 4, seed: int = 0) -> dict:
+def value_over_checkpoints(run_dir, num_games: int = 1000, max_checkpoints: int = 4, seed: int = 0,
+                           num_rollouts: int = ROLLOUTS) -> dict:
     """The claim-1 measure at several checkpoints of an RL run: at each, the policy's own V^π on
     its own games, probed at every block of the policy trunk beside the random-init network, as
     the fraction of the achievable gap (ceiling − control; the ceiling of V^π is 1), with the
-    game-bootstrap replicates a claim needs."""
+    game-bootstrap replicates a claim needs. Where V^π comes from Monte Carlo play (no game
+    tree), the ceiling is the noisy label's (``value_probes.ceiling``), not 1."""
     steps = pick_steps(checkpoints.steps(Path(run_dir) / "checkpoints"), max_checkpoints)
     final = LoadedModel.from_run(run_dir)
-    tree = game_tree(final.cfg.data.game)
-    mixture = mixture_values(tree, final.cfg.data)
+    tree = exact_tree(final.cfg.data.game)
     control = final.at_init()
     frac, boot = [], []
     for step in steps:
         model = LoadedModel.from_run(run_dir, step=step)
-        values = agent_values(model, tree)
         games = agent_games(model, num_games, seed)
-        built = [own_game_rows(tree, games, s, values, mixture, seed) for s in range(model.num_seeds)]
+        rows_by_seed, index = agent_rows(model, final.cfg, games, tree, num_rollouts, seed)
         resid = model.run_with_cache(games.tokens, ("resid",))["resid"]
         ctrl = control.run_with_cache(games.tokens, ("resid",))["resid"]
         f_s, b_s = [], []
-        for s, (rows, (g, t)) in enumerate(built):
+        for s, (rows, (g, t)) in enumerate(zip(rows_by_seed, index)):
             y = rows.y["agent_value"]
             net, c = score_layers(resid[s][:, g, t], y, rows), score_layers(ctrl[s][:, g, t], y, rows)
+            top = ceiling(y, y, rows, rows.se.get("agent_value"))
             r2, c2 = np.asarray(net.test_r2)[1:], np.asarray(c.test_r2)[1:]
             rb, cb = np.asarray(net.boot_r2)[:, 1:], np.asarray(c.boot_r2)[:, 1:]
-            f_s.append((r2 - c2) / (1.0 - c2))
-            b_s.append((rb - cb) / (1.0 - cb))
+            t2, tb = top.test_r2[0], np.asarray(top.boot_r2)[:, :1]
+            f_s.append((r2 - c2) / (t2 - c2))
+            b_s.append((rb - cb) / (tb - cb))
         frac.append(f_s)
         boot.append(b_s)
     return {"steps": steps, "fraction_of_gap_by_block": np.asarray(frac).tolist(),  # [ckpt, seed, block]

@@ -18,6 +18,16 @@ Per network and seed: ridge probes at every layer (0 = embeddings), one per side
 side is the move parity, which every network sees), alpha chosen on validation games; the layer is chosen on validation R² among layers 1…L (never 0, never on test); test R²
 overall and within move number; and R² under a game-level bootstrap of the test games (the same
 resamples for every network of a seed, so differences between networks are paired).
+
+Where the game tree of histories fits (tic-tac-toe) V^π is exact; elsewhere (connect-four) it
+is the mean result of ``num_rollouts`` Monte Carlo games of the agent from each probed history
+(``agent_value.rollout_values``), so the label carries noise: its standard error is reported
+beside the probe's residual, and the ceiling of V^π is the R² of the noise-free value against
+the noisy label (1 − noise / total variance), not 1. The simulator's value and minimax are exact
+either way (the tree, or replaying the history: ``envs.dataset.replay``).
+
+Every score is also read on the test positions never seen in training (``Scores.unseen_r2``:
+positions, i.e. boards, absent from the simulator's training games; ``heldout.training_positions``).
 """
 
 from __future__ import annotations
@@ -26,16 +36,18 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from envs.dataset import generate, split_by_game
+from envs.dataset import generate, replay, split_by_game
 from envs.game_tree import GameTree
 from experiments.analysis.agent_value import (
     AgentGames,
     agent_games,
     agent_values,
-    game_tree,
+    exact_tree,
     mixture_values,
+    pool_posteriors,
+    rollout_values,
 )
-from experiments.analysis.heldout import SPLIT, HeldOut
+from experiments.analysis.heldout import SPLIT, HeldOut, seen_in, training_positions
 from experiments.analysis.model import LoadedModel
 from experiments.config import held_out_data
 from experiments.statistics import game_weights, weighted_r2
@@ -48,6 +60,7 @@ TARGETS = {
     "pair_value": "exact expected result under the hidden persona pair (ceiling: its Bayes predictor's R²)",
 }
 N_BOOT = 200
+ROLLOUTS = 32  # Monte Carlo games per probed history where V^π is not exact (label SE ≈ 0.8 / √K)
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,9 @@ class Scores:
     boot_r2: list[list[float]]  # [B, layers]: test R² when the test games are resampled
     boot_within_r2: list[list[float]]
     layer: int  # chosen on validation R² among layers 1..L (0 for a single output)
+    test_rmse: list[float] | None = None  # root mean squared residual on the test rows
+    unseen_r2: list[float] | None = None  # test R² on the positions never seen in training (nan: none)
+    boot_unseen_r2: list[list[float]] | None = None
 
 
 @dataclass
@@ -73,12 +89,21 @@ class Rows:
     side: np.ndarray  # 0 = X to move, 1 = O
     splits: list[np.ndarray]
     weights: np.ndarray  # [B, test rows]: the game-level bootstrap of the test games
+    seen: np.ndarray | None = None  # bool[rows]: the position occurs in the training games
+    se: dict[str, np.ndarray] | None = None  # target -> the label's standard error per row (Monte Carlo)
 
     @classmethod
-    def make(cls, y: dict[str, np.ndarray], move, game, side, seed: int) -> "Rows":
+    def make(cls, y: dict[str, np.ndarray], move, game, side, seed: int, seen=None, se=None) -> "Rows":
         games = np.unique(game)
         splits = [np.flatnonzero(np.isin(game, games[g])) for g in split_by_game(len(games), SPLIT, seed)]
-        return cls(y, move, game, np.asarray(side), splits, game_weights(game[splits[2]], N_BOOT, rng=seed))
+        return cls(y, move, game, np.asarray(side), splits, game_weights(game[splits[2]], N_BOOT, rng=seed),
+                   seen, se or {})
+
+    def keep(self, rows: np.ndarray, seed: int) -> "Rows":
+        """The same games' rows restricted to ``rows`` (a bool mask), split again."""
+        return Rows.make({k: v[rows] for k, v in self.y.items()}, self.move[rows], self.game[rows], self.side[rows],
+                         seed, None if self.seen is None else self.seen[rows],
+                         {k: v[rows] for k, v in self.se.items()})
 
 
 def score_layers(resid_LxRxD: np.ndarray, y: np.ndarray, rows: Rows) -> Scores:
@@ -108,22 +133,31 @@ def score_output(pred_R: np.ndarray, y: np.ndarray, rows: Rows) -> Scores:
 def _scores(val_r2, pred_LxT, y_T, rows: Rows, layer: int) -> Scores:
     move = rows.move[rows.splits[2]]
     ones = np.ones((1, len(y_T)))
+    rmse = np.sqrt(np.mean((np.asarray(pred_LxT, np.float64) - y_T) ** 2, axis=-1))
+    unseen = boot_unseen = None
+    if rows.seen is not None:
+        new = (~rows.seen[rows.splits[2]]).astype(np.float64)
+        unseen = weighted_r2(y_T, pred_LxT, new[None])[0].tolist()
+        boot_unseen = weighted_r2(y_T, pred_LxT, rows.weights * new[None]).tolist()
     return Scores(np.asarray(val_r2, float).tolist(), weighted_r2(y_T, pred_LxT, ones)[0].tolist(),
                   weighted_r2(y_T, pred_LxT, ones, move)[0].tolist(),
                   weighted_r2(y_T, pred_LxT, rows.weights).tolist(),
-                  weighted_r2(y_T, pred_LxT, rows.weights, move).tolist(), layer)
+                  weighted_r2(y_T, pred_LxT, rows.weights, move).tolist(), layer, rmse.tolist(), unseen, boot_unseen)
 
 
-def ceiling(y: np.ndarray, best_R: np.ndarray, rows: Rows) -> Scores:
-    """The best achievable R² from what the network sees: the Bayes predictor's, on test rows."""
-    return score_output(best_R, y, rows)
+def ceiling(y: np.ndarray, best_R: np.ndarray, rows: Rows, se_R: np.ndarray | None = None) -> Scores:
+    """The best achievable R² from what the network sees: the Bayes predictor's, on test rows.
+    With a label's standard error ``se_R`` (Monte Carlo labels), the best predictor still misses
+    the label's noise: scored as a prediction off by exactly one standard error per row, its R²
+    is 1 − Σ se² / Σ (y − ȳ)² on every row set and bootstrap resample."""
+    return score_output(best_R if se_R is None else best_R + se_R, y, rows)
 
 
 # ---------------------------------------------------------------------------------- rows
 
 
 def own_game_rows(tree: GameTree, games: AgentGames, s: int, values_SxNx2, mixture_N, seed: int):
-    """The agent's decisions in seed s's own games: (rows, (game, move) index arrays)."""
+    """The agent's decisions in seed s's own games, labels from the tree: (rows, (game, move))."""
     nodes = tree.find(games.moves[s])[:, :-1]  # [G, M]: the node before each move
     live = nodes >= 0
     node = np.maximum(nodes, 0)
@@ -133,11 +167,12 @@ def own_game_rows(tree: GameTree, games: AgentGames, s: int, values_SxNx2, mixtu
     sign = np.where(side == 0, 1.0, -1.0)
     y = {"agent_value": values_SxNx2[s, n, side], "mixture_value": sign * mixture_N[n],
          "minimax": sign * tree.solved.minimax_x[tree.state[n]]}
-    return Rows.make(y, t, g, side, seed + s), (g, t)
+    return Rows.make(y, t, g, side, seed + s), (g, t), tree.solved.keys[tree.state[n]]
 
 
-def _persona_rows(tree: GameTree, data, values_SxNx2, s: int, seed: int):
-    """Every move of held-out persona games (mover's frame): rows and (game, move) indices."""
+def _persona_rows(tree: GameTree | None, data, values_SxNx2, s: int, seed: int):
+    """Every move of held-out persona games (mover's frame): rows, (game, move) indices and the
+    position keys; V^π from the tree when given (else added later by ``_with_rollouts``)."""
     held = HeldOut.from_data(data)
     g, t = held.game, held.move
     sign = np.where(data["player"][g, t] == 0, 1.0, -1.0)
@@ -148,7 +183,83 @@ def _persona_rows(tree: GameTree, data, values_SxNx2, s: int, seed: int):
         y["agent_value"] = values_SxNx2[s, nodes, data["player"][g, t]]
     keep = np.all([np.isfinite(v) for v in y.values()], axis=0)  # V^π is nan off the pool's support
     rows = Rows.make({k: v[keep] for k, v in y.items()}, t[keep], g[keep], data["player"][g, t][keep], seed + s)
-    return rows, (g[keep], t[keep])
+    return rows, (g[keep], t[keep]), data["position"][g[keep], t[keep]]
+
+
+def _replayed_own_rows(sim_cfg, games: AgentGames, s: int, seed: int):
+    """The agent's decisions in seed s's own games, the simulator's value and minimax from
+    replaying them under the mixture; V^π is added by ``_with_rollouts``."""
+    data = replay(sim_cfg.data, games.moves[s])
+    side = games.side[s]
+    g, t = np.nonzero(data["move_mask"] & (data["player"] == side[:, None]))
+    sign = np.where(side[g] == 0, 1.0, -1.0)
+    y = {"mixture_value": sign * data["bayes_x"][g, t], "minimax": sign * data["minimax_x"][g, t]}
+    return Rows.make(y, t, g, side[g], seed + s), (g, t), data["position"][g, t]
+
+
+def _histories(moves_NxM: np.ndarray, g: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """int32[R, M]: game g's moves before move t (-1 from t on)."""
+    hist = moves_NxM[g].copy()
+    hist[np.arange(hist.shape[1])[None] >= t[:, None]] = -1
+    return hist.astype(np.int32)
+
+
+def _with_rollouts(agent: LoadedModel, moves_by_seed, built, num_rollouts: int, seed: int):
+    """``built`` (per seed: rows, (g, t), positions) with V^π estimated by Monte Carlo play of
+    each seed's agent from every row's history (rows off the pool's support are dropped)."""
+    num_r = max(len(b[0].move) for b in built)
+    m = agent.layout.max_moves
+    hist = np.full((agent.num_seeds, num_r, m), -1, np.int32)
+    side = np.zeros((agent.num_seeds, num_r), np.int32)
+    post = None
+    for s, (rows, (g, t), _) in enumerate(built):
+        post_x, post_o = pool_posteriors(agent.cfg, moves_by_seed[s])
+        p = np.where((rows.side == 0)[:, None], post_o[g, t], post_x[g, t])
+        if post is None:
+            post = np.full((agent.num_seeds, num_r, p.shape[-1]), 1.0 / p.shape[-1])
+        r = len(rows.move)
+        hist[s, :r], side[s, :r], post[s, :r] = _histories(moves_by_seed[s], g, t), rows.side, p
+    mean, se = rollout_values(agent, hist, side, post, num_rollouts, seed)
+    out = []
+    for s, (rows, (g, t), pos) in enumerate(built):
+        r = len(rows.move)
+        ok = np.isfinite(mean[s, :r])
+        rows = Rows.make({**rows.y, "agent_value": mean[s, :r]}, rows.move, rows.game, rows.side, seed + s,
+                         se={"agent_value": se[s, :r]})
+        out.append((rows.keep(ok, seed + s), (g[ok], t[ok]), pos[ok]))
+    return out
+
+
+def agent_rows(agent: LoadedModel, sim_cfg, games: AgentGames, tree: GameTree | None, num_rollouts: int,
+               seed: int, train_positions: np.ndarray | None = None) -> tuple[list[Rows], list[tuple]]:
+    """Per seed: the agent's decisions in its own games with every value target and, when
+    ``train_positions`` is given, which positions were seen in training; and the (game, move)
+    index of each row. V^π exact on the tree when there is one, else Monte Carlo."""
+    if tree is not None:
+        values, mixture = agent_values(agent, tree), mixture_values(tree, sim_cfg.data)
+        built = [own_game_rows(tree, games, s, values, mixture, seed) for s in range(agent.num_seeds)]
+    else:
+        built = [_replayed_own_rows(sim_cfg, games, s, seed) for s in range(agent.num_seeds)]
+        built = _with_rollouts(agent, games.moves, built, num_rollouts, seed)
+    return _marked(built, train_positions)
+
+
+def _marked(built, train_positions):
+    rows = [b[0] if train_positions is None else _set_seen(b[0], seen_in(b[2], train_positions)) for b in built]
+    return rows, [b[1] for b in built]
+
+
+def _set_seen(rows: Rows, seen: np.ndarray) -> Rows:
+    rows.seen = seen
+    return rows
+
+
+def label_info(rows: list[Rows], tree: GameTree | None, num_rollouts: int) -> dict:
+    """How V^π was labelled, and the labels' noise (root mean square standard error per seed)."""
+    if tree is not None:
+        return {"method": "exact (game tree of histories)", "rollouts": None, "label_se_rms": None}
+    return {"method": "Monte Carlo play of the agent from each history", "rollouts": num_rollouts,
+            "label_se_rms": [float(np.sqrt(np.mean(r.se["agent_value"] ** 2))) for r in rows]}
 
 
 # ---------------------------------------------------------------------------------- measurement
@@ -177,16 +288,15 @@ def _measure(networks: dict[str, tuple[LoadedModel, str]], tokens_SxNxT, rows_by
 
 
 def measure_value(agent: LoadedModel | None, simulator: LoadedModel, num_games: int = 2000,
-                  seed: int = 0) -> dict:
+                  seed: int = 0, num_rollouts: int = ROLLOUTS) -> dict:
     """Claim 1's numbers for one agent run beside the simulator run of the same seeds (or, with
     ``agent=None``, the simulator alone on persona games): see the module docstring."""
     if agent is not None and list(agent.cfg.train.seeds) != list(simulator.cfg.train.seeds):
         raise ValueError(f"agent and simulator must share seeds to be paired: {agent.cfg.train.seeds} vs "
                          f"{simulator.cfg.train.seeds}")
     num_s = simulator.num_seeds
-    tree = game_tree(simulator.cfg.data.game)
-    mixture = mixture_values(tree, simulator.cfg.data)
-    values = agent_values(agent, tree) if agent is not None else None
+    tree = exact_tree(simulator.cfg.data.game)
+    train_positions = training_positions(simulator.cfg)
     result: dict = {"seeds": list(simulator.cfg.train.seeds), "num_games": num_games, "targets": TARGETS,
                     "simulator": str(simulator.run_dir), "agent": str(agent.run_dir) if agent else None,
                     "regime": agent.cfg.train.regime if agent else simulator.cfg.train.regime, "datasets": {}}
@@ -195,20 +305,24 @@ def measure_value(agent: LoadedModel | None, simulator: LoadedModel, num_games: 
     # OWN GAMES: each agent seed's rollouts, at its decisions.
     if agent is not None:
         games = agent_games(agent, num_games, seed)
-        built = [own_game_rows(tree, games, s, values, mixture, seed) for s in range(num_s)]
-        rows, index = [b[0] for b in built], [b[1] for b in built]
+        rows, index = agent_rows(agent, simulator.cfg, games, tree, num_rollouts, seed, train_positions)
         nets = {"policy": (agent, "policy"), "simulator": (simulator, "policy"), "random_init": (control, "policy")}
         if agent.cfg.model.value_head == "critic":
             nets |= {"critic": (agent, "critic"), "random_init_critic": (control, "critic")}
         nets["value_head"] = (agent, "head")
         scores = _measure(nets, games.tokens, rows, index, ("agent_value", "mixture_value", "minimax"))
-        ceilings = {t: [asdict(ceiling(r.y[t], r.y[t], r)) for r in rows] for t in ("agent_value", "mixture_value", "minimax")}
+        ceilings = {t: [asdict(ceiling(r.y[t], r.y[t], r, r.se.get(t))) for r in rows]
+                    for t in ("agent_value", "mixture_value", "minimax")}
         result["datasets"]["own_games"] = _dataset(scores, ceilings, rows, games.result.mean(1).tolist())
+        result["datasets"]["own_games"]["labels"] = label_info(rows, tree, num_rollouts)
 
     # PERSONA GAMES: held-out games of the mixture, a fresh set per seed.
     datas = [generate(held_out_data(simulator.cfg, num_games, index=1 + s)) for s in range(num_s)]
+    values = agent_values(agent, tree) if agent is not None and tree is not None else None
     built = [_persona_rows(tree, d, values, s, seed) for s, d in enumerate(datas)]
-    rows, index = [b[0] for b in built], [b[1] for b in built]
+    if agent is not None and tree is None:
+        built = _with_rollouts(agent, [d["moves"] for d in datas], built, num_rollouts, seed + 1)
+    rows, index = _marked(built, train_positions)
     tokens = np.stack([d["tokens"] for d in datas])
     nets = {"simulator": (simulator, "policy"), "random_init": (control, "policy")}
     if agent is not None:
@@ -218,13 +332,19 @@ def measure_value(agent: LoadedModel | None, simulator: LoadedModel, num_games: 
         nets["value_head"] = (agent, "head")
     targets = ("agent_value", "mixture_value", "minimax", "pair_value") if agent else ("mixture_value", "minimax", "pair_value")
     scores = _measure(nets, tokens, rows, index, targets)
-    ceilings = {t: [asdict(ceiling(r.y[t], r.y[t], r)) for r in rows] for t in targets if t != "pair_value"}
+    ceilings = {t: [asdict(ceiling(r.y[t], r.y[t], r, r.se.get(t))) for r in rows] for t in targets if t != "pair_value"}
     ceilings["pair_value"] = [asdict(ceiling(r.y["pair_value"], r.y["mixture_value"], r)) for r in rows]
     result["datasets"]["persona_games"] = _dataset(scores, ceilings, rows, None)
+    if agent is not None:
+        result["datasets"]["persona_games"]["labels"] = label_info(rows, tree, num_rollouts)
     return result
 
 
 def _dataset(scores: dict, ceilings: dict, rows: list[Rows], mean_result) -> dict:
-    return {"targets": {t: {"networks": nets, "ceiling": ceilings[t]} for t, nets in scores.items() if nets},
-            "rows": [int(len(r.move)) for r in rows], "test_games": [int(len(np.unique(r.game[r.splits[2]]))) for r in rows],
-            "mean_result": mean_result}
+    out = {"targets": {t: {"networks": nets, "ceiling": ceilings[t]} for t, nets in scores.items() if nets},
+           "rows": [int(len(r.move)) for r in rows], "test_games": [int(len(np.unique(r.game[r.splits[2]]))) for r in rows],
+           "mean_result": mean_result}
+    if all(r.seen is not None for r in rows):
+        out["test_rows_unseen"] = [int((~r.seen[r.splits[2]]).sum()) for r in rows]
+        out["test_rows"] = [int(len(r.splits[2])) for r in rows]
+    return out

@@ -16,10 +16,27 @@ import numpy as np
 
 from experiments.statistics import RULE_TEXT, Interval, seed_interval, verdict
 
-# Quality bars: a claim about an agent or a simulator is flagged when its subject misses them.
-BARS = {"rl": ("loss_vs_perfect", 0.02), "pretrain_rl": ("loss_vs_perfect", 0.01),
-        "rl_shared_value": ("loss_vs_perfect", 0.02), "next_token": ("simulator_gap", 0.02),
-        "next_token_mtp": ("simulator_gap", 0.02)}
+# Quality bars per game: a claim about an agent or a simulator is flagged when its subject
+# misses any of them. A bar is (measure, "at_most" | "at_least", value).
+_C4_AGENT = (("loss_vs_perfect", "at_most", 0.05), ("win_vs_random", "at_least", 0.95))
+BARS = {
+    "tictactoe": {"rl": (("loss_vs_perfect", "at_most", 0.02),), "pretrain_rl": (("loss_vs_perfect", "at_most", 0.01),),
+                  "rl_shared_value": (("loss_vs_perfect", "at_most", 0.02),),
+                  "next_token": (("simulator_gap", "at_most", 0.02),),
+                  "next_token_mtp": (("simulator_gap", "at_most", 0.02),)},
+    "connect_four": {"rl": _C4_AGENT, "pretrain_rl": _C4_AGENT, "rl_shared_value": _C4_AGENT,
+                     "next_token": (("simulator_gap", "at_most", 0.05),),
+                     "next_token_mtp": (("simulator_gap", "at_most", 0.05),)},
+}
+
+
+def bars_for(game: str) -> dict[str, tuple]:
+    """The quality bars of a game (``connect_four:5x4`` has connect-four's)."""
+    return BARS[game.partition(":")[0]]
+
+
+def bar_text(measure: str, way: str, value: float) -> str:
+    return f"{measure.replace('_', ' ')} {'≤' if way == 'at_most' else '≥'} {value}"
 TITLES = {
     "1": "An agent represents its terminal goal (its value); a simulator need not",
     "2": "A simulator holds characters; the current one is inferable from its residual stream",
@@ -86,11 +103,18 @@ def emergence(net: list[dict], control: list[dict], within: bool = False, ceilin
     return np.asarray(values), np.asarray(reps)  # [S], [S, B]
 
 
-def score(net: list[dict], within: bool = False):
-    """Per seed: the score at the chosen layer and its replicates (for a network or a head)."""
-    key, boot = ("within_r2", "boot_within_r2") if within else ("test_r2", "boot_r2")
-    return (np.asarray([n[key][n["layer"]] for n in net]),
-            np.asarray([np.asarray(n[boot])[:, n["layer"]] for n in net]))
+def score(net: list[dict], within: bool = False, unseen: bool = False):
+    """Per seed: the score at the chosen layer and its replicates (for a network or a head);
+    ``unseen``: on the test positions never seen in training."""
+    key, boot = ("within_r2", "boot_within_r2") if within else ("unseen_r2", "boot_unseen_r2") if unseen else \
+        ("test_r2", "boot_r2")
+    return (np.asarray([n[key][n["layer"]] for n in net], float),
+            np.asarray([np.asarray(n[boot], float)[:, n["layer"]] for n in net]))
+
+
+def has_unseen(net: list[dict]) -> bool:
+    """Whether scores on never-seen positions were measured (every seed has some)."""
+    return all(n.get("unseen_r2") is not None for n in net)
 
 
 def own_games_interval(values_S, reps_SxB) -> Interval:
@@ -126,8 +150,14 @@ def value_table(measure: dict, dataset: str, target: str) -> dict:
     nets, ceil = entry["networks"], entry["ceiling"]
     controls = {"policy": "random_init", "simulator": "random_init", "critic": "random_init_critic"}
     out = {"ceiling": own_games_interval(*score(ceil))}
+    if has_unseen(ceil):
+        out["ceiling_unseen"] = own_games_interval(*score(ceil, unseen=True))
     for name, per_seed in nets.items():
         row = {"r2": own_games_interval(*score(per_seed)), "layers": [n["layer"] for n in per_seed]}
+        if has_unseen(per_seed):
+            row["r2_unseen"] = own_games_interval(*score(per_seed, unseen=True))
+        if per_seed[0].get("test_rmse") is not None:
+            row["residual_rms"] = seed_interval([n["test_rmse"][n["layer"]] for n in per_seed])
         if name in controls and controls[name] in nets:
             ctrl = nets[controls[name]]
             row["control_r2"] = own_games_interval(*score([{**c, "layer": n["layer"]} for c, n in zip(ctrl, per_seed)]))
@@ -139,11 +169,12 @@ def value_table(measure: dict, dataset: str, target: str) -> dict:
     return out
 
 
-def paired(a: list[dict], b: list[dict]) -> Interval:
+def paired(a: list[dict], b: list[dict], unseen: bool = False) -> Interval:
     """Network a minus network b on the same tokens and seeds: held-out R² each at its own
     validation-chosen layer (the random-init control is the same network for both, so it is not
-    subtracted: at different layers it would add a difference of controls to the statistic)."""
-    (ra, ba), (rb, bb) = score(a), score(b)
+    subtracted: at different layers it would add a difference of controls to the statistic).
+    ``unseen``: on the test positions never seen in training."""
+    (ra, ba), (rb, bb) = score(a, unseen=unseen), score(b, unseen=unseen)
     return own_games_interval(ra - rb, ba - bb)
 
 
@@ -157,11 +188,19 @@ def claim1(measures: dict[str, dict], agent: str = "rl", smallest: float = 0.05)
         return not_judged("1", f"no {agent} run in this preset")
     evidence: dict = {}
     for regime, m in measures.items():
-        nets = m["datasets"]["own_games"]["targets"]["agent_value"]["networks"]
+        own = m["datasets"]["own_games"]
+        nets = own["targets"]["agent_value"]["networks"]
         if regime != agent:
             iv_ = paired(nets["policy"], nets["simulator"])
             evidence[f"{regime}: policy trunk minus simulator"] = iv_
             evidence[f"{regime}: rule gives"] = verdict(iv_, smallest)["verdict"]
+        if has_unseen(nets["policy"]) and has_unseen(nets["simulator"]):
+            evidence[f"{regime}: policy trunk minus simulator, on positions never seen in training"] = \
+                paired(nets["policy"], nets["simulator"], unseen=True)
+        labels = own.get("labels") or {}
+        if labels.get("rollouts"):
+            evidence[f"{regime}: V^π label"] = (f"{labels['method']}, {labels['rollouts']} games per history; "
+                                                f"standard error (rms) {np.mean(labels['label_se_rms']):.3f}")
         if "critic" in nets:
             evidence[f"{regime}: critic trunk minus simulator (not judged: the critic is trained on the value)"] = \
                 paired(nets["critic"], nets["simulator"])
@@ -202,6 +241,13 @@ def claim2(results: dict, smallest: float = 0.02) -> Claim:
                 "bayes_ceiling": ceiling, "layers": layers,
                 "fraction_of_gap": shared_games_interval((acc - ctrl) / (ceiling - ctrl), (acc_b - ctrl_b) / (ceiling - ctrl_b)),
                 "selectivity_vs_control_task": seed_interval(acc - task)}
+    if all(r.get("unseen_score") is not None for r in entry["trained"] + entry["random_init"]):
+        unseen = [np.asarray([r["unseen_score"][l] for r, l in zip(entry[k], layers)], float)
+                  for k in ("trained", "random_init")]
+        evidence["minus random init, on positions never seen in training"] = seed_interval(unseen[0] - unseen[1])
+        if suite.get("seen"):
+            evidence["test positions never seen in training"] = (f"{suite['seen']['test_rows_unseen']} of "
+                                                                 f"{suite['seen']['test_rows']}")
     for run in results["analyses"].get("behaviour", {}).get("runs", {}).values():
         if isinstance(run.get("prompted_strength"), dict):  # behaviour beside the probe
             for persona, vs in run["prompted_strength"].items():
@@ -321,29 +367,35 @@ def judge_all(results: dict) -> dict[str, Claim]:
 # ---------------------------------------------------------------------------------- subjects
 
 
-def quality(finals: dict[str, dict]) -> dict:
-    """Each run's quality numbers (loss against random and perfect, simulator gap) as intervals
-    over seeds, and whether it meets its bar."""
+def quality(finals: dict[str, dict], game: str = "tictactoe") -> dict:
+    """Each run's quality numbers (loss against random, greedy and perfect, win against random,
+    simulator gap, also on positions never seen in training) as intervals over seeds, and whether
+    it meets each of its game's bars."""
+    bars = bars_for(game)
     out = {}
     for regime, final in finals.items():
         m = final["matches"]
-        row = {k: seed_interval(m[f"eval/loss_vs_{p}"]).as_dict() for k, p in
-               (("loss_vs_random", "random"), ("loss_vs_perfect", "perfect"), ("loss_vs_greedy", "greedy"))
-               if f"eval/loss_vs_{p}" in m}
+        row = {k: seed_interval(m[f"eval/{k}"]).as_dict() for k in
+               ("loss_vs_random", "loss_vs_perfect", "loss_vs_greedy", "win_vs_random") if f"eval/{k}" in m}
         row["simulator_gap"] = seed_interval(final["simulator"]["gap"]).as_dict()
-        if regime in BARS:
-            key, bar = BARS[regime]
-            row["bar"] = {"measure": key, "at_most": bar, "mean": row[key]["mean"],
-                          "meets": bool(row[key]["mean"] <= bar)}
+        if final["simulator"].get("gap_unseen") is not None:
+            row["simulator_gap_unseen"] = seed_interval(final["simulator"]["gap_unseen"]).as_dict()
+        row["bars"] = []
+        for key, way, value in bars.get(regime, ()):
+            mean = row[key]["mean"] if key in row else float("nan")
+            meets = bool(mean <= value) if way == "at_most" else bool(mean >= value)
+            row["bars"].append({"measure": key, way: value, "mean": mean, "meets": meets,
+                                "text": bar_text(key, way, value)})
         out[regime] = row
     return out
 
 
 def flags(claim: Claim, quality_: dict) -> list[str]:
-    """The subjects of a claim that miss their quality bar, as sentences for the report."""
+    """The subjects of a claim that miss a quality bar, as sentences for the report."""
     out = []
     for subject in claim.subjects:
-        bar = quality_.get(subject, {}).get("bar")
-        if bar and not bar["meets"]:
-            out.append(f"`{subject}` misses its bar: {bar['measure'].replace('_', ' ')} {bar['mean']:.3f} > {bar['at_most']}")
+        for bar in quality_.get(subject, {}).get("bars", ()):
+            if not bar["meets"]:
+                out.append(f"`{subject}` misses its bar: {bar['measure'].replace('_', ' ')} {bar['mean']:.3f}, "
+                           f"wanted {bar['text']}")
     return out

@@ -14,17 +14,20 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from envs import make_game
+from envs.dataset import solvable
+from envs.solver import solved
 from experiments.analysis.behaviour import analyse_behaviour
 from experiments.analysis.change import analyse_change
 from experiments.analysis.layer_reset import analyse_layer_reset
-from experiments.analysis.model import LoadedModel
+from experiments.analysis.model import LoadedModel, parameter_count
 from experiments.analysis.probe_suite import analyse_probes
 from experiments.analysis.rl_amount import analyse_rl_amount, value_over_checkpoints
 from experiments.analysis.steering import analyse_steering
 from experiments.analysis.timeline import analyse_timeline
 from experiments.analysis.value_probes import measure_value
 from experiments.config import ConfigError, load_config
-from experiments.presets import PRESET_SEEDS, SIZES, STAGES
+from experiments.presets import BASE_PRESET, PRESET_SEEDS, SIZES, STAGES
 from experiments.report import figures as F
 from experiments.report.claims import flags, judge_all, quality
 from experiments.report.report import report
@@ -55,8 +58,12 @@ def reproduce(preset: str, out: str | Path, *, force: bool = False, resume: bool
         if force and not resume:
             shutil.rmtree(out)
     sizes = SIZES[preset] if probe_games is None else replace(SIZES[preset], probe_games=probe_games)
-    base_preset = "quick" if preset == "paper" else preset
+    base_preset = BASE_PRESET.get(preset, preset)
     seeds = PRESET_SEEDS[preset]
+    game = load_config(base_preset, overrides=list(overrides)).data.game
+    if not solvable(make_game(game)):  # before any training: the claims need exact values
+        raise ConfigError(f"reproduce needs exact values on {game}, which has too many positions to solve here "
+                          "(claims 1, 2, 5 and 6 read the solver's table); use a board of at most 6x4 or 5x5")
     started = time.time()
     timings, finals, dirs = {}, {}, {}
     for name, stage in STAGES[preset]:
@@ -72,7 +79,8 @@ def reproduce(preset: str, out: str | Path, *, force: bool = False, resume: bool
                   on_message=on_message)
         timings[name] = round(time.time() - t0, 1)
         finals[name] = json.loads((run_dir / "final.json").read_text())
-    results = {"preset": preset, "sizes": asdict(sizes), "quality": quality(finals), "finals": finals}
+    results = {"preset": preset, "game": game_facts(game, dirs), "sizes": asdict(sizes),
+               "quality": quality(finals, game), "finals": finals}
     t0 = time.time()
     analyses, figures = run_analyses(dirs, out / "figures", sizes, on_message, root=out, value_only=value_only)
     results["analyses"] = analyses
@@ -90,6 +98,29 @@ def reproduce(preset: str, out: str | Path, *, force: bool = False, resume: bool
                                 "quality": results["quality"], "seconds": timings},
                  mode=log.wandb, project=log.project)
     return results
+
+
+def game_facts(game_name: str, dirs: dict[str, Path]) -> dict:
+    """What the report states at its top: the game and board, how many positions it has (against
+    which the networks' size is read), its value under perfect play, the networks' size."""
+    game = make_game(game_name)
+    facts: dict = {"name": game.name, "title": describe(game), "positions": None, "perfect_play": None}
+    if solvable(game):
+        sg = solved(game)
+        root = sg._rows_by_depth[0][0]
+        facts["positions"] = int(sg.num_states)
+        facts["perfect_play"] = {1.0: "a first-player win", 0.0: "a draw", -1.0: "a second-player win"}[
+            float(sg.minimax_x[root])]
+    first = next(iter(dirs.values()), None)
+    if first is not None:
+        facts["parameters"] = parameter_count(read_config(first))
+    return facts
+
+
+def describe(game) -> str:
+    if game.name == "tictactoe":
+        return "tic-tac-toe (3×3)"
+    return f"connect-four {game.width}×{game.height} ({game.k} in a row)"
 
 
 def _is_reproduction(out: Path) -> bool:
@@ -146,7 +177,7 @@ def run_analyses(dirs: dict[str, Path], fig_dir: Path, sizes, on_message=print, 
         for agent in AGENTS:
             if agent in have:
                 value["agents"][agent] = relative_paths(
-                    measure_value(model(agent), simulator, sizes.value_games), root)
+                    measure_value(model(agent), simulator, sizes.value_games, num_rollouts=sizes.value_rollouts), root)
         for name in ("next_token", "next_token_mtp"):
             if name in have and not value_only:
                 value["simulators"][name] = relative_paths(measure_value(None, model(name), sizes.value_games), root)
@@ -183,7 +214,8 @@ def run_analyses(dirs: dict[str, Path], fig_dir: Path, sizes, on_message=print, 
         paths += F.plot_change(results["change"], fig_dir)
         lap("change")
         amount = analyse_rl_amount(have["next_token"], have["pretrain_rl"])
-        amount["value"] = value_over_checkpoints(have["pretrain_rl"], sizes.value_games // 2, sizes.rl_checkpoints)
+        amount["value"] = value_over_checkpoints(have["pretrain_rl"], sizes.value_games // 2, sizes.rl_checkpoints,
+                                                 num_rollouts=sizes.value_rollouts)
         results["rl_amount"] = amount
         paths += F.rl_amount(amount, fig_dir)
         lap("rl_amount")

@@ -69,6 +69,22 @@ def reset(arena: Arena, key: jax.Array, opponent_logits: jax.Array,
     return _opponent_moves(arena, env, k_move)
 
 
+def start_from(arena: Arena, moves_M: jax.Array, agent_side: jax.Array, opponent: jax.Array) -> EnvState:
+    """A game already played up to the given moves (``moves_M``: int32[max_moves], -1 after the
+    last), the agent on ``agent_side`` against pool opponent ``opponent``: the start of a
+    rollout from a history. Nobody moves here, so it should be the agent's turn (or the game over)."""
+    lay = arena.layout
+
+    def play(state, a):
+        return jax.tree.map(lambda new, old: jnp.where(a >= 0, new, old), arena.game.step(state, jnp.maximum(a, 0)),
+                            state), None
+
+    state, _ = jax.lax.scan(play, arena.game.init(), moves_M)
+    tokens = jnp.full(lay.seq_len, lay.pad, jnp.int32).at[0].set(lay.bos)
+    tokens = tokens.at[lay.prefix_len:lay.prefix_len + lay.max_moves].set(jnp.where(moves_M >= 0, moves_M, lay.pad))
+    return EnvState(state, tokens, jnp.int32(agent_side), jnp.int32(opponent))
+
+
 def observe(arena: Arena, env: EnvState) -> Obs:
     position = arena.layout.prefix_len - 1 + env.game.num_moves
     return Obs(env.tokens, position, arena.game.legal_mask(env.game))
@@ -102,7 +118,8 @@ def filled(arena: Arena, env: EnvState) -> jax.Array:
 
 
 def play_games(arena: Arena, policy: Policy, k_reset: jax.Array, k_play: jax.Array, num_games: int,
-               opponent_logits: jax.Array, o_prob: float = 0.5) -> tuple[EnvState, Turn]:
+               opponent_logits: jax.Array, o_prob: float = 0.5,
+               start: EnvState | None = None) -> tuple[EnvState, Turn]:
     """Whole games of a sampling agent against the pool (side and opponent drawn per game, the
     agent O with probability ``o_prob``), one agent decision per ``lax.scan`` step: PPO's
     rollout and the agent's own games for analysis.
@@ -111,9 +128,16 @@ def play_games(arena: Arena, policy: Policy, k_reset: jax.Array, k_play: jax.Arr
     num_actions)``, over the key/value cache): it reads the opening once, then each turn the
     agent's move and the opponent's reply. Returns the final environments (their tokens are the
     whole games) and the turns, [turns, games].
+
+    ``start``: batched games to continue instead of new ones (``start_from``; ``k_reset`` and
+    ``opponent_logits`` are then unused): rollouts from given histories, e.g. Monte Carlo V^π.
     """
     turns = (arena.game.max_moves + 1) // 2  # most decisions one side makes in a game
-    envs = jax.vmap(lambda k: reset(arena, k, opponent_logits, o_prob=o_prob))(jax.random.split(k_reset, num_games))
+    if start is None:
+        envs = jax.vmap(lambda k: reset(arena, k, opponent_logits, o_prob=o_prob))(jax.random.split(k_reset, num_games))
+        opening = arena.layout.prefix_len + 1
+    else:
+        envs, opening = start, arena.layout.seq_len  # the whole history is read first
 
     def act(envs, logits, value, key):
         k_act, k_env = jax.random.split(key)
@@ -132,9 +156,9 @@ def play_games(arena: Arena, policy: Policy, k_reset: jax.Array, k_play: jax.Arr
         state, logits, value = policy.advance(state, envs.tokens, filled(arena, envs))
         return (envs, state, logits, value), t
 
-    # The opening holds at most the opponent's first move. The last turn is outside the scan:
-    # nothing reads the network after it (a lax.cond skipping it would copy the cache each turn).
-    state, logits, value = policy.start(envs.tokens[:, :arena.layout.prefix_len + 1], filled(arena, envs))
+    # A new game's opening holds at most the opponent's first move. The last turn is outside the
+    # scan: nothing reads the network after it (a lax.cond skipping it would copy the cache each turn).
+    state, logits, value = policy.start(envs.tokens[:, :opening], filled(arena, envs))
     keys = jax.random.split(k_play, turns)
     (envs, _, logits, value), traj = jax.lax.scan(turn, (envs, state, logits, value), keys[:-1])
     envs, last = act(envs, logits, value, keys[-1])

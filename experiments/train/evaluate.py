@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from envs import make_game
-from envs.dataset import Layout, generate
+from envs.dataset import Layout, generate, solvable
 from envs.personas import make_persona
 from experiments.config import Config, held_out_data
 from experiments.runs.run import to_host
@@ -123,17 +123,44 @@ def make_match_eval(cfg, layout: Layout, graphdef, persona_names, games_per_cell
 
 
 ALL_PERSONAS = ("random", "greedy", "perfect", "center", "corner")
+# Connect-four's skill ladder (``corner`` is tic-tac-toe-flavoured: the outer columns are weak).
+CONNECT_FOUR_PERSONAS = ("random", "greedy", "center", "depth:2", "perfect")
+NEEDS_TABLE = ("perfect", "noisy_perfect")  # personas that read the solver's table
 
 
-def final_evaluation(cfg: Config, layout: Layout, graphdef, params) -> dict:
-    """Per-seed win/draw/loss against every persona, and the simulator's held-out loss."""
-    matches = make_match_eval(cfg, layout, graphdef, ALL_PERSONAS, cfg.train.final_games_per_cell)(params)
+def playable(game_name: str, names) -> tuple[str, ...]:
+    """The personas of ``names`` that can play on this board: without the ones that need the
+    solver's table where the board is too big to solve."""
+    if solvable(make_game(game_name)):
+        return tuple(names)
+    return tuple(n for n in names if n.partition(":")[0] not in NEEDS_TABLE)
+
+
+def evaluation_personas(game_name: str) -> tuple[str, ...]:
+    """Who the final evaluation plays: every tic-tac-toe persona, or connect-four's ladder."""
+    return playable(game_name, ALL_PERSONAS if game_name == "tictactoe" else CONNECT_FOUR_PERSONAS)
+
+
+def final_evaluation(cfg: Config, layout: Layout, graphdef, params, train_positions: np.ndarray | None = None) -> dict:
+    """Per-seed win/draw/loss against every persona, and the simulator's held-out loss: on every
+    held-out position and, given the sorted position keys of the training games, on the
+    positions never seen in training (``gap_unseen``)."""
+    matches = make_match_eval(cfg, layout, graphdef, evaluation_personas(cfg.data.game),
+                              cfg.train.final_games_per_cell)(params)
     matches = {k: np.asarray(v).tolist() for k, v in to_host(matches).items()}
-    held_out = generate(held_out_data(cfg, cfg.train.eval_games))
-    nll = jax.jit(jax.vmap(lambda p: move_nll(graphdef, p, layout, jnp.asarray(held_out["tokens"]))))(params)
+    held_out = generate(held_out_data(cfg, cfg.train.eval_games), labels=False)
+    nll = np.asarray(jax.jit(jax.vmap(lambda p: move_nll(graphdef, p, layout, jnp.asarray(held_out["tokens"]))))(params))
     mask = held_out["move_mask"]
-    loss = (np.asarray(nll) * mask).sum((1, 2)) / mask.sum()
+    loss = (nll * mask).sum((1, 2)) / mask.sum()
     bayes = held_out.bayes_optimal_loss()
-    return {"seeds": list(cfg.train.seeds), "matches": matches,
-            "simulator": {"move_loss": loss.tolist(), "bayes_optimal_loss": bayes,
-                          "gap": (loss - bayes).tolist()}}
+    simulator = {"move_loss": loss.tolist(), "bayes_optimal_loss": bayes, "gap": (loss - bayes).tolist()}
+    if train_positions is not None:
+        i = np.clip(np.searchsorted(train_positions, held_out["position"]), 0, max(len(train_positions) - 1, 0))
+        new = mask & ~(train_positions[i] == held_out["position"] if len(train_positions) else False)
+        best = held_out["persona_logp" if held_out.config.persona_prompt else "bayes_logp"]
+        n = max(int(new.sum()), 1)
+        simulator["unseen_moves"] = int(new.sum())
+        simulator["moves"] = int(mask.sum())
+        simulator["gap_unseen"] = (((nll * new).sum((1, 2)) + (best * new).sum()) / n).tolist() if new.any() else \
+            [float("nan")] * len(loss)
+    return {"seeds": list(cfg.train.seeds), "matches": matches, "simulator": simulator}

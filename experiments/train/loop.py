@@ -113,7 +113,9 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
                 return Result(run, state, trainer, interrupted=True)
         if progress:
             progress.update(task, completed=max(total, 1))
-        final = final_evaluation(cfg, layout, trainer.graphdef, state["params"])
+        # The simulator gap on never-seen positions needs the training games: a next_token run has them.
+        seen = None if train_set is None else np.unique(train_set["position"][train_set["move_mask"]])
+        final = final_evaluation(cfg, layout, trainer.graphdef, state["params"], seen)
         (run.path / "final.json").write_text(json.dumps(final, indent=2))
         run.summarize_wandb(final)
         run.set_status("finished", step=step)

@@ -21,7 +21,7 @@ from envs.personas import make_persona
 from experiments.config import Config
 from experiments.train import arena as A
 from experiments.train.devices import jit_seeds, shard_seeds
-from experiments.train.evaluate import make_match_eval
+from experiments.train.evaluate import make_match_eval, playable
 from experiments.train.policy import make_policy, policy_at
 from experiments.train.trainer import Trainer, traced_at_most
 from models.transformer import init_params
@@ -92,7 +92,8 @@ def make_ppo(cfg: Config, layout: Layout, init_from=None, ref_params=None, cache
     if ref_params is None:
         ref_params = init_from
     use_kl = p.kl_coef > 0 and ref_params is not None
-    match_eval = make_match_eval(cfg, layout, graphdef, ("random", "perfect"), t.eval_games_per_cell)
+    match_eval = make_match_eval(cfg, layout, graphdef, playable(cfg.data.game, ("random", "perfect")),
+                                 t.eval_games_per_cell)
 
     def init(keys):
         params = init_from

@@ -16,8 +16,9 @@ from models.transformer import init_params
 
 
 def datasets(cfg: Config) -> tuple[Dataset, Dataset, Dataset]:
-    """(train, val, full) splits of the run's dataset, split by whole games."""
-    data = generate(cfg.data)
+    """(train, val, full) splits of the run's dataset, split by whole games (without the labels
+    that need the solver's table: training reads tokens and the Bayes-optimal loss only)."""
+    data = generate(cfg.data, labels=False)
     n_val = min(cfg.train.eval_games, len(data) // 5)
     val_idx, train_idx = split_by_game(len(data), (n_val / len(data), 1 - n_val / len(data)), cfg.data.seed)
     return data.subset(train_idx), data.subset(val_idx), data
