@@ -81,7 +81,7 @@ def root(sg):
     return int(np.flatnonzero(sg.depth == 0)[0])
 
 
-@pytest.mark.parametrize("size", [(4, 4, 3), (4, 4, 4)])
+@pytest.mark.parametrize("size", [(4, 4, 3), pytest.param((4, 4, 4), marks=pytest.mark.slow)])
 def test_matches_brute_force(size):
     w, h, k = size
     sg, brute = solved(make_game(f"connect_four:{w}x{h}x{k}")), Brute(w, h, k)

@@ -174,6 +174,7 @@ def test_a_cache_built_without_the_steer_differs():
     assert not np.allclose(step.logits_KxBxV, full.logits_KxBxTxV[:, :, 5], atol=1e-3)
 
 
+@pytest.mark.slow  # ~9 s; the vmapped cached rollout is also exercised by tests/test_arena.py
 def test_vmap_over_seeds_in_a_scan():
     """Seeds vmapped (stacked params, one cache per seed), tokens appended one by one in a
     ``lax.scan``: each seed's outputs are its own full pass's."""

@@ -84,6 +84,7 @@ FORWARD = """
 """
 
 
+@pytest.mark.slow  # a two-device subprocess (~9 s)
 def test_analysis_forward_over_two_devices(tmp_path, tiny_next_token):
     """``LoadedModel`` on two devices: params split by seed, per-seed tokens too, and the same
     activations and logits as on one device (shared tokens and one set per seed, several batches)."""

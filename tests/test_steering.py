@@ -128,6 +128,7 @@ def test_steered_play_at_alpha_zero_is_the_match_evaluation(toy):
                     assert hit.mean() == pytest.approx(float(ref[f"eval/{k}_vs_{opp}_as_{side}"][s]))
 
 
+@pytest.mark.slow  # the whole experiment (~14 s); the steering hook itself is tested above
 def test_steering_experiment_runs_and_alpha_zero_is_the_baseline(toy):
     alphas = (-2.0, 0.0, 2.0)
     res = steering_experiment(toy, layers=[0, 2], alphas=alphas, num_games=150, games_per_cell=4, num_random=2)
