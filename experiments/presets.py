@@ -52,7 +52,7 @@ PRESETS["c4-tiny"] = {  # for tests: the tiny preset on 4×4
 # an earlier stage's run directory as {run:NAME}. Stages run in order.
 STAGES = {
     # Every figure but F8 (no multi-token run) at reduced size, F6 for the simulator only, in about
-    # six minutes on 2 cores (340 s measured from a fresh clone, cold compile cache, idle machine).
+    # seven minutes on 2 cores (392 s measured from a fresh clone, cold compile cache, idle machine).
     "quick": [
         ("next_token", ["train.regime='next_token'", "train.steps=1000", "train.chunk=25",
                         "data.num_games=100000", "train.log_checkpoints=14", "train.checkpoint_every=40"]),
