@@ -113,6 +113,7 @@ def toy():
     return LoadedModel(cfg, layout, graphdef, params)
 
 
+@pytest.mark.slow  # two playouts compiled (~12 s); alpha = 0 is also checked on the forward pass above
 def test_steered_play_at_alpha_zero_is_the_match_evaluation(toy):
     g = 8
     ref = make_match_eval(toy.cfg, toy.layout, toy.graphdef, OPPONENTS, games_per_cell=g)(toy.params)
