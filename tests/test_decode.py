@@ -201,6 +201,7 @@ def test_vmap_over_seeds_in_a_scan():
     assert not np.allclose(logits[0], logits[1])  # two seeds, two networks
 
 
+@pytest.mark.slow  # ~10 s; the cached playout = the uncached one is also tested in tests/test_arena.py
 def test_greedy_rollout_matches_full_recompute():
     """The use it is for: a greedy rollout in ``lax.scan`` with the cache plays the same tokens
     and values as re-running the whole prefix every step."""
