@@ -231,12 +231,15 @@ def _with_rollouts(agent: LoadedModel, moves_by_seed, built, num_rollouts: int, 
 
 
 def agent_rows(agent: LoadedModel, sim_cfg, games: AgentGames, tree: GameTree | None, num_rollouts: int,
-               seed: int, train_positions: np.ndarray | None = None) -> tuple[list[Rows], list[tuple]]:
+               seed: int, train_positions: np.ndarray | None = None,
+               values: np.ndarray | None = None) -> tuple[list[Rows], list[tuple]]:
     """Per seed: the agent's decisions in its own games with every value target and, when
     ``train_positions`` is given, which positions were seen in training; and the (game, move)
-    index of each row. V^π exact on the tree when there is one, else Monte Carlo."""
+    index of each row. V^π exact on the tree when there is one (``values``: ``agent_values`` of
+    this agent on it, when the caller already has them), else Monte Carlo."""
     if tree is not None:
-        values, mixture = agent_values(agent, tree), mixture_values(tree, sim_cfg.data)
+        values = agent_values(agent, tree) if values is None else values
+        mixture = mixture_values(tree, sim_cfg.data)
         built = [own_game_rows(tree, games, s, values, mixture, seed) for s in range(agent.num_seeds)]
     else:
         built = [_replayed_own_rows(sim_cfg, games, s, seed) for s in range(agent.num_seeds)]
@@ -301,11 +304,13 @@ def measure_value(agent: LoadedModel | None, simulator: LoadedModel, num_games: 
                     "simulator": str(simulator.run_dir), "agent": str(agent.run_dir) if agent else None,
                     "regime": agent.cfg.train.regime if agent else simulator.cfg.train.regime, "datasets": {}}
     control = (agent or simulator).at_init()
+    # V^π on the whole tree, once: own games and persona games read it at their histories.
+    values = agent_values(agent, tree) if agent is not None and tree is not None else None
 
     # OWN GAMES: each agent seed's rollouts, at its decisions.
     if agent is not None:
         games = agent_games(agent, num_games, seed)
-        rows, index = agent_rows(agent, simulator.cfg, games, tree, num_rollouts, seed, train_positions)
+        rows, index = agent_rows(agent, simulator.cfg, games, tree, num_rollouts, seed, train_positions, values)
         nets = {"policy": (agent, "policy"), "simulator": (simulator, "policy"), "random_init": (control, "policy")}
         if agent.cfg.model.value_head == "critic":
             nets |= {"critic": (agent, "critic"), "random_init_critic": (control, "critic")}
@@ -318,7 +323,6 @@ def measure_value(agent: LoadedModel | None, simulator: LoadedModel, num_games: 
 
     # PERSONA GAMES: held-out games of the mixture, a fresh set per seed.
     datas = [generate(held_out_data(simulator.cfg, num_games, index=1 + s)) for s in range(num_s)]
-    values = agent_values(agent, tree) if agent is not None and tree is not None else None
     built = [_persona_rows(tree, d, values, s, seed) for s, d in enumerate(datas)]
     if agent is not None and tree is None:
         built = _with_rollouts(agent, [d["moves"] for d in datas], built, num_rollouts, seed + 1)
