@@ -36,6 +36,7 @@ from envs.personas import make_persona, probs_table
 from envs.solver import solved
 from experiments.analysis.model import LoadedModel
 from experiments.train import arena as A
+from experiments.train.arena import opponent_pool
 from experiments.train.policy import make_policy
 
 
@@ -55,12 +56,6 @@ def exact_tree(game_name: str) -> GameTree | None:
     return game_tree(game_name)
 
 
-def opponent_pool(cfg) -> tuple[tuple[str, ...], np.ndarray]:
-    """The PPO pool a run trains against: persona names with positive weight, and the weights."""
-    names = tuple(n for n, w in cfg.ppo.opponents.items() if w > 0)
-    return names, np.array([cfg.ppo.opponents[n] for n in names], np.float64)
-
-
 @dataclass(frozen=True)
 class AgentGames:
     """Each seed's own games (leading axes: seed, game)."""
@@ -78,8 +73,7 @@ def _games_fn(graphdef, game_name: str, layout, names: tuple[str, ...], weights:
     (the checkpoints of a run share it)."""
     game = make_game(game_name)
     arena = A.Arena(game, layout, tuple(make_persona(n, game) for n in names))
-    w = np.asarray(weights)
-    opp_logits = jnp.log(jnp.asarray(w / w.sum(), jnp.float32))
+    opp_logits = A.pool_logits(np.asarray(weights))
 
     @jax.jit
     def play(params, key):
@@ -229,7 +223,7 @@ def rollout_values(model: LoadedModel, moves_SxRxM: np.ndarray, side_SxR: np.nda
     training) against a pool opponent drawn from ``posterior_SxRxP[s, r]`` (``pool_posteriors``);
     the mean of the agent's results estimates V^π there, its standard error is std/√K. Rows with
     a nan posterior (no pool opponent could have played the history) come back nan."""
-    num_s, num_r, num_m = moves_SxRxM.shape
+    num_s, num_r, _ = moves_SxRxM.shape
     ok = np.isfinite(posterior_SxRxP).all(-1)
     with np.errstate(divide="ignore"):  # an opponent the history rules out: log 0 = -inf, never drawn
         log_post = np.log(np.where(ok[..., None], posterior_SxRxP, 1.0))

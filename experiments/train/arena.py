@@ -12,11 +12,23 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from envs.dataset import Layout
 from envs.game import Game, GameState
 from envs.personas import Persona, stacked_probs
 from experiments.train.policy import NEG, Policy
+
+
+def opponent_pool(cfg) -> tuple[tuple[str, ...], np.ndarray]:
+    """The PPO pool a run trains against: persona names with positive weight, and the weights."""
+    names = tuple(n for n, w in cfg.ppo.opponents.items() if w > 0)
+    return names, np.array([cfg.ppo.opponents[n] for n in names], np.float64)
+
+
+def pool_logits(weights: np.ndarray) -> jax.Array:
+    """The pool's sampling weights as the logits ``reset`` draws an opponent from."""
+    return jnp.log(jnp.asarray(weights / weights.sum(), jnp.float32))
 
 
 class Arena(NamedTuple):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from envs import make_game
@@ -78,10 +77,9 @@ def make_ppo(cfg: Config, layout: Layout, init_from=None, ref_params=None, cache
     if m.value_head == "none":
         raise ValueError("model.value_head: PPO needs a value head (critic or shared)")
     game = make_game(cfg.data.game)
-    names = tuple(n for n, w in p.opponents.items() if w > 0)
-    weights = np.array([p.opponents[n] for n in names])
+    names, weights = A.opponent_pool(cfg)
     arena = A.Arena(game, layout, tuple(make_persona(n, game) for n in names))
-    opp_logits = jnp.log(jnp.asarray(weights / weights.sum(), jnp.float32))
+    opp_logits = A.pool_logits(weights)
     num_a = game.num_actions
     turns = (game.max_moves + 1) // 2  # most decisions one side makes in a game
     mb_size = p.num_envs // p.minibatches
