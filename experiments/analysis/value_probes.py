@@ -32,7 +32,7 @@ positions, i.e. boards, absent from the simulator's training games; ``heldout.tr
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -248,13 +248,8 @@ def agent_rows(agent: LoadedModel, sim_cfg, games: AgentGames, tree: GameTree | 
 
 
 def _marked(built, train_positions):
-    rows = [b[0] if train_positions is None else _set_seen(b[0], seen_in(b[2], train_positions)) for b in built]
+    rows = [b[0] if train_positions is None else replace(b[0], seen=seen_in(b[2], train_positions)) for b in built]
     return rows, [b[1] for b in built]
-
-
-def _set_seen(rows: Rows, seen: np.ndarray) -> Rows:
-    rows.seen = seen
-    return rows
 
 
 def label_info(rows: list[Rows], tree: GameTree | None, num_rollouts: int) -> dict:
