@@ -105,19 +105,36 @@ class SolvedGame:
         out = jax.ShapeDtypeStruct(jnp.shape(lo), dtype)
         return jax.pure_callback(fn, out, hi, lo, vmap_method="broadcast_all")
 
+    @property
+    def root(self) -> int:
+        """Row of the empty board."""
+        return int(self._rows_by_depth[0][0])
+
     def expected_outcome(self, probs_x: np.ndarray, probs_o: np.ndarray) -> np.ndarray:
         """Exact expected X return from every state when X plays ``probs_x[N, A]`` and O plays
         ``probs_o[N, A]`` (rows are move distributions at each state)."""
-        value = np.where(self.terminal, self.returns_x, 0.0).astype(np.float64)
+        return self.backup(probs_x, probs_o).astype(np.float32)
+
+    def backup(self, probs_x: np.ndarray | None, probs_o: np.ndarray | None,
+               payoff: np.ndarray | None = None) -> np.ndarray:
+        """float64[N]: the expected ``payoff[N]`` (at terminal states; default X's return) from
+        every state when X plays ``probs_x`` and O plays ``probs_o``; a side given None instead
+        maximises the payoff over its legal moves (a best response; None for both is minimax on
+        a payoff both sides want high, rarely what is meant). With a 0/1 payoff this is the
+        probability of that result, e.g. the most often a player can beat random play."""
+        payoff = self.returns_x if payoff is None else payoff
+        value = np.where(self.terminal, payoff, 0.0).astype(np.float64)
         for d, rows in reversed(list(enumerate(self._rows_by_depth))):
             live = rows[~self.terminal[rows]]
             if live.size == 0:
                 continue
             ch = self.children[live]
-            child_v = np.where(ch >= 0, value[np.maximum(ch, 0)], 0.0)
-            probs = probs_x[live] if d % 2 == 0 else probs_o[live]
-            value[live] = np.sum(probs * child_v, axis=-1)
-        return value.astype(np.float32)
+            probs = probs_x if d % 2 == 0 else probs_o
+            if probs is None:
+                value[live] = np.max(np.where(ch >= 0, value[np.maximum(ch, 0)], -np.inf), axis=-1)
+            else:
+                value[live] = np.sum(probs[live] * np.where(ch >= 0, value[np.maximum(ch, 0)], 0.0), axis=-1)
+        return value
 
     @cached_property
     def _rows_by_depth(self) -> list[np.ndarray]:

@@ -140,10 +140,16 @@ def report(results: dict) -> str:
                      f"{iv(row.get('simulator_gap'))} | {iv(row.get('simulator_gap_unseen'))} | "
                      + (f"{'; '.join(b['text'] for b in bars)} | {'yes' if all(b['meets'] for b in bars) else '**no**'} |"
                         if bars else "– | – |"))
+    for name, ref in results.get("references", {}).items():
+        lines.append(f"| *{name} (exact)* | {ref['loss_vs_random']:.3f} | {ref['win_vs_random']:.3f} | "
+                     f"{ref['loss_vs_greedy']:.3f} | {ref['loss_vs_perfect']:.3f} | – | – | – | – |")
     game = (results.get("game") or {}).get("name", "tictactoe")
     lines += ["", "Loss and win rates: greedy (arg-max) play as X and as O against each persona; the simulator gap is "
               "the held-out next-move loss minus the Bayes-optimal loss of the persona mixture, on every held-out "
-              "position and on the positions (boards) that never occur in the run's training games. Bars: "
+              "position and on the positions (boards) that never occur in the run's training games. The exact rows "
+              "are the references from the solver's table, on the same terms: the perfect persona (uniform over "
+              "value-optimal moves, which does not try to exploit a weak opponent) and the best possible player "
+              "(each column's own optimum, a best response to that persona). Bars: "
               + ", ".join(f"{k} {'; '.join(bar_text for bar_text in _bar_texts(v))}" for k, v in bars_for(game).items())
               + ".", ""]
 

@@ -20,6 +20,7 @@ from envs.solver import solved
 from experiments.analysis.behaviour import analyse_behaviour
 from experiments.analysis.change import analyse_change
 from experiments.analysis.layer_reset import analyse_layer_reset
+from experiments.analysis.match_ceilings import match_ceilings
 from experiments.analysis.model import LoadedModel, parameter_count
 from experiments.analysis.probe_suite import analyse_probes
 from experiments.analysis.rl_amount import analyse_rl_amount, value_over_checkpoints
@@ -80,7 +81,7 @@ def reproduce(preset: str, out: str | Path, *, force: bool = False, resume: bool
         timings[name] = round(time.time() - t0, 1)
         finals[name] = json.loads((run_dir / "final.json").read_text())
     results = {"preset": preset, "game": game_facts(game, dirs), "sizes": asdict(sizes),
-               "quality": quality(finals, game), "finals": finals}
+               "quality": quality(finals, game), "references": match_ceilings(game), "finals": finals}
     t0 = time.time()
     analyses, figures = run_analyses(dirs, out / "figures", sizes, on_message, root=out, value_only=value_only)
     results["analyses"] = analyses
