@@ -89,7 +89,8 @@ def test_every_run_dir_is_on_the_board(reproduced):
 
 def test_a_board_too_big_to_solve_trains_and_probes_what_needs_no_table(tmp_path, capsys):
     """7×6: train a tiny simulator and agent against personas that need no table, probe the
-    targets that need none (board, persona, outcome), and refuse the value measure in one line."""
+    targets that need none (board, persona, outcome; over checkpoints too), and refuse the value
+    measure in one line."""
     from experiments import cli
 
     common = ["--preset", "tiny", "--quiet", "--set", "data.game='connect_four'", "--set", "log.wandb='disabled'",
@@ -104,6 +105,10 @@ def test_a_board_too_big_to_solve_trains_and_probes_what_needs_no_table(tmp_path
     assert {"board_mover", "persona_mover", "outcome_mover"} <= set(suite["targets"])
     assert not {"value_mover", "minimax_mover"} & set(suite["targets"])
     assert 0 < suite["seen"]["test_rows_unseen"] <= suite["seen"]["test_rows"]
+    assert cli.main(["probe", str(tmp_path / "next_token"), "--timeline", "--games", "100"]) == 0
+    timeline = json.loads((tmp_path / "next_token" / "timeline.json").read_text())
+    assert set(timeline["targets"]) == {"board_mover"}  # the value targets need the table
+    assert len(timeline["targets"]["board_mover"]) == len(timeline["steps"]) >= 2
     capsys.readouterr()
     assert cli.main(["probe", str(tmp_path / "rl")]) == 2
     assert "too many positions to solve" in capsys.readouterr().err
