@@ -34,8 +34,8 @@ C4_MIXTURE = {"random": 1.0, "greedy": 1.0, "center": 1.0, "depth:2": 1.0, "perf
 C4_POOL = {"random": 1.0, "greedy": 1.0, "depth:2": 1.0, "perfect": 2.0}  # perfect twice, as the PPO default
 # Every run of a preset shares the next_token run's data config, so "seen in training" means the
 # same games for all of them (``analysis.heldout.training_positions``).
-# PPO on 5×4 (a study of 9 settings × 3 seeds, 150 iterations × 256 games; /tmp notes in the
-# issue): both sides equally often (X, not O, is the side agents lose with here: 5×4 is a draw
+# PPO on 5×4 (a study of 7 settings × 3 seeds, 150 iterations × 256 games; in the closing note of
+# issue 12): both sides equally often (X, not O, is the side agents lose with here: 5×4 is a draw
 # whose openings are easy to lose) and a small entropy bonus (0.01: win rate against random 0.65
 # and loss against perfect 0.16 on average, against 0.59 and 0.21 at the tic-tac-toe default 0.1).
 C4_PPO = {"num_envs": 256, "opponents": C4_POOL, "o_fraction": 0.5, "ent_coef": 0.01}
