@@ -79,6 +79,27 @@ def _config(args, extra=()):
     return load_config(args.preset, args.config, list(args.overrides) + list(extra))
 
 
+def cmd_references(args) -> int:
+    from envs import make_game
+    from envs.dataset import solvable
+    from experiments.analysis.match_ceilings import match_ceilings
+
+    try:
+        game = make_game(args.game)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if not solvable(game):
+        raise UserError(f"references need exact values on {args.game}, which has too many positions to solve here")
+    rows = match_ceilings(args.game)
+    opponents = sorted({k.split("_vs_")[1] for k in rows["best possible"] if "_as_" not in k})
+    cols = [f"{m}_vs_{o}" for o in opponents for m in ("loss", "win")]
+    print(f"{game.name}: exact rates from the solver's table (mean of X and O, as the match evaluation counts)")
+    print(f"{'player':<18}" + "".join(f"{c.replace('_', ' '):>18}" for c in cols))
+    for name, row in rows.items():
+        print(f"{name:<18}" + "".join(f"{row[c]:>18.4f}" for c in cols))
+    return 0
+
+
 def cmd_data(args) -> int:
     from dataclasses import replace
 
@@ -555,6 +576,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     _add_config_args(p)
     p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("references", help="exact loss/win rates of the perfect persona and the best possible "
+                       "player against each persona (the ceilings beside the agents')",
+                       description="From the solver's table: what the perfect persona (uniform over value-optimal "
+                       "moves) and the best possible player (each measure's own optimum, a best response) score "
+                       "against random, greedy and perfect play, as X and O averaged, as the match evaluation counts.")
+    p.add_argument("--game", default="tictactoe", help="tictactoe or connect_four:WxH[xK] (a board the solver can enumerate)")
+    p.set_defaults(func=cmd_references)
 
     p = sub.add_parser("sweep", help="grid/random search over config fields × seeds",
                        description="Run every member of a sweep spec (TOML; see experiments/sweep.py "

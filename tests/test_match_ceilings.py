@@ -95,3 +95,14 @@ def test_backup_generalises_expected_outcome():
     best = sg.backup(None, perf)
     np.testing.assert_allclose(best, sg.minimax_x, atol=1e-9)
     assert sg.backup(perf, perf)[sg.root] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_the_references_command_prints_the_table_and_refuses_a_big_board(capsys):
+    from experiments import cli
+
+    assert cli.main(["references", "--game", "tictactoe"]) == 0
+    out = capsys.readouterr().out
+    best = next(line for line in out.splitlines() if line.startswith("best possible")).split()
+    assert best[-1] == "0.9667"  # win vs random: the independent search above agrees
+    assert cli.main(["references", "--game", "connect_four"]) == 2  # 7×6: no table
+    assert "too many positions" in capsys.readouterr().err

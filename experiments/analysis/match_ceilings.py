@@ -10,8 +10,6 @@ terms as the evaluation: the mean of the rates as X and as O (``train.evaluate``
 
 from __future__ import annotations
 
-import numpy as np
-
 from envs import make_game
 from envs.personas import make_persona, probs_table
 from envs.solver import solved
@@ -31,15 +29,22 @@ def match_ceilings(game_name: str, opponents: tuple[str, ...] = OPPONENTS) -> di
     tables = {n: probs_table(make_persona(n, game), game) for n in sorted({*opponents, REFERENCE})}
     x_wins, o_wins = sg.returns_x > 0, sg.returns_x < 0
     rows: dict[str, dict[str, float]] = {"perfect persona": {}, "best possible": {}}
+
+    def chance(probs_x, probs_o, result) -> float:
+        """P(result) from the empty board; a None side maximises it. Clipped: sums of float32
+        move probabilities can exceed 1 by rounding."""
+        return min(max(float(sg.backup(probs_x, probs_o, result)[root]), 0.0), 1.0)
+
+    ref = tables[REFERENCE]
     for opp in opponents:
         q = tables[opp]
-        # (measure, the agent's result as X, as O, +1: the best player maximises it, -1: minimises)
-        for measure, x_result, o_result, sign in (("win", x_wins, o_wins, 1.0), ("loss", o_wins, x_wins, -1.0)):
-            as_x = float(sg.backup(tables[REFERENCE], q, x_result)[root])
-            as_o = float(sg.backup(q, tables[REFERENCE], o_result)[root])
-            # The optimising side is None: it maximises sign × the result's indicator.
-            best_x = 0.0 + sign * float(sg.backup(None, q, sign * x_result.astype(np.float64))[root])
-            best_o = 0.0 + sign * float(sg.backup(q, None, sign * o_result.astype(np.float64))[root])
+        # The agent's result as X and as O, per measure: `win` when it wins, `loss` when the other side does.
+        for measure, x_result, o_result in (("win", x_wins, o_wins), ("loss", o_wins, x_wins)):
+            as_x, as_o = chance(ref, q, x_result), chance(q, ref, o_result)
+            if measure == "win":  # the agent side (None) maximises its chance of winning...
+                best_x, best_o = chance(None, q, x_result), chance(q, None, o_result)
+            else:  # ...or of not losing
+                best_x, best_o = 1.0 - chance(None, q, ~x_result), 1.0 - chance(q, None, ~o_result)
             for row, x, o in (("perfect persona", as_x, as_o), ("best possible", best_x, best_o)):
                 name = f"{measure}_vs_{opp}"
                 rows[row].update({name: (x + o) / 2, f"{name}_as_x": x, f"{name}_as_o": o})
