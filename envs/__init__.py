@@ -3,9 +3,9 @@
 Importing ``envs`` registers the gymnasium ids ``agentsim/<Game>-v0``.
 """
 
-from envs.connect_four import ConnectFour
-from envs.game import Game, GameState
-from envs.tictactoe import TicTacToe
+from agentsim.envs.connect_four import ConnectFour
+from agentsim.envs.game import Game, GameState
+from agentsim.envs.tictactoe import TicTacToe
 
 GAMES = {"tictactoe": TicTacToe, "connect_four": ConnectFour}
 
@@ -23,6 +23,6 @@ def make_game(name: str) -> Game:
                      "connect_four:WxHxK")
 
 
-from envs import gym_env as _gym_env  # noqa: E402,F401  (registers gymnasium ids)
+from agentsim.envs import gym_env as _gym_env  # noqa: E402,F401  (registers gymnasium ids)
 
 __all__ = ["Game", "GameState", "TicTacToe", "ConnectFour", "GAMES", "make_game"]

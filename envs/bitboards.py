@@ -22,9 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs.connect_four import ConnectFour
-from envs.game import Game, GameState
-from envs.tictactoe import LINES, TicTacToe
+from agentsim.envs.connect_four import ConnectFour
+from agentsim.envs.game import Game, GameState
+from agentsim.envs.tictactoe import LINES, TicTacToe
 
 NO_CHILD = -1
 

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs.game import GameState, after_move, returns_from_winner
+from agentsim.envs.game import GameState, after_move, returns_from_winner
 
 MIN_SIZE, MAX_WIDTH, MAX_HEIGHT, MIN_K = 4, 7, 6, 3
 DIRECTIONS = ((0, 1), (1, 0), (1, 1), (1, -1))  # (row step, column step): -, |, /, \

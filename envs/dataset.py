@@ -22,11 +22,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs import make_game
-from envs.bitboards import keys_for
-from envs.game import Game, GameState
-from envs.personas import DEFAULT_MIX, PROBS_CHUNK, Persona, make_persona, stacked_probs
-from envs.solver import check_solvable, solved
+from agentsim.envs import make_game
+from agentsim.envs.bitboards import keys_for
+from agentsim.envs.game import Game, GameState
+from agentsim.envs.personas import DEFAULT_MIX, PROBS_CHUNK, Persona, make_persona, stacked_probs
+from agentsim.envs.solver import check_solvable, solved
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs.game import Game
-from envs.solver import SolvedGame, solved
+from agentsim.envs.game import Game
+from agentsim.envs.solver import SolvedGame, solved
 
 MAX_NODES = 20_000_000  # histories held in memory (9 int32/int8 columns each): about 1 GB
 

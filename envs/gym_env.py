@@ -25,10 +25,10 @@ from gymnasium import spaces
 from gymnasium.envs.functional_jax_env import FunctionalJaxEnv
 from gymnasium.experimental.functional import FuncEnv
 
-from envs import GAMES, make_game
-from envs.connect_four import ConnectFour
-from envs.game import Game, GameState, relative_board
-from envs.personas import make_persona
+from agentsim.envs import GAMES, make_game
+from agentsim.envs.connect_four import ConnectFour
+from agentsim.envs.game import Game, GameState, relative_board
+from agentsim.envs.personas import make_persona
 
 SIDES = {"x": 0, "o": 1}
 
@@ -138,7 +138,7 @@ def register_envs() -> None:
         if eid not in gymnasium.registry:
             gymnasium.register(
                 id=eid,
-                entry_point="envs.gym_env:GameJaxEnv",
+                entry_point="agentsim.envs.gym_env:GameJaxEnv",
                 kwargs={"game": name, "opponent": "random", "agent_side": "x"},
                 # As for gymnasium's own JAX envs: the passive checker wants numpy observations.
                 disable_env_checker=True,

@@ -32,8 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs.game import Game, GameState
-from envs.solver import solved
+from agentsim.envs.game import Game, GameState
+from agentsim.envs.solver import solved
 
 PERSONA_NAMES = ("random", "perfect", "noisy_perfect:EPS", "greedy", "center", "corner", "depth:D")
 MAX_SEARCH_DEPTH = 6  # depth:D evaluates num_actions**D positions per move

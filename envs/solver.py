@@ -24,9 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs import table_cache
-from envs.bitboards import NO_CHILD, keys_for
-from envs.game import Game, GameState
+from agentsim.envs import table_cache
+from agentsim.envs.bitboards import NO_CHILD, keys_for
+from agentsim.envs.game import Game, GameState
 
 MAX_POSITIONS = 2e8  # 6×4 and 5×5 (≈ 1.6e8 by the bound) fit in 16 GB; 7×4, 6×5, 5×6 do not
 IN_PROGRAM_MAX_STATES = 1 << 23  # bigger tables stay on the host for look-ups (see index_of)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from envs.game import GameState, after_move, base3_code, returns_from_winner
+from agentsim.envs.game import GameState, after_move, base3_code, returns_from_winner
 
 LINES = jnp.array(
     [[0, 1, 2], [3, 4, 5], [6, 7, 8], [0, 3, 6], [1, 4, 7], [2, 5, 8], [0, 4, 8], [2, 4, 6]],

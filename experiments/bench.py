@@ -204,7 +204,7 @@ def next_token_flops(cfg, vocab: int, positions_R: np.ndarray) -> float:
 
 
 def _net(layers: int, d: int, vocab: int, seq_len: int, seed: int = 0):
-    from models.transformer import ModelConfig, init_params
+    from agentsim.models.transformer import ModelConfig, init_params
 
     cfg = ModelConfig(num_layers=layers, d_model=d, num_heads=4)
     graphdef, params = init_params(cfg, vocab, seq_len, jax.random.split(jax.random.key(seed), 1))
@@ -212,8 +212,8 @@ def _net(layers: int, d: int, vocab: int, seq_len: int, seed: int = 0):
 
 
 def _tictactoe():
-    from envs import make_game
-    from envs.dataset import DataConfig, Layout
+    from agentsim.envs import make_game
+    from agentsim.envs.dataset import DataConfig, Layout
 
     return make_game("tictactoe"), Layout.for_config(DataConfig())
 
@@ -221,9 +221,9 @@ def _tictactoe():
 def make_rollout(layers: int, d: int, batch: int, cache: bool = True, opponents=("random",)):
     """(cfg, jitted rollout(key) -> (position [K, G], live [K, G]), graphdef, params): PPO's
     rollout (``arena.play_games``) of a fresh network against ``opponents``."""
-    from envs.personas import make_persona
-    from experiments.train import arena as A
-    from experiments.train.policy import make_policy
+    from agentsim.envs.personas import make_persona
+    from agentsim.experiments.train import arena as A
+    from agentsim.experiments.train.policy import make_policy
 
     game, layout = _tictactoe()
     arena = A.Arena(game, layout, tuple(make_persona(n, game) for n in opponents))
@@ -247,8 +247,8 @@ def gym_loop(graphdef, params, steps: int, reps: int = 1, seed: int = 0) -> tupl
     side (compilation) is not timed."""
     import gymnasium
 
-    import envs.gym_env  # registers the envs
-    from models.transformer import apply
+    import agentsim.envs.gym_env  # noqa: F401  (registers the envs)
+    from agentsim.models.transformer import apply
 
     _, layout = _tictactoe()
     fwd = jax.jit(lambda p, t: apply(graphdef, p, t).logits_KxBxTxV[0, 0])
@@ -294,7 +294,7 @@ def make_synthetic(layers: int, d: int, moves: int, batch: int, cache: bool, num
     """A jitted synthetic game of exactly ``moves`` moves through the ``Policy`` interface: each
     agent step samples a move from the policy head and appends it and a random reply (2 tokens),
     as a turn of the arena does. Returns (run(key), agent steps per game)."""
-    from experiments.train.policy import make_policy
+    from agentsim.experiments.train.policy import make_policy
 
     vocab, seq_len = num_actions + 2, moves + 1  # moves, BOS, PAD
     _, graphdef, params = _net(layers, d, vocab, seq_len)
@@ -333,9 +333,9 @@ def _next_token_parts(layers: int, d: int, sizes: BenchSizes, preset: str):
     for one seed of next-token training on the preset's games: 'forward' (the loss),
     'forward+backward' (loss and gradients) and 'step' (the trainer's own chunk: gradients and
     the AdamW update), each ``nt_steps`` batches per call."""
-    from envs.dataset import generate, split_by_game
-    from experiments.config import load_config, seed_keys
-    from experiments.train.next_token import lm_loss, make_next_token, target_mask
+    from agentsim.envs.dataset import generate, split_by_game
+    from agentsim.experiments.config import load_config, seed_keys
+    from agentsim.experiments.train.next_token import lm_loss, make_next_token, target_mask
 
     cfg = load_config(preset, overrides=[
         f"model.num_layers={layers}", f"model.d_model={d}", "model.num_heads=4", "train.seeds=[0]",
@@ -382,9 +382,9 @@ def _next_token_parts(layers: int, d: int, sizes: BenchSizes, preset: str):
 
 def _ppo_iterations(sizes: BenchSizes, preset: str) -> dict[str, float]:
     """PPO iterations/s (seeds vmapped) with the cached and the full-recompute rollout."""
-    from envs.dataset import Layout
-    from experiments.config import load_config, seed_keys
-    from experiments.train.ppo import make_ppo
+    from agentsim.envs.dataset import Layout
+    from agentsim.experiments.config import load_config, seed_keys
+    from agentsim.experiments.train.ppo import make_ppo
 
     cfg = load_config(preset, overrides=["train.regime='rl'", f"train.seeds={list(range(sizes.ppo_seeds))}",
                                          f"train.chunk={sizes.ppo_iterations}", *sizes.ppo_overrides])

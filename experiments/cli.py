@@ -74,15 +74,15 @@ def _add_config_args(p: argparse.ArgumentParser, default_preset: str | None = No
 
 
 def _config(args, extra=()):
-    from experiments.config import load_config
+    from agentsim.experiments.config import load_config
 
     return load_config(args.preset, args.config, list(args.overrides) + list(extra))
 
 
 def cmd_references(args) -> int:
-    from envs import make_game
-    from envs.dataset import solvable
-    from experiments.analysis.match_ceilings import match_ceilings
+    from agentsim.envs import make_game
+    from agentsim.envs.dataset import solvable
+    from agentsim.experiments.analysis.match_ceilings import match_ceilings
 
     try:
         game = make_game(args.game)
@@ -103,7 +103,7 @@ def cmd_references(args) -> int:
 def cmd_data(args) -> int:
     from dataclasses import replace
 
-    from envs.dataset import generate
+    from agentsim.envs.dataset import generate
 
     if args.games <= 0:
         raise UserError(f"--games must be positive, got {args.games}")
@@ -151,7 +151,7 @@ def cmd_data(args) -> int:
 def _check_resume_config(cfg, out: Path) -> None:
     """A resumed run keeps its saved config; overrides that would change it are an error, not
     silently dropped."""
-    from experiments.runs.store import flat_config, flatten
+    from agentsim.experiments.runs.store import flat_config, flatten
 
     saved, given = flat_config(out), flatten(cfg.to_dict())
     diff = [f"{k} (saved {saved.get(k)!r}, given {given.get(k)!r})" for k in sorted(set(saved) | set(given))
@@ -165,7 +165,7 @@ def _check_resume_config(cfg, out: Path) -> None:
 def cmd_train(args) -> int:
     import time
 
-    from experiments.train.loop import train
+    from agentsim.experiments.train.loop import train
 
     extra = ([f"train.regime={args.regime!r}"] if args.regime else []) + list(args.positional)
     cfg = _config(args, extra)
@@ -174,7 +174,7 @@ def cmd_train(args) -> int:
     if args.out_root:  # CleanRL-style unique name
         args.out = str(Path(args.out_root) / f"{cfg.data.game}__{cfg.train.regime}__"
                        f"{'-'.join(map(str, cfg.train.seeds))}__{int(time.time())}")
-    from experiments.runs.run import is_run_dir
+    from agentsim.experiments.runs.run import is_run_dir
 
     if args.resume and (extra or args.overrides or args.config) and is_run_dir(args.out):
         _check_resume_config(cfg, Path(args.out))
@@ -196,8 +196,8 @@ def cmd_probe(args) -> int:
     if args.games < 50:
         raise UserError(f"--games must be at least 50, got {args.games}")
     if args.suite or args.timeline:
-        from experiments.analysis.probe_suite import analyse_probes
-        from experiments.analysis.timeline import analyse_timeline
+        from agentsim.experiments.analysis.probe_suite import analyse_probes
+        from agentsim.experiments.analysis.timeline import analyse_timeline
 
         if args.suite:
             res = analyse_probes(args.run, num_games=args.games)
@@ -218,9 +218,9 @@ def cmd_probe(args) -> int:
                     print(f"{target:15s} step {step:6d}: " + " ".join(f"{v:.3f}" for v in np.mean(scores, 0)))
             print(f"wrote {Path(args.run) / 'timeline.json'}")
         return 0
-    from experiments.analysis.model import LoadedModel
-    from experiments.analysis.value_probes import measure_value
-    from experiments.runs.run import read_config
+    from agentsim.experiments.analysis.model import LoadedModel
+    from agentsim.experiments.analysis.value_probes import measure_value
+    from agentsim.experiments.runs.run import read_config
 
     _require_table("probe (claim 1's value measure)", args.run)
     cfg = read_config(args.run)
@@ -251,7 +251,7 @@ def cmd_probe(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from experiments.report.reproduce import reproduce
+    from agentsim.experiments.report.reproduce import reproduce
 
     with _progress(not args.quiet) as progress:
         results = reproduce(args.preset, args.out, force=args.force, resume=args.resume,
@@ -264,7 +264,7 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from experiments.runs.store import list_runs
+    from agentsim.experiments.runs.store import list_runs
 
     rows = list_runs(args.paths, args.where, args.status, args.regime)
     if args.json:
@@ -282,8 +282,8 @@ def cmd_runs(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from experiments.report.figures import plot_comparison
-    from experiments.runs.store import compare
+    from agentsim.experiments.report.figures import plot_comparison
+    from agentsim.experiments.runs.store import compare
 
     groups = compare(args.runs, args.metric)
     from rich.console import Console
@@ -304,7 +304,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from experiments.runs.sweep import export_wandb, run_sweep
+    from agentsim.experiments.runs.sweep import export_wandb, run_sweep
 
     if args.export:
         if args.export != "wandb":
@@ -333,9 +333,9 @@ def cmd_sweep(args) -> int:
 def _require_table(what: str, *paths) -> None:
     """One line, exit code 2, before any work, when a run's board is too big to solve and
     ``what`` reads the solver's table."""
-    from envs import make_game
-    from envs.dataset import solvable
-    from experiments.runs.run import read_config
+    from agentsim.envs import make_game
+    from agentsim.envs.dataset import solvable
+    from agentsim.experiments.runs.run import read_config
 
     for p in paths:
         if p:
@@ -347,7 +347,7 @@ def _require_table(what: str, *paths) -> None:
 
 
 def _require_runs(*paths) -> None:
-    from experiments.runs.run import is_run_dir
+    from agentsim.experiments.runs.run import is_run_dir
 
     for p in paths:
         if p and not is_run_dir(p):
@@ -372,9 +372,9 @@ def _save_analysis(result: dict, out: Path, plot, table: str | None = None) -> l
 
 
 def cmd_change(args) -> int:
-    from experiments.analysis.change import analyse_change
-    from experiments.report.figures import plot_change
-    from experiments.report.tables import change_table
+    from agentsim.experiments.analysis.change import analyse_change
+    from agentsim.experiments.report.figures import plot_change
+    from agentsim.experiments.report.tables import change_table
 
     _require_runs(args.pretrained, args.tuned, args.control)
     _require_table("change (its value-probe change)", args.pretrained)
@@ -387,9 +387,9 @@ def cmd_change(args) -> int:
 
 
 def cmd_layer_reset(args) -> int:
-    from experiments.analysis.layer_reset import analyse_layer_reset
-    from experiments.report.figures import plot_layer_reset
-    from experiments.report.tables import layer_reset_table
+    from agentsim.experiments.analysis.layer_reset import analyse_layer_reset
+    from agentsim.experiments.report.figures import plot_layer_reset
+    from agentsim.experiments.report.tables import layer_reset_table
 
     _require_runs(args.pretrained, args.tuned)
     _require_table("layer-reset (play against perfect, the value probe)", args.pretrained)
@@ -404,8 +404,8 @@ def cmd_layer_reset(args) -> int:
 
 
 def cmd_steer(args) -> int:
-    from experiments.analysis.steering import analyse_steering
-    from experiments.report.figures import plot_steering
+    from agentsim.experiments.analysis.steering import analyse_steering
+    from agentsim.experiments.report.figures import plot_steering
 
     _require_runs(args.run, args.probe_run)
     _require_table("steer (the value direction, play against perfect)", args.run)
@@ -439,8 +439,8 @@ def _run_names(paths) -> dict[str, str]:
 def cmd_behaviour(args) -> int:
     import numpy as np
 
-    from experiments.analysis.behaviour import analyse_behaviour
-    from experiments.report.figures import plot_behaviour
+    from agentsim.experiments.analysis.behaviour import analyse_behaviour
+    from agentsim.experiments.report.figures import plot_behaviour
 
     _require_runs(*args.runs, args.pretrained)
     _require_table("behaviour (mass on minimax-optimal moves, play against perfect)", *args.runs)
@@ -460,7 +460,7 @@ def cmd_behaviour(args) -> int:
 def cmd_bench(args) -> int:
     import dataclasses
 
-    from experiments.bench import FULL, QUICK, run_bench
+    from agentsim.experiments.bench import FULL, QUICK, run_bench
 
     sizes = QUICK if args.quick else FULL
     if args.seeds is not None:
@@ -481,7 +481,7 @@ def cmd_bench(args) -> int:
 def cmd_config(args) -> int:
     from dataclasses import fields
 
-    from experiments.config import Config, field_docs
+    from agentsim.experiments.config import Config, field_docs
 
     cfg = _config(args)
     for section in fields(Config):
@@ -686,10 +686,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from experiments.config import ConfigError
-    from experiments.runs.checkpoints import CheckpointError
-    from experiments.runs.run import RunError
-    from experiments.train.loop import TrainingStopped
+    from agentsim.experiments.config import ConfigError
+    from agentsim.experiments.runs.checkpoints import CheckpointError
+    from agentsim.experiments.runs.run import RunError
+    from agentsim.experiments.train.loop import TrainingStopped
 
     _enable_compile_cache()
     try:

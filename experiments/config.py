@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from envs import make_game
-from envs.dataset import DataConfig
-from envs.personas import make_persona
-from models.transformer import ModelConfig
+from agentsim.envs import make_game
+from agentsim.envs.dataset import DataConfig
+from agentsim.envs.personas import make_persona
+from agentsim.models.transformer import ModelConfig
 
 REGIMES = ("next_token", "rl", "pretrain_rl", "random_init")
 PROBE_SEED_OFFSET = 1_000_003  # held-out evaluation and analysis games use a data seed no run trains on
@@ -232,7 +232,7 @@ def parse_override(text: str) -> dict:
 def load_config(preset: str | None = None, file: str | Path | None = None,
                 overrides: typing.Sequence[str] = (), base: dict | None = None) -> Config:
     """Defaults <- base <- preset <- TOML file <- overrides, then validate."""
-    from experiments.presets import PRESETS  # presets are configs too
+    from agentsim.experiments.presets import PRESETS  # presets are configs too
 
     values: dict = base or {}
     if preset is not None:

@@ -11,7 +11,7 @@ B sequences start from one token and are extended greedily (the policy head's ar
 Steps/s counts generated tokens (= agent steps for ``full`` and ``cache``). Compile time is
 excluded; runs are interleaved and the best of ``reps`` is reported (see ``bench``).
 
-    nice -n 5 python -m models.decode_bench            # 2L d64 and 4L d128, seq_len 10 and 43
+    nice -n 5 python -m agentsim.models.decode_bench            # 2L d64 and 4L d128, seq_len 10 and 43
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from models.transformer import ModelConfig, apply, decode_step, extend, make_model, prefill
+from agentsim.models.transformer import ModelConfig, apply, decode_step, extend, make_model, prefill
 
 VOCAB = 24
 

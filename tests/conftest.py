@@ -53,8 +53,8 @@ def _train_tiny(root, name: str, *overrides: str):
     import fcntl
     import shutil
 
-    from experiments.config import load_config
-    from experiments.train.loop import train
+    from agentsim.experiments.config import load_config
+    from agentsim.experiments.train.loop import train
 
     run = root / name
     with open(root / f"{name}.lock", "w") as lock:

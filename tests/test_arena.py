@@ -10,15 +10,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from envs import make_game
-from envs.dataset import DataConfig, Layout
-from envs.personas import make_persona
-from envs.solver import solved
-from experiments.train import arena as A
-from experiments.train.evaluate import make_playout
-from experiments.train.policy import history_policy, make_policy
-from experiments.train.ppo import gae
-from models.transformer import ModelConfig, init_params
+from agentsim.envs import make_game
+from agentsim.envs.dataset import DataConfig, Layout
+from agentsim.envs.personas import make_persona
+from agentsim.envs.solver import solved
+from agentsim.experiments.train import arena as A
+from agentsim.experiments.train.evaluate import make_playout
+from agentsim.experiments.train.policy import history_policy, make_policy
+from agentsim.experiments.train.ppo import gae
+from agentsim.models.transformer import ModelConfig, init_params
 
 GAME = make_game("tictactoe")
 LAYOUT = Layout.for_config(DataConfig())

@@ -8,15 +8,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from envs.dataset import DataConfig, Layout, generate
-from experiments import cli
-from experiments.analysis import behaviour as B
-from experiments.analysis.heldout import mover_persona, persona_tables
-from experiments.analysis.model import LoadedModel
-from experiments.config import load_config, seed_keys
-from experiments.report.figures import plot_behaviour
-from experiments.train.evaluate import prompt_tokens
-from models.transformer import init_params
+from agentsim.envs.dataset import DataConfig, Layout, generate
+from agentsim.experiments import cli
+from agentsim.experiments.analysis import behaviour as B
+from agentsim.experiments.analysis.heldout import mover_persona, persona_tables
+from agentsim.experiments.analysis.model import LoadedModel
+from agentsim.experiments.config import load_config, seed_keys
+from agentsim.experiments.report.figures import plot_behaviour
+from agentsim.experiments.train.evaluate import prompt_tokens
+from agentsim.models.transformer import init_params
 
 NAMES = ("random", "perfect", "greedy", "center", "corner")
 

@@ -9,8 +9,8 @@ import pytest
 
 pytestmark = pytest.mark.slow  # runs the whole bench at toy size: a minute and a half
 
-from experiments import bench
-from models.transformer import ModelConfig
+from agentsim.experiments import bench
+from agentsim.models.transformer import ModelConfig
 
 TOY = bench.BenchSizes(models=((1, 16),), batch=16, gym_steps=6, short_moves=3, long_moves=6, nt_batch=8,
                        nt_steps=2, nt_games=200, ppo_seeds=1, ppo_iterations=1, reps=1,

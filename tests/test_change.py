@@ -11,12 +11,12 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import cli
-from experiments.analysis import change
-from experiments.analysis.heldout import held_out
-from experiments.analysis.layers import check_compatible, layer_of, weight_change
-from experiments.analysis.model import LoadedModel
-from experiments.runs.run import RunError
+from agentsim.experiments import cli
+from agentsim.experiments.analysis import change
+from agentsim.experiments.analysis.heldout import held_out
+from agentsim.experiments.analysis.layers import check_compatible, layer_of, weight_change
+from agentsim.experiments.analysis.model import LoadedModel
+from agentsim.experiments.runs.run import RunError
 
 
 @pytest.fixture(scope="module")

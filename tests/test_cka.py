@@ -2,7 +2,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models.cka import debiased_linear_cka, linear_cka, weighted_linear_cka
+from agentsim.models.cka import debiased_linear_cka, linear_cka, weighted_linear_cka
 
 
 def _orthogonal(d: int, seed: int) -> np.ndarray:

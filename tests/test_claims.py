@@ -5,8 +5,8 @@ choosing the layer, a checkpoint grid coarser than the threshold, too few seeds.
 import numpy as np
 import pytest
 
-from experiments.report import claims
-from experiments.statistics import Interval, seed_interval, verdict
+from agentsim.experiments.report import claims
+from agentsim.experiments.statistics import Interval, seed_interval, verdict
 
 B = 40
 CLEAR = np.array([0.10, 0.12, 0.09, 0.11, 0.10])

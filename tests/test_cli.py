@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments import cli
-from experiments.config import ConfigError, load_config
+from agentsim.experiments import cli
+from agentsim.experiments.config import ConfigError, load_config
 
 TINY = ["--preset", "tiny", "--set", "log.wandb='disabled'", "--quiet"]
 

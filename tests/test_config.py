@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import pytest
 
-from experiments.config import (
+from agentsim.experiments.config import (
     Config,
     ConfigError,
     LogConfig,
@@ -24,7 +24,7 @@ from experiments.config import (
     load_config,
     parse_override,
 )
-from experiments.presets import PRESETS
+from agentsim.experiments.presets import PRESETS
 
 # --------------------------------------------------------------------------------------------
 # round trips

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from envs import ConnectFour, make_game
+from agentsim.envs import ConnectFour, make_game
 
 X, O = 1, 2
 

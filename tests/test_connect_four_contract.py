@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from envs import make_game
+from agentsim.envs import make_game
 
 GAMES = ["tictactoe", "connect_four:4x4x3", "connect_four:5x4", "connect_four:4x6x4",
          "connect_four:6x5x5", "connect_four"]

@@ -5,10 +5,10 @@ import jax
 import numpy as np
 import pytest
 
-from envs import make_game
-from envs.dataset import DataConfig, generate
-from envs.personas import make_persona, probs_table
-from envs.solver import solved
+from agentsim.envs import make_game
+from agentsim.envs.dataset import DataConfig, generate
+from agentsim.envs.personas import make_persona, probs_table
+from agentsim.envs.solver import solved
 
 CFG = DataConfig(game="connect_four:4x4", num_games=300, seed=0,
                  mixture={"random": 1.0, "perfect": 1.0, "greedy": 1.0, "depth:2": 1.0})

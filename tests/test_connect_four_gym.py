@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from envs.connect_four import lines
+from agentsim.envs.connect_four import lines
 
 ID = "agentsim/ConnectFour-v0"
 

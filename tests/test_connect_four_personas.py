@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from envs import make_game
-from envs.personas import make_persona, probs_table, stacked_probs
-from envs.solver import solved
+from agentsim.envs import make_game
+from agentsim.envs.personas import make_persona, probs_table, stacked_probs
+from agentsim.envs.solver import solved
 
 NAMES = ["random", "perfect", "noisy_perfect:0.2", "greedy", "center", "corner", "depth:1", "depth:2", "depth:3"]
 

@@ -10,17 +10,17 @@ import json
 import numpy as np
 import pytest
 
-from envs import make_game
-from envs.dataset import DataConfig, Dataset, Layout, generate, pair_outcomes_at, position_keys, replay
-from envs.personas import make_persona, probs_table
-from envs.solver import solved
-from experiments import cli
-from experiments.analysis import agent_value as AV
-from experiments.analysis.heldout import HeldOut, seen_in, training_positions
-from experiments.analysis.model import LoadedModel
-from experiments.config import load_config, seed_keys
-from experiments.train.regimes import datasets
-from models.transformer import init_params
+from agentsim.envs import make_game
+from agentsim.envs.dataset import DataConfig, Dataset, Layout, generate, pair_outcomes_at, position_keys, replay
+from agentsim.envs.personas import make_persona, probs_table
+from agentsim.envs.solver import solved
+from agentsim.experiments import cli
+from agentsim.experiments.analysis import agent_value as AV
+from agentsim.experiments.analysis.heldout import HeldOut, seen_in, training_positions
+from agentsim.experiments.analysis.model import LoadedModel
+from agentsim.experiments.config import load_config, seed_keys
+from agentsim.experiments.train.regimes import datasets
+from agentsim.models.transformer import init_params
 
 BIG = "connect_four"  # 7×6: too many positions to enumerate here
 NO_TABLE_MIX = {"random": 1.0, "greedy": 1.0}
@@ -216,7 +216,7 @@ def test_seen_in_is_membership_in_the_sorted_training_keys():
 def test_the_ceiling_of_a_noisy_label_is_one_minus_its_noise_share():
     """A Monte Carlo label y with standard error se per row: the noise-free value, scored against
     y, reaches R² = 1 − Σ se² / Σ (y − ȳ)² on the test rows, overall and on never-seen rows."""
-    from experiments.analysis.value_probes import Rows, ceiling
+    from agentsim.experiments.analysis.value_probes import Rows, ceiling
 
     rng = np.random.default_rng(0)
     n = 400
@@ -235,7 +235,7 @@ def test_the_ceiling_of_a_noisy_label_is_one_minus_its_noise_share():
 
 
 def test_histories_are_counted_without_building_the_tree():
-    from envs.game_tree import count_histories
+    from agentsim.envs.game_tree import count_histories
 
     assert count_histories(solved(make_game("tictactoe"))) == 549_946
 
@@ -244,7 +244,7 @@ def test_connect_four_presets():
     """c4-quick: 3 seeds on 5×4, every regime; c4: 5 seeds and every stage of the paper preset;
     the networks are far smaller than the board's 3,945,711 positions; every run of a preset
     reads the same persona games (so "seen in training" is one set)."""
-    from experiments.presets import PRESET_SEEDS, PRESETS, SIZES, STAGES
+    from agentsim.experiments.presets import PRESET_SEEDS, PRESETS, SIZES, STAGES
 
     for name, seeds in (("c4-quick", 3), ("c4", 5)):  # the dicts: validating would load the 5×4 table
         preset = PRESETS[name]
@@ -259,8 +259,8 @@ def test_connect_four_presets():
 
 
 def test_the_report_states_the_game_and_the_networks_size():
-    from experiments.report.report import game_line
-    from experiments.report.reproduce import describe, game_facts
+    from agentsim.experiments.report.report import game_line
+    from agentsim.experiments.report.reproduce import describe, game_facts
 
     assert describe(make_game("connect_four:5x4")) == "connect-four 5×4 (4 in a row)"
     facts = game_facts("tictactoe", {})

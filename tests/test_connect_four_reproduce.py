@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from experiments.report.reproduce import reproduce
+from agentsim.experiments.report.reproduce import reproduce
 
 pytestmark = pytest.mark.slow
 
@@ -91,7 +91,7 @@ def test_a_board_too_big_to_solve_trains_and_probes_what_needs_no_table(tmp_path
     """7×6: train a tiny simulator and agent against personas that need no table, probe the
     targets that need none (board, persona, outcome; over checkpoints too), and refuse the value
     measure in one line."""
-    from experiments import cli
+    from agentsim.experiments import cli
 
     common = ["--preset", "tiny", "--quiet", "--set", "data.game='connect_four'", "--set", "log.wandb='disabled'",
               "--set", "data.mixture={random=1.0, greedy=1.0, center=1.0}", "--set", "ppo.opponents={random=1.0, greedy=1.0}"]

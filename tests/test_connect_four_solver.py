@@ -10,10 +10,10 @@ import jax
 import numpy as np
 import pytest
 
-from envs import make_game, table_cache
-from envs import solver as solver_module
-from envs.personas import make_persona, probs_table
-from envs.solver import search_words, solved
+from agentsim.envs import make_game, table_cache
+from agentsim.envs import solver as solver_module
+from agentsim.envs.personas import make_persona, probs_table
+from agentsim.envs.solver import search_words, solved
 
 
 class Brute:

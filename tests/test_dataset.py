@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from envs import make_game
-from envs.dataset import DataConfig, Dataset, Layout, generate, split_by_game, tokenize
-from envs.personas import make_persona, probs_table
-from envs.solver import solved
+from agentsim.envs import make_game
+from agentsim.envs.dataset import DataConfig, Dataset, Layout, generate, split_by_game, tokenize
+from agentsim.envs.personas import make_persona, probs_table
+from agentsim.envs.solver import solved
 
 LINES = [(0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 3, 6), (1, 4, 7), (2, 5, 8), (0, 4, 8), (2, 4, 6)]
 CFG = DataConfig(num_games=2000, seed=0)

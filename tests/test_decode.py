@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models.transformer import ModelConfig, Output, apply, decode_step, extend, init_cache, init_params, prefill
+from agentsim.models.transformer import ModelConfig, Output, apply, decode_step, extend, init_cache, init_params, prefill
 
 VOCAB, SEQ = 24, 10
 ATOL = 1e-5

@@ -25,15 +25,15 @@ import jax
 import numpy as np
 import pytest
 
-from envs.dataset import Layout
-from experiments import cli
-from experiments.config import load_config, seed_keys
-from experiments.runs import checkpoints
-from experiments.runs.checkpoints import CheckpointError
-from experiments.runs.restore import open_checkpoint
-from experiments.runs.run import Run, RunError, read_config, read_metrics
-from experiments.train import loop as train_mod
-from experiments.train.loop import TrainingStopped
+from agentsim.envs.dataset import Layout
+from agentsim.experiments import cli
+from agentsim.experiments.config import load_config, seed_keys
+from agentsim.experiments.runs import checkpoints
+from agentsim.experiments.runs.checkpoints import CheckpointError
+from agentsim.experiments.runs.restore import open_checkpoint
+from agentsim.experiments.runs.run import Run, RunError, read_config, read_metrics
+from agentsim.experiments.train import loop as train_mod
+from agentsim.experiments.train.loop import TrainingStopped
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 20  # 10 chunks of 2 with a checkpoint after each: a kill at step >= 4 is mid-way
@@ -43,7 +43,7 @@ FLEET_TIMEOUT = 600
 
 
 def _cmd(out: Path, regime: str, sets: list[str], *extra: str) -> list[str]:
-    cmd = [sys.executable, "-m", "experiments.cli", "train", "--preset", "tiny", "--regime", regime,
+    cmd = [sys.executable, "-m", "agentsim.experiments.cli", "train", "--preset", "tiny", "--regime", regime,
            "--out", str(out), "--quiet"]
     for s in sets:
         cmd += ["--set", s]

@@ -5,9 +5,9 @@ depends on the move order (the case the tree exists for)."""
 import numpy as np
 import pytest
 
-from envs import make_game
-from envs.game_tree import build_tree, policy_value
-from envs.personas import make_persona, probs_table
+from agentsim.envs import make_game
+from agentsim.envs.game_tree import build_tree, policy_value
+from agentsim.envs.personas import make_persona, probs_table
 
 GAME = make_game("tictactoe")
 POOL = ("random", "greedy", "perfect")

@@ -10,8 +10,8 @@ import pytest
 from gymnasium.envs.functional_jax_env import FunctionalJaxEnv
 from gymnasium.utils.env_checker import check_env
 
-from envs import GAMES, TicTacToe
-from envs.gym_env import GameFuncEnv, register_envs
+from agentsim.envs import GAMES, TicTacToe
+from agentsim.envs.gym_env import GameFuncEnv, register_envs
 
 ID = "agentsim/TicTacToe-v0"
 LINES = [[0, 1, 2], [3, 4, 5], [6, 7, 8], [0, 3, 6], [1, 4, 7], [2, 5, 8], [0, 4, 8], [2, 4, 6]]
@@ -33,7 +33,7 @@ def test_registration():
     register_envs()  # idempotent: a second call neither fails nor warns
     for cls in GAMES.values():
         assert f"agentsim/{cls.__name__}-v0" in gymnasium.registry
-    env = gymnasium.make("envs:" + ID)
+    env = gymnasium.make("agentsim.envs:" + ID)
     assert isinstance(env.unwrapped, FunctionalJaxEnv)
     assert env.unwrapped.metadata == {"render_modes": [], "jax": True}
     assert env.spec.kwargs["opponent"] == "random" and env.spec.kwargs["agent_side"] == "x"

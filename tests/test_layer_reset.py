@@ -11,11 +11,11 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import cli
-from experiments.analysis import layer_reset as lr
-from experiments.analysis.heldout import held_out
-from experiments.analysis.layers import diff, layer_of, sq_norms
-from experiments.analysis.model import LoadedModel
+from agentsim.experiments import cli
+from agentsim.experiments.analysis import layer_reset as lr
+from agentsim.experiments.analysis.heldout import held_out
+from agentsim.experiments.analysis.layers import diff, layer_of, sq_norms
+from agentsim.experiments.analysis.model import LoadedModel
 
 LAYERS = ["emb", "block1", "block2", "head"]
 

@@ -8,10 +8,10 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from envs import make_game
-from envs.personas import make_persona, probs_table
-from envs.solver import solved
-from experiments.analysis.match_ceilings import match_ceilings
+from agentsim.envs import make_game
+from agentsim.envs.personas import make_persona, probs_table
+from agentsim.envs.solver import solved
+from agentsim.experiments.analysis.match_ceilings import match_ceilings
 
 LINES = [(0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 3, 6), (1, 4, 7), (2, 5, 8), (0, 4, 8), (2, 4, 6)]
 
@@ -98,7 +98,7 @@ def test_backup_generalises_expected_outcome():
 
 
 def test_the_references_command_prints_the_table_and_refuses_a_big_board(capsys):
-    from experiments import cli
+    from agentsim.experiments import cli
 
     assert cli.main(["references", "--game", "tictactoe"]) == 0
     out = capsys.readouterr().out

@@ -9,12 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from envs.dataset import DataConfig, Layout, generate
-from experiments.config import load_config, seed_keys
-from experiments.train.loop import train
-from experiments.train.next_token import lm_loss, make_next_token, move_nll, target_mask
-from experiments.train.regimes import datasets
-from models.transformer import apply, init_params
+from agentsim.envs.dataset import DataConfig, Layout, generate
+from agentsim.experiments.config import load_config, seed_keys
+from agentsim.experiments.train.loop import train
+from agentsim.experiments.train.next_token import lm_loss, make_next_token, move_nll, target_mask
+from agentsim.experiments.train.regimes import datasets
+from agentsim.models.transformer import apply, init_params
 
 MIX = {"random": 1.0, "greedy": 1.0, "corner": 1.0}
 
@@ -73,8 +73,8 @@ def test_target_mask_covers_exactly_moves_and_outcome(request, which, ahead):
 
 @pytest.fixture(scope="module")
 def net(prompted):
-    from experiments.presets import PRESETS
-    from models.transformer import ModelConfig
+    from agentsim.experiments.presets import PRESETS
+    from agentsim.models.transformer import ModelConfig
 
     cfg = ModelConfig(**PRESETS["tiny"]["model"], mtp_heads=2)
     lay = prompted.layout

@@ -6,14 +6,14 @@ import json
 import numpy as np
 import pytest
 
-from envs.dataset import Layout, generate
-from experiments.analysis.heldout import HeldOut
-from experiments.analysis.model import LoadedModel
-from experiments.config import load_config, seed_keys
-from experiments.report.reproduce import reproduce
-from experiments.runs.run import RunError
-from models.probes import probe_layers, shuffled
-from models.transformer import init_params
+from agentsim.envs.dataset import Layout, generate
+from agentsim.experiments.analysis.heldout import HeldOut
+from agentsim.experiments.analysis.model import LoadedModel
+from agentsim.experiments.config import load_config, seed_keys
+from agentsim.experiments.report.reproduce import reproduce
+from agentsim.experiments.runs.run import RunError
+from agentsim.models.probes import probe_layers, shuffled
+from agentsim.models.transformer import init_params
 
 pytestmark = pytest.mark.slow
 

@@ -7,12 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import envs
-from envs.dataset import Layout
-from envs.game import GameState, base3_code, returns_from_winner
-from experiments.config import load_config, seed_keys
-from experiments.train.policy import NEG, policy_at
-from experiments.train.ppo import gae, make_ppo, ppo_loss
+import agentsim.envs as envs
+from agentsim.envs.dataset import Layout
+from agentsim.envs.game import GameState, base3_code, returns_from_winner
+from agentsim.experiments.config import load_config, seed_keys
+from agentsim.experiments.train.policy import NEG, policy_at
+from agentsim.experiments.train.ppo import gae, make_ppo, ppo_loss
 
 # ---------------------------------------------------------------------------------- GAE
 
@@ -249,8 +249,8 @@ def test_kl_to_pretrained_starts_at_zero_and_grows(pick_start, pick_layout):
 
 
 def test_o_fraction_sets_the_share_of_games_played_as_o():
-    from envs.personas import make_persona
-    from experiments.train import arena as A
+    from agentsim.envs.personas import make_persona
+    from agentsim.experiments.train import arena as A
 
     game = envs.make_game("tictactoe")
     arena = A.Arena(game, Layout.for_config(load_config("tiny").data), (make_persona("random", game),))

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from envs import make_game
-from envs.dataset import DataConfig, generate
-from envs.personas import make_persona
-from experiments.analysis.heldout import HeldOut
+from agentsim.envs import make_game
+from agentsim.envs.dataset import DataConfig, generate
+from agentsim.envs.personas import make_persona
+from agentsim.experiments.analysis.heldout import HeldOut
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +80,8 @@ def test_probe_suite_cli_writes_linear_and_mlp_probes_with_controls(tiny_pretrai
     controls, scores in range, and the step-0 control present (the run has two checkpoints)."""
     import shutil
 
-    from experiments import cli
-    from experiments.analysis.probe_suite import CLASSIFICATION, MLP_TARGETS, REGRESSION
+    from agentsim.experiments import cli
+    from agentsim.experiments.analysis.probe_suite import CLASSIFICATION, MLP_TARGETS, REGRESSION
 
     monkeypatch.setattr(cli, "_enable_compile_cache", lambda: None)
     run = tmp_path / "prl"

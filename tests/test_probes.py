@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from models.probes import (
+from agentsim.models.probes import (
     fit_probe_stack,
     fit_ridge_probe,
     probe_layers,

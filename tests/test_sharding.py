@@ -18,9 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.analysis.model import LoadedModel
-from experiments.runs.restore import open_checkpoint
-from experiments.train.devices import jit_seeds, seed_devices, seed_sharding, shard_seeds
+from agentsim.experiments.analysis.model import LoadedModel
+from agentsim.experiments.runs.restore import open_checkpoint
+from agentsim.experiments.train.devices import jit_seeds, seed_devices, seed_sharding, shard_seeds
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = {"rtol": 1e-5, "atol": 1e-5}
@@ -57,8 +57,8 @@ def test_one_device_changes_nothing():
 FORWARD = """
     import sys
     import jax, numpy as np
-    from experiments.analysis.model import LoadedModel
-    from experiments.train.devices import jit_seeds, seed_devices, shard_seeds
+    from agentsim.experiments.analysis.model import LoadedModel
+    from agentsim.experiments.train.devices import jit_seeds, seed_devices, shard_seeds
 
     run, tokens_path, out = sys.argv[1:]
     assert jax.local_device_count() == 2
@@ -106,8 +106,8 @@ def test_analysis_forward_over_two_devices(tmp_path, tiny_next_token):
 TRAIN = """
     import json, sys
     import jax
-    from experiments.config import load_config
-    from experiments.train.loop import train
+    from agentsim.experiments.config import load_config
+    from agentsim.experiments.train.loop import train
 
     root, pretrained = sys.argv[1:]
     assert jax.local_device_count() == 2
@@ -169,8 +169,8 @@ def test_training_over_two_devices(tmp_path, tiny_next_token, tiny_rl):
     """Tiny next_token, rl and pretrain_rl (with the KL tie to a frozen policy) runs on two
     devices: every leaf of the state is split over both, and metrics, final evaluation, params
     and the trained networks' logits equal the same runs on one device."""
-    from experiments.config import load_config
-    from experiments.train.loop import train
+    from agentsim.experiments.config import load_config
+    from agentsim.experiments.train.loop import train
 
     kl = ["log.wandb='disabled'", "train.regime='pretrain_rl'", f"ppo.pretrained='{tiny_next_token}'",
           "ppo.kl_coef=0.1"]

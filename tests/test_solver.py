@@ -8,9 +8,9 @@ import jax
 import numpy as np
 import pytest
 
-from envs import TicTacToe
-from envs.personas import make_persona, probs_table
-from envs.solver import solved
+from agentsim.envs import TicTacToe
+from agentsim.envs.personas import make_persona, probs_table
+from agentsim.envs.solver import solved
 
 LINES = [(0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 3, 6), (1, 4, 7), (2, 5, 8), (0, 4, 8), (2, 4, 6)]
 EMPTY = (0,) * 9

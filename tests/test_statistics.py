@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from experiments.statistics import bootstrap_ci, iqm
+from agentsim.experiments.statistics import bootstrap_ci, iqm
 
 
 def test_bootstrap_ci_and_iqm():

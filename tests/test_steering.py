@@ -9,20 +9,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from envs.dataset import Layout
-from experiments.analysis.behaviour import OPPONENTS
-from experiments.analysis.model import LoadedModel
-from experiments.analysis.steering import (
+from agentsim.envs.dataset import Layout
+from agentsim.experiments.analysis.behaviour import OPPONENTS
+from agentsim.experiments.analysis.model import LoadedModel
+from agentsim.experiments.analysis.steering import (
     apply_with_steering,
     make_steered_play,
     steering_experiment,
     summarise,
     unit,
 )
-from experiments.config import load_config, seed_keys
-from experiments.train.evaluate import make_match_eval
-from models.probes import fit_ridge_probe
-from models.transformer import ModelConfig, apply, init_params
+from agentsim.experiments.config import load_config, seed_keys
+from agentsim.experiments.train.evaluate import make_match_eval
+from agentsim.models.probes import fit_ridge_probe
+from agentsim.models.transformer import ModelConfig, apply, init_params
 
 VOCAB, SEQ, ACTIONS, MOVE = 14, 10, 9, 4
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments import cli
-from experiments.config import Config, LogConfig
-from experiments.report.figures import plot_comparison
-from experiments.runs.run import RunError
-from experiments.runs.store import compare, find_runs, list_runs
+from agentsim.experiments import cli
+from agentsim.experiments.config import Config, LogConfig
+from agentsim.experiments.report.figures import plot_comparison
+from agentsim.experiments.runs.run import RunError
+from agentsim.experiments.runs.store import compare, find_runs, list_runs
 
 METRIC = "eval/simulator_gap"
 STEPS = (10, 20, 30)

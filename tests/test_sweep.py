@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from experiments import cli
-from experiments.config import ConfigError, load_config
-from experiments.runs import sweep
-from experiments.runs.run import read_metrics
-from experiments.runs.sweep import export_wandb, load_spec, members, run_sweep
+from agentsim.experiments import cli
+from agentsim.experiments.config import ConfigError, load_config
+from agentsim.experiments.runs import sweep
+from agentsim.experiments.runs.run import read_metrics
+from agentsim.experiments.runs.sweep import export_wandb, load_spec, members, run_sweep
 
 GRID_SPEC = """\
 preset = "tiny"

@@ -6,8 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from envs import TicTacToe, make_game
-from envs.game import base3_code, relative_board
+from agentsim.envs import TicTacToe, make_game
+from agentsim.envs.game import base3_code, relative_board
 
 LINES = [(0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 3, 6), (1, 4, 7), (2, 5, 8), (0, 4, 8), (2, 4, 6)]
 

@@ -4,13 +4,13 @@ RL-amount analysis (claim 5, F7) on the shared tiny runs."""
 import numpy as np
 import pytest
 
-from experiments.analysis.heldout import held_out
-from experiments.analysis.model import LoadedModel
-from experiments.analysis.probe_suite import probe_suite
-from experiments.analysis.rl_amount import analyse_rl_amount
-from experiments.analysis.timeline import analyse_timeline
-from experiments.runs import checkpoints
-from experiments.train.loop import log_spaced_steps
+from agentsim.experiments.analysis.heldout import held_out
+from agentsim.experiments.analysis.model import LoadedModel
+from agentsim.experiments.analysis.probe_suite import probe_suite
+from agentsim.experiments.analysis.rl_amount import analyse_rl_amount
+from agentsim.experiments.analysis.timeline import analyse_timeline
+from agentsim.experiments.runs import checkpoints
+from agentsim.experiments.train.loop import log_spaced_steps
 
 
 @pytest.mark.parametrize("total, chunk, count", [(1000, 10, 12), (60, 20, 3), (1500, 100, 6), (4, 2, 2),

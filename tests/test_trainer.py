@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from experiments.train.trainer import traced_at_most
+from agentsim.experiments.train.trainer import traced_at_most
 
 
 def test_the_trace_guard_counts_per_function_and_fails_on_a_retrace():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from models.transformer import ModelConfig, Transformer, apply, init_params
+from agentsim.models.transformer import ModelConfig, Transformer, apply, init_params
 
 VOCAB, SEQ = 24, 10  # the tiny preset's tic-tac-toe layout: init compiles are shared with other tests
 SMALL = dict(num_layers=2, d_model=16, num_heads=2, mlp_ratio=2)

@@ -5,12 +5,12 @@ and the whole measure on the shared tiny runs."""
 import numpy as np
 import pytest
 
-from envs.dataset import Layout, generate
-from experiments.analysis import agent_value as AV
-from experiments.analysis.model import LoadedModel
-from experiments.analysis.value_probes import Rows, measure_value, score_layers, score_output
-from experiments.config import held_out_data, load_config, seed_keys
-from models.transformer import init_params
+from agentsim.envs.dataset import Layout, generate
+from agentsim.experiments.analysis import agent_value as AV
+from agentsim.experiments.analysis.model import LoadedModel
+from agentsim.experiments.analysis.value_probes import Rows, measure_value, score_layers, score_output
+from agentsim.experiments.config import held_out_data, load_config, seed_keys
+from agentsim.models.transformer import init_params
 
 
 @pytest.fixture(scope="module")

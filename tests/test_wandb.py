@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from experiments.config import load_config
-from experiments.report import reproduce as reproduce_module
-from experiments.runs.run import Run, read_metrics
-from experiments.runs.wandb_log import IDS_FILE, log_analysis
-from experiments.train.loop import train
+from agentsim.experiments.config import load_config
+from agentsim.experiments.report import reproduce as reproduce_module
+from agentsim.experiments.runs.run import Run, read_metrics
+from agentsim.experiments.runs.wandb_log import IDS_FILE, log_analysis
+from agentsim.experiments.train.loop import train
 
 
 @pytest.fixture(autouse=True)

@@ -29,15 +29,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs import make_game
-from envs.dataset import DataConfig, pair_outcomes, replay
-from envs.game_tree import MAX_NODES, GameTree, build_tree, count_histories, policy_value
-from envs.personas import make_persona, probs_table
-from envs.solver import solved
-from experiments.analysis.model import LoadedModel
-from experiments.train import arena as A
-from experiments.train.arena import opponent_pool
-from experiments.train.policy import make_policy
+from agentsim.envs import make_game
+from agentsim.envs.dataset import DataConfig, pair_outcomes, replay
+from agentsim.envs.game_tree import MAX_NODES, GameTree, build_tree, count_histories, policy_value
+from agentsim.envs.personas import make_persona, probs_table
+from agentsim.envs.solver import solved
+from agentsim.experiments.analysis.model import LoadedModel
+from agentsim.experiments.train import arena as A
+from agentsim.experiments.train.arena import opponent_pool
+from agentsim.experiments.train.policy import make_policy
 
 
 @lru_cache(maxsize=4)

@@ -27,11 +27,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs.dataset import Dataset
-from experiments.analysis.heldout import held_out, mover_persona, persona_tables
-from experiments.analysis.model import LoadedModel
-from experiments.train.evaluate import make_playout
-from experiments.train.policy import make_policy
+from agentsim.envs.dataset import Dataset
+from agentsim.experiments.analysis.heldout import held_out, mover_persona, persona_tables
+from agentsim.experiments.analysis.model import LoadedModel
+from agentsim.experiments.train.evaluate import make_playout
+from agentsim.experiments.train.policy import make_policy
 
 OPPONENTS = ("random", "perfect")
 TOP_KS = (1, 2, 3)

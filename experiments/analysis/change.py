@@ -21,17 +21,17 @@ from itertools import combinations
 
 import numpy as np
 
-from experiments.analysis.heldout import HeldOut, held_out
-from experiments.analysis.layers import (
+from agentsim.experiments.analysis.heldout import HeldOut, held_out
+from agentsim.experiments.analysis.layers import (
     check_compatible,
     layer_names,
     layer_of,
     leaves,
     weight_change,
 )
-from experiments.analysis.model import LoadedModel
-from experiments.statistics import game_weights
-from models.cka import debiased_linear_cka, linear_cka, weighted_linear_cka
+from agentsim.experiments.analysis.model import LoadedModel
+from agentsim.experiments.statistics import game_weights
+from agentsim.models.cka import debiased_linear_cka, linear_cka, weighted_linear_cka
 
 N_BOOT = 50
 

@@ -24,14 +24,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs import make_game
-from envs.dataset import Dataset, generate, split_by_game
-from envs.personas import make_persona, stacked_probs
-from experiments.config import Config, held_out_data
-from experiments.runs.run import is_run_dir, read_config
-from experiments.statistics import game_weights
-from experiments.train.regimes import datasets
-from models.probes import probe_layers
+from agentsim.envs import make_game
+from agentsim.envs.dataset import Dataset, generate, split_by_game
+from agentsim.envs.personas import make_persona, stacked_probs
+from agentsim.experiments.config import Config, held_out_data
+from agentsim.experiments.runs.run import is_run_dir, read_config
+from agentsim.experiments.statistics import game_weights
+from agentsim.experiments.train.regimes import datasets
+from agentsim.models.probes import probe_layers
 
 SPLIT = (0.6, 0.2, 0.2)
 

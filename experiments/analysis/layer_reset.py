@@ -16,16 +16,16 @@ import time
 import jax
 import numpy as np
 
-from experiments.analysis.heldout import HeldOut, held_out
-from experiments.analysis.layers import (
+from agentsim.experiments.analysis.heldout import HeldOut, held_out
+from agentsim.experiments.analysis.layers import (
     check_compatible,
     diff,
     layer_names,
     layer_of,
     sq_norms,
 )
-from experiments.analysis.model import LoadedModel
-from experiments.train.evaluate import make_match_eval
+from agentsim.experiments.analysis.model import LoadedModel
+from agentsim.experiments.train.evaluate import make_match_eval
 
 OPPONENTS = ("random", "perfect")
 VARIANTS = ("pretrained", "init", "perturb")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from experiments.analysis.model import LoadedModel
-from experiments.runs.run import RunError
+from agentsim.experiments.analysis.model import LoadedModel
+from agentsim.experiments.runs.run import RunError
 
 
 def _key(entry):

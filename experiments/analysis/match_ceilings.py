@@ -10,9 +10,9 @@ terms as the evaluation: the mean of the rates as X and as O (``train.evaluate``
 
 from __future__ import annotations
 
-from envs import make_game
-from envs.personas import make_persona, probs_table
-from envs.solver import solved
+from agentsim.envs import make_game
+from agentsim.envs.personas import make_persona, probs_table
+from agentsim.envs.solver import solved
 
 OPPONENTS = ("random", "greedy", "perfect")
 REFERENCE = "perfect"

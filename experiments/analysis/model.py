@@ -20,11 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs.dataset import Layout
-from experiments.config import Config, seed_keys
-from experiments.runs.restore import open_checkpoint
-from experiments.train.devices import shard_seeds
-from models.transformer import apply, init_params
+from agentsim.envs.dataset import Layout
+from agentsim.experiments.config import Config, seed_keys
+from agentsim.experiments.runs.restore import open_checkpoint
+from agentsim.experiments.train.devices import shard_seeds
+from agentsim.models.transformer import apply, init_params
 
 NAMES = ("resid", "attn", "mlp")  # also: "critic_resid" (separate critic), "value" (the value head's output)
 

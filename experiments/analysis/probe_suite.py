@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.analysis.heldout import HeldOut, held_out
-from experiments.analysis.model import LoadedModel
-from experiments.runs import checkpoints
-from experiments.statistics import weighted_r2
-from models.probes import fit_probe_stack, probe_layers, shuffled
+from agentsim.experiments.analysis.heldout import HeldOut, held_out
+from agentsim.experiments.analysis.model import LoadedModel
+from agentsim.experiments.runs import checkpoints
+from agentsim.experiments.statistics import weighted_r2
+from agentsim.models.probes import fit_probe_stack, probe_layers, shuffled
 
 REGRESSION = ("value_mover", "value_x", "minimax_mover", "minimax_x", "outcome_mover")
 CLASSIFICATION = ("persona_mover", "persona_x", "persona_o", "board_mover", "board_xo")

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.analysis.agent_value import agent_games, exact_tree
-from experiments.analysis.layers import layer_names, weight_change
-from experiments.analysis.model import LoadedModel
-from experiments.analysis.value_probes import ROLLOUTS, agent_rows, ceiling, score_layers
-from experiments.runs import checkpoints
+from agentsim.experiments.analysis.agent_value import agent_games, exact_tree
+from agentsim.experiments.analysis.layers import layer_names, weight_change
+from agentsim.experiments.analysis.model import LoadedModel
+from agentsim.experiments.analysis.value_probes import ROLLOUTS, agent_rows, ceiling, score_layers
+from agentsim.experiments.runs import checkpoints
 
 
 def analyse_rl_amount(pretrained_dir, tuned_dir, timeline: dict | None = None) -> dict:

@@ -20,14 +20,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.analysis.behaviour import OPPONENTS, outcome_rates
-from experiments.analysis.heldout import held_out, mover_persona, persona_tables
-from experiments.analysis.model import LoadedModel
-from experiments.runs.run import RunError
-from experiments.train.evaluate import make_playout
-from experiments.train.policy import make_policy
-from models.probes import fit_probe_stack, probe_layers
-from models.transformer import Output, apply
+from agentsim.experiments.analysis.behaviour import OPPONENTS, outcome_rates
+from agentsim.experiments.analysis.heldout import held_out, mover_persona, persona_tables
+from agentsim.experiments.analysis.model import LoadedModel
+from agentsim.experiments.runs.run import RunError
+from agentsim.experiments.train.evaluate import make_playout
+from agentsim.experiments.train.policy import make_policy
+from agentsim.models.probes import fit_probe_stack, probe_layers
+from agentsim.models.transformer import Output, apply
 
 ALPHAS = (-8.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0)
 CHUNK = 32  # steering configurations evaluated per jitted call (bounds memory)

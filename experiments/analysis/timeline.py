@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.analysis.heldout import held_out
-from experiments.analysis.model import LoadedModel
-from experiments.analysis.probe_suite import probe_suite
-from experiments.runs import checkpoints
+from agentsim.experiments.analysis.heldout import held_out
+from agentsim.experiments.analysis.model import LoadedModel
+from agentsim.experiments.analysis.probe_suite import probe_suite
+from agentsim.experiments.runs import checkpoints
 
 
 def analyse_timeline(run_dir: str | Path, num_games: int = 2000,

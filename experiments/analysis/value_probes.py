@@ -36,9 +36,9 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from envs.dataset import generate, replay, split_by_game
-from envs.game_tree import GameTree
-from experiments.analysis.agent_value import (
+from agentsim.envs.dataset import generate, replay, split_by_game
+from agentsim.envs.game_tree import GameTree
+from agentsim.experiments.analysis.agent_value import (
     AgentGames,
     agent_games,
     agent_values,
@@ -47,11 +47,11 @@ from experiments.analysis.agent_value import (
     pool_posteriors,
     rollout_values,
 )
-from experiments.analysis.heldout import SPLIT, HeldOut, seen_in, training_positions
-from experiments.analysis.model import LoadedModel
-from experiments.config import held_out_data
-from experiments.statistics import game_weights, weighted_r2
-from models.probes import probe_layers
+from agentsim.experiments.analysis.heldout import SPLIT, HeldOut, seen_in, training_positions
+from agentsim.experiments.analysis.model import LoadedModel
+from agentsim.experiments.config import held_out_data
+from agentsim.experiments.statistics import game_weights, weighted_r2
+from agentsim.models.probes import probe_layers
 
 TARGETS = {
     "agent_value": "V^π: the agent's expected result given the history (its own value; ceiling 1)",

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from experiments.statistics import RULE_TEXT, Interval, seed_interval, verdict
+from agentsim.experiments.statistics import RULE_TEXT, Interval, seed_interval, verdict
 
 # Quality bars per game: a claim about an agent or a simulator is flagged when its subject
 # misses any of them. A bar is (measure, "at_most" | "at_least", value).

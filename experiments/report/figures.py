@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments.statistics import bootstrap_ci  # noqa: E402
+from agentsim.experiments.statistics import bootstrap_ci  # noqa: E402
 
 REGIME_COLORS = {"next_token": "tab:blue", "rl": "tab:red", "pretrain_rl": "tab:purple",
                  "random_init": "tab:gray"}

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import math
 
-from experiments.report.claims import TITLES, bars_for
-from experiments.statistics import RULE_TEXT
+from agentsim.experiments.report.claims import TITLES, bars_for
+from agentsim.experiments.statistics import RULE_TEXT
 
 NETWORK_NAMES = {"policy": "agent: policy trunk", "critic": "agent: critic trunk", "value_head": "agent: value head",
                  "simulator": "next_token simulator", "random_init": "random init (policy trunk)",

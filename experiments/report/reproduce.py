@@ -14,27 +14,27 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from envs import make_game
-from envs.dataset import solvable
-from envs.solver import solved
-from experiments.analysis.behaviour import analyse_behaviour
-from experiments.analysis.change import analyse_change
-from experiments.analysis.layer_reset import analyse_layer_reset
-from experiments.analysis.match_ceilings import match_ceilings
-from experiments.analysis.model import LoadedModel, parameter_count
-from experiments.analysis.probe_suite import analyse_probes
-from experiments.analysis.rl_amount import analyse_rl_amount, value_over_checkpoints
-from experiments.analysis.steering import analyse_steering
-from experiments.analysis.timeline import analyse_timeline
-from experiments.analysis.value_probes import measure_value
-from experiments.config import ConfigError, load_config
-from experiments.presets import BASE_PRESET, PRESET_SEEDS, SIZES, STAGES
-from experiments.report import figures as F
-from experiments.report.claims import flags, judge_all, quality
-from experiments.report.report import report
-from experiments.runs.run import RunError, read_config, read_status
-from experiments.runs.wandb_log import log_analysis
-from experiments.train.loop import train
+from agentsim.envs import make_game
+from agentsim.envs.dataset import solvable
+from agentsim.envs.solver import solved
+from agentsim.experiments.analysis.behaviour import analyse_behaviour
+from agentsim.experiments.analysis.change import analyse_change
+from agentsim.experiments.analysis.layer_reset import analyse_layer_reset
+from agentsim.experiments.analysis.match_ceilings import match_ceilings
+from agentsim.experiments.analysis.model import LoadedModel, parameter_count
+from agentsim.experiments.analysis.probe_suite import analyse_probes
+from agentsim.experiments.analysis.rl_amount import analyse_rl_amount, value_over_checkpoints
+from agentsim.experiments.analysis.steering import analyse_steering
+from agentsim.experiments.analysis.timeline import analyse_timeline
+from agentsim.experiments.analysis.value_probes import measure_value
+from agentsim.experiments.config import ConfigError, load_config
+from agentsim.experiments.presets import BASE_PRESET, PRESET_SEEDS, SIZES, STAGES
+from agentsim.experiments.report import figures as F
+from agentsim.experiments.report.claims import flags, judge_all, quality
+from agentsim.experiments.report.report import report
+from agentsim.experiments.runs.run import RunError, read_config, read_status
+from agentsim.experiments.runs.wandb_log import log_analysis
+from agentsim.experiments.train.loop import train
 
 AGENTS = ("rl", "pretrain_rl", "rl_shared_value")  # the runs claim 1 measures, each beside next_token
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from experiments.report.figures import PANELS
+from agentsim.experiments.report.figures import PANELS
 
 
 def change_table(result: dict, target: str = "mixture_value") -> str:

@@ -12,11 +12,11 @@ from typing import Any
 
 import jax
 
-from envs.dataset import Layout
-from experiments.config import Config, seed_keys
-from experiments.runs import checkpoints
-from experiments.runs.run import RunError, read_config
-from models.transformer import init_params
+from agentsim.envs.dataset import Layout
+from agentsim.experiments.config import Config, seed_keys
+from agentsim.experiments.runs import checkpoints
+from agentsim.experiments.runs.run import RunError, read_config
+from agentsim.models.transformer import init_params
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from experiments.config import Config, config_from_dict
-from experiments.runs import checkpoints, wandb_log
+from agentsim.experiments.config import Config, config_from_dict
+from agentsim.experiments.runs import checkpoints, wandb_log
 
 
 class RunError(ValueError):

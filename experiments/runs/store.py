@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.runs.run import RunError, read_metrics, read_status
-from experiments.statistics import bootstrap_ci, iqm
+from agentsim.experiments.runs.run import RunError, read_metrics, read_status
+from agentsim.experiments.statistics import bootstrap_ci, iqm
 
 
 def find_runs(patterns: list[str]) -> list[Path]:
@@ -57,7 +57,7 @@ def describe_differences(keys: list[str]) -> list[str]:
 
 
 def matches_filter(flat: dict, status: str, where: list[str]) -> bool:
-    from experiments.config import parse_override
+    from agentsim.experiments.config import parse_override
 
     for cond in where:
         field, _, _ = cond.partition("=")

@@ -32,6 +32,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
@@ -39,8 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.config import ConfigError, load_config
-from experiments.runs.run import last_metrics
+from agentsim.experiments.config import ConfigError, load_config
+from agentsim.experiments.runs.run import last_metrics
 
 HEADLINE = ("eval/simulator_gap", "eval/move_loss", "eval/loss_vs_random", "eval/loss_vs_perfect",
             "charts/episodic_return")
@@ -128,7 +129,7 @@ def members(spec: dict) -> list[dict]:
 
 
 def member_command(spec: dict, member: dict, out: Path) -> list[str]:
-    cmd = [sys.executable, "-m", "experiments.cli", "train", "--quiet", "--out", str(out / member["name"])]
+    cmd = [sys.executable, "-m", "agentsim.experiments.cli", "train", "--quiet", "--out", str(out / member["name"])]
     if spec.get("preset"):
         cmd += ["--preset", spec["preset"]]
     for o in member["overrides"]:
@@ -185,15 +186,24 @@ def run_sweep(spec_path: str | Path, out: str | Path, *, backend: str = "local",
     return table
 
 
-def _code_runtime_env() -> dict:
-    """Ray ``runtime_env`` that ships this code to every node: the three packages as they are
-    imported here (an editable checkout or an installed wheel alike), without caches."""
-    import envs
-    import experiments
-    import models
+def _code_runtime_env(staging: Path) -> dict:
+    """Ray ``runtime_env`` that ships this code to every node: one ``agentsim`` package folder
+    staged from the three packages as they are imported here (an editable checkout, whose folders
+    sit at the repository's top level, or an installed wheel alike), without caches."""
+    import shutil
 
-    return {"py_modules": [str(Path(m.__file__).parent) for m in (envs, models, experiments)],
-            "excludes": ["__pycache__", "*.pyc"]}
+    import agentsim.envs as envs
+    import agentsim.experiments as experiments
+    import agentsim.models as models
+
+    package = staging / "agentsim"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text('"""agentsim as Ray shipped it to this node."""\n')
+    for m in (envs, models, experiments):
+        src = Path(m.__file__).parent
+        shutil.copytree(src, package / m.__name__.rpartition(".")[2],
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return {"py_modules": [str(package)], "excludes": ["__pycache__", "*.pyc"]}
 
 
 def _member_task(cmd: list[str]) -> dict:
@@ -201,11 +211,10 @@ def _member_task(cmd: list[str]) -> dict:
     code Ray shipped with the job (first on PYTHONPATH, so no install on the node shadows it)."""
     import ray
 
-    import envs
-    import experiments
-    import models
+    import agentsim
+    import agentsim.experiments as experiments
 
-    shipped = list(dict.fromkeys(str(Path(m.__file__).parent.parent) for m in (envs, models, experiments)))
+    shipped = [str(Path(agentsim.__path__[0]).parent)]  # the staged package Ray put first on sys.path
     env = os.environ.copy()
     env["PYTHONPATH"] = os.pathsep.join(shipped + [p for p in [env.get("PYTHONPATH")] if p])
     res = _run_local([sys.executable, *cmd[1:]], env=env)
@@ -219,7 +228,8 @@ def _run_ray(cmds: list[list[str]], done: list[bool], address: str | None, optio
         raise ConfigError("--backend ray needs ray: pip install 'agentsim[ray]'") from None
     if ray.is_initialized():  # its job would not ship our code (Ray uploads local code per job only)
         raise ConfigError("--backend ray opens its own Ray job; call ray.shutdown() before run_sweep")
-    ray.init(address=address, log_to_driver=False, runtime_env=_code_runtime_env())
+    staging = tempfile.TemporaryDirectory(prefix="agentsim-ray-")
+    ray.init(address=address, log_to_driver=False, runtime_env=_code_runtime_env(Path(staging.name)))
     try:
         task = ray.remote(_member_task).options(**options)
         futures = [None if d else task.remote(c) for c, d in zip(cmds, done)]
@@ -233,6 +243,7 @@ def _run_ray(cmds: list[list[str]], done: list[bool], address: str | None, optio
         return results
     finally:
         ray.shutdown()
+        staging.cleanup()
 
 
 def export_wandb(spec_path: str | Path, out_yaml: str | Path, run_root: str = "runs/wandb") -> str:

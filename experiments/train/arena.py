@@ -14,10 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs.dataset import Layout
-from envs.game import Game, GameState
-from envs.personas import Persona, stacked_probs
-from experiments.train.policy import NEG, Policy
+from agentsim.envs.dataset import Layout
+from agentsim.envs.game import Game, GameState
+from agentsim.envs.personas import Persona, stacked_probs
+from agentsim.experiments.train.policy import NEG, Policy
 
 
 def opponent_pool(cfg) -> tuple[tuple[str, ...], np.ndarray]:

@@ -10,16 +10,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs import make_game
-from envs.dataset import Layout, generate, solvable
-from envs.personas import make_persona
-from experiments.config import Config, held_out_data
-from experiments.runs.run import to_host
-from experiments.train import arena as A
-from experiments.train.devices import shard_seeds
-from experiments.train.next_token import move_nll
-from experiments.train.policy import NEG, Policy, make_policy
-from experiments.train.trainer import traced_at_most
+from agentsim.envs import make_game
+from agentsim.envs.dataset import Layout, generate, solvable
+from agentsim.envs.personas import make_persona
+from agentsim.experiments.config import Config, held_out_data
+from agentsim.experiments.runs.run import to_host
+from agentsim.experiments.train import arena as A
+from agentsim.experiments.train.devices import shard_seeds
+from agentsim.experiments.train.next_token import move_nll
+from agentsim.experiments.train.policy import NEG, Policy, make_policy
+from agentsim.experiments.train.trainer import traced_at_most
 
 
 def prompt_tokens(layout: Layout, tokens_T, agent_side, prompt, opponent):

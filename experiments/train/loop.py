@@ -15,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.dataset import Layout
-from experiments.config import Config, ConfigError, seed_keys
-from experiments.runs import checkpoints
-from experiments.runs.run import Run, is_run_dir, read_config, to_host
-from experiments.train.devices import shard_seeds
-from experiments.train.evaluate import final_evaluation
-from experiments.train.regimes import datasets, make_trainer
-from experiments.train.trainer import Trainer
+from agentsim.envs.dataset import Layout
+from agentsim.experiments.config import Config, ConfigError, seed_keys
+from agentsim.experiments.runs import checkpoints
+from agentsim.experiments.runs.run import Run, is_run_dir, read_config, to_host
+from agentsim.experiments.train.devices import shard_seeds
+from agentsim.experiments.train.evaluate import final_evaluation
+from agentsim.experiments.train.regimes import datasets, make_trainer
+from agentsim.experiments.train.trainer import Trainer
 
 
 class TrainingStopped(RuntimeError):

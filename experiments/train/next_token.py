@@ -10,11 +10,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from envs.dataset import Dataset, Layout
-from experiments.config import Config
-from experiments.train.devices import jit_seeds
-from experiments.train.trainer import Trainer, traced_at_most
-from models.transformer import apply, init_params
+from agentsim.envs.dataset import Dataset, Layout
+from agentsim.experiments.config import Config
+from agentsim.experiments.train.devices import jit_seeds
+from agentsim.experiments.train.trainer import Trainer, traced_at_most
+from agentsim.models.transformer import apply, init_params
 
 
 def target_mask(layout: Layout, tokens_BxT: jax.Array, ahead: int) -> jax.Array:

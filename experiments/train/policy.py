@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from models.transformer import apply, extend, prefill
+from agentsim.models.transformer import apply, extend, prefill
 
 NEG = -1e9  # logit of an illegal move: exp(NEG - max) is exactly 0 in float32
 

@@ -14,16 +14,16 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from envs import make_game
-from envs.dataset import Layout
-from envs.personas import make_persona
-from experiments.config import Config
-from experiments.train import arena as A
-from experiments.train.devices import jit_seeds, shard_seeds
-from experiments.train.evaluate import make_match_eval, playable
-from experiments.train.policy import make_policy, policy_at
-from experiments.train.trainer import Trainer, traced_at_most
-from models.transformer import init_params
+from agentsim.envs import make_game
+from agentsim.envs.dataset import Layout
+from agentsim.envs.personas import make_persona
+from agentsim.experiments.config import Config
+from agentsim.experiments.train import arena as A
+from agentsim.experiments.train.devices import jit_seeds, shard_seeds
+from agentsim.experiments.train.evaluate import make_match_eval, playable
+from agentsim.experiments.train.policy import make_policy, policy_at
+from agentsim.experiments.train.trainer import Trainer, traced_at_most
+from agentsim.models.transformer import init_params
 
 
 def gae(rewards, values, dones, last_value, gamma: float, lam: float):

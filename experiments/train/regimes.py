@@ -7,12 +7,12 @@ continued pretraining) open that run's checkpoint, never its trainer.
 
 from __future__ import annotations
 
-from envs.dataset import Dataset, Layout, generate, split_by_game
-from experiments.config import Config, ConfigError, seed_keys
-from experiments.runs.restore import open_checkpoint
-from experiments.train.next_token import make_next_token
-from experiments.train.trainer import Trainer
-from models.transformer import init_params
+from agentsim.envs.dataset import Dataset, Layout, generate, split_by_game
+from agentsim.experiments.config import Config, ConfigError, seed_keys
+from agentsim.experiments.runs.restore import open_checkpoint
+from agentsim.experiments.train.next_token import make_next_token
+from agentsim.experiments.train.trainer import Trainer
+from agentsim.models.transformer import init_params
 
 
 def datasets(cfg: Config) -> tuple[Dataset, Dataset, Dataset]:
@@ -43,7 +43,7 @@ def make_trainer(cfg: Config, layout: Layout, train: Dataset | None = None,
         init_from = _start_from(cfg.train.init_from, cfg, layout, "train.init_from") if cfg.train.init_from else None
         return make_next_token(cfg, layout, train, val, init_from=init_from)
     if regime in ("rl", "pretrain_rl"):
-        from experiments.train.ppo import make_ppo
+        from agentsim.experiments.train.ppo import make_ppo
 
         init_from = _start_from(cfg.ppo.pretrained, cfg, layout, "ppo.pretrained") if regime == "pretrain_rl" else None
         return make_ppo(cfg, layout, init_from=init_from)
