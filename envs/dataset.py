@@ -5,10 +5,10 @@ inside one jitted ``lax.scan`` over moves (vmapped over games). Because the pers
 are known exactly, so is the Bayes posterior over each side's persona given the moves so far,
 and so the loss of a perfect simulator of the mixture (the Bayes-optimal next-move loss).
 
-Token layout (README, "How it works"): ``BOS [X_PERSONA O_PERSONA] m1 m2 … [OUTCOME] PAD…``.
-Position ``prefix_len - 1 + t`` is the token *after which* move t is predicted, i.e. where the
-network's residual describes the state before move t; every per-position label below is
-indexed by that move number t in [0, max_moves).
+Every per-position label is indexed by the move number t in [0, max_moves) (the token layout
+and where move t is predicted: ``envs.tokens``). The exact expected outcome of a persona pair
+comes from the solver (``SolvedGame.pair_outcomes``); ``pair_outcomes`` here asks it for a
+roster of personas by name and keeps the table per process where it fits.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from agentsim.envs import make_game
 from agentsim.envs.bitboards import keys_for
 from agentsim.envs.game import Game, GameState
 from agentsim.envs.personas import DEFAULT_MIX, PROBS_CHUNK, Persona, make_persona, stacked_probs
-from agentsim.envs.solver import check_solvable, solved
+from agentsim.envs.solver import check_solvable, solvable, solved
+from agentsim.envs.tokens import Layout, tokenize
 
 
 @dataclass(frozen=True)
@@ -64,55 +65,6 @@ class DataConfig:
                 raise ValueError(f"data.mixture: weight of {name!r} must be a finite number >= 0, got {w}")
         if sum(self.mixture.values()) <= 0:
             raise ValueError("data.mixture: weights must sum to a positive number")
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Token ids and positions for one game and persona roster."""
-
-    num_actions: int
-    max_moves: int
-    persona_names: tuple[str, ...]
-    persona_prompt: bool
-    outcome_token: bool
-
-    @property
-    def bos(self) -> int:
-        return self.num_actions
-
-    @property
-    def pad(self) -> int:
-        return self.num_actions + 1
-
-    @property
-    def outcome_base(self) -> int:  # X win, draw, O win
-        return self.num_actions + 2
-
-    @property
-    def persona_base(self) -> int:  # X personas, then O personas
-        return self.num_actions + 5
-
-    @property
-    def vocab_size(self) -> int:
-        return self.persona_base + 2 * len(self.persona_names)
-
-    @property
-    def prefix_len(self) -> int:
-        return 1 + 2 * self.persona_prompt
-
-    @property
-    def seq_len(self) -> int:
-        return self.prefix_len + self.max_moves + self.outcome_token
-
-    def move_positions(self) -> np.ndarray:
-        """int32[max_moves]: the position whose output predicts move t (state before move t)."""
-        return self.prefix_len - 1 + np.arange(self.max_moves, dtype=np.int32)
-
-    @classmethod
-    def for_config(cls, cfg: DataConfig) -> "Layout":
-        game = make_game(cfg.game)
-        names = tuple(n for n, w in cfg.mixture.items() if w > 0)
-        return cls(game.num_actions, game.max_moves, names, cfg.persona_prompt, cfg.outcome_token)
 
 
 @dataclass
@@ -286,54 +238,17 @@ def position_keys(game: Game, boards_xC: np.ndarray) -> np.ndarray:
 FULL_PAIR_TABLE_BYTES = 1 << 29  # a roster's pair table up to this size is kept per process
 
 
-def _pair_sweep(game: Game, names: tuple[str, ...], rows: np.ndarray | None) -> np.ndarray:
-    """float32[P, P, len(rows)] (every state when ``rows`` is None): the exact expected X result
-    from each row's state for every (X persona, O persona) pair.
-
-    Backward induction one move number at a time, every pair at once, the personas evaluated on
-    each layer's states as the sweep reaches them: memory is two layers of pair values and one
-    chunk of persona tables, not P·P·states floats plus P·states·A tables. Values are float64
-    sums of float32 probabilities, as ``SolvedGame.expected_outcome`` computes them."""
-    sg = solved(game)
-    personas = tuple(make_persona(n, game) for n in names)
-    table = jax.jit(jax.vmap(partial(stacked_probs, personas)))
-    num_p = len(personas)
-    layers = sg._rows_by_depth
-    local = np.empty(sg.num_states, np.int32)  # a state's place in its layer
-    for d_rows in layers:
-        local[d_rows] = np.arange(len(d_rows), dtype=np.int32)
-    want = np.arange(sg.num_states) if rows is None else np.asarray(rows)
-    want_depth = sg.depth[want]
-    out = np.empty((num_p, num_p, len(want)), np.float32)
-    # One chunk shape for every layer (one compile): the largest layer's live states, at most PROBS_CHUNK.
-    chunk = min(PROBS_CHUNK, max(int((~sg.terminal[r]).sum()) for r in layers))
-    later = None  # pair values of the next layer, float64[P, P, n]
-    for d in range(len(layers) - 1, -1, -1):
-        d_rows = layers[d]
-        value = np.zeros((num_p, num_p, len(d_rows)))
-        value[:, :, :] = np.where(sg.terminal[d_rows], sg.returns_x[d_rows], 0.0)
-        live = np.flatnonzero(~sg.terminal[d_rows])
-        for start in range(0, len(live), chunk):
-            part = live[start:start + chunk]
-            states = d_rows[part]
-            padded = np.concatenate([states, np.repeat(states[-1:], chunk - len(states))])
-            probs = np.asarray(table(sg.states_at(padded)))[:len(states)]  # [n, P, A] float32
-            ch = sg.children[states]
-            child_v = np.where(ch >= 0, later[:, :, local[np.maximum(ch, 0)]], 0.0)  # [P, P, n, A]
-            mover = probs.transpose(1, 0, 2)  # [P, n, A]
-            mover = mover[:, None] if d % 2 == 0 else mover[None, :]  # X's persona is axis 0
-            value[:, :, part] = np.sum(mover * child_v, axis=-1)
-        sel = np.flatnonzero(want_depth == d)
-        out[:, :, sel] = value[:, :, local[want[sel]]]
-        later = value
-    return out
+def _persona_pair_outcomes(game: Game, names: tuple[str, ...], rows: np.ndarray | None) -> np.ndarray:
+    """The solver's ``pair_outcomes`` for a roster of personas (by name)."""
+    players = [make_persona(n, game).probs for n in names]
+    return solved(game).pair_outcomes(players, rows, batch=PROBS_CHUNK)
 
 
 @lru_cache(maxsize=4)
 def pair_outcomes(game_name: str, names: tuple[str, ...]) -> np.ndarray:
     """float32[P, P, states]: exact expected X result for every (X persona, O persona) pair from
     every state, computed once per process (small boards: see ``pair_outcomes_at``)."""
-    out = _pair_sweep(make_game(game_name), names, None)
+    out = _persona_pair_outcomes(make_game(game_name), names, None)
     out.flags.writeable = False
     return out
 
@@ -345,21 +260,12 @@ def pair_outcomes_at(game_name: str, names: tuple[str, ...], rows: np.ndarray) -
     game = make_game(game_name)
     if _fits(game, names):
         return pair_outcomes(game_name, names)[:, :, rows]
-    return _pair_sweep(game, names, rows)
+    return _persona_pair_outcomes(game, names, rows)
 
 
 def _fits(game: Game, names: tuple[str, ...]) -> bool:
     """Whether a roster's whole pair table is kept per process (FULL_PAIR_TABLE_BYTES)."""
     return len(names) ** 2 * solved(game).num_states * 4 <= FULL_PAIR_TABLE_BYTES
-
-
-def solvable(game: Game) -> bool:
-    """Whether exact labels can be computed on this board (the solver's cheap bound)."""
-    try:
-        check_solvable(game)
-    except ValueError:
-        return False
-    return True
 
 
 def _replay_padded(game: Game, personas, log_w, moves_NxM: np.ndarray, pair=None, column_NxM=None):
@@ -462,23 +368,6 @@ def replay(cfg: DataConfig, moves_NxM: np.ndarray, labels: bool | None = None) -
         arrays.update(_labels(cfg, layout, arrays))
     arrays["tokens"] = tokenize(layout, arrays)
     return Dataset(cfg, layout, arrays)
-
-
-def tokenize(layout: Layout, arrays: dict[str, np.ndarray]) -> np.ndarray:
-    """int32[N, seq_len] token sequences from moves (and personas, outcome if enabled)."""
-    n = len(arrays["moves"])
-    tokens = np.full((n, layout.seq_len), layout.pad, np.int32)
-    tokens[:, 0] = layout.bos
-    if layout.persona_prompt:
-        tokens[:, 1] = layout.persona_base + arrays["persona_x"]
-        tokens[:, 2] = layout.persona_base + len(layout.persona_names) + arrays["persona_o"]
-    moves = arrays["moves"]
-    body = tokens[:, layout.prefix_len : layout.prefix_len + layout.max_moves]
-    body[:] = np.where(moves >= 0, moves, layout.pad)
-    if layout.outcome_token:
-        result = layout.outcome_base + 1 - np.sign(arrays["outcome_x"]).astype(np.int32)
-        tokens[np.arange(n), layout.prefix_len + arrays["num_moves"]] = result
-    return tokens
 
 
 def split_by_game(n: int, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:

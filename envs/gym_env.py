@@ -10,12 +10,17 @@ observation is the flat board (``game.num_cells``, in the game's cell order) in 
 frame (+1 own stone, -1 opponent's); the reward is the agent's return at the end, 0 before; an
 illegal agent move ends the game with the agent losing (the game's rule). Legal moves:
 ``info["action_mask"]``.
+
+``gymnasium.make_vec(id, num_envs, vectorization_mode="async", ...)`` works: importing this
+module makes "spawn" the default start method of ``multiprocessing`` (see ``_spawn_by_default``),
+so a script that makes one needs the usual ``if __name__ == "__main__":`` guard.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import multiprocessing
 
 import gymnasium
 import jax
@@ -131,6 +136,16 @@ def env_id(game_name: str) -> str:
     return f"agentsim/{type(make_game(game_name)).__name__}-v0"
 
 
+def _spawn_by_default() -> None:
+    """Make "spawn" the process's default start method unless the program chose one. JAX is
+    multithreaded, so a process forked after JAX started can deadlock: an async vector env,
+    which forks by default, hung at reset. gymnasium 1.x has no per-env hook for it: in
+    "async" mode ``make_vec`` ignores a spec's ``vector_entry_point``, and ``vector_kwargs`` in a
+    spec's kwargs would override the caller's and reach ``SyncVectorEnv`` too (a TypeError)."""
+    if multiprocessing.get_start_method(allow_none=True) is None:
+        multiprocessing.set_start_method("spawn")
+
+
 def register_envs() -> None:
     """Register ``agentsim/<Game>-v0`` for every game; safe to call more than once."""
     for name in GAMES:
@@ -145,4 +160,5 @@ def register_envs() -> None:
             )
 
 
+_spawn_by_default()
 register_envs()

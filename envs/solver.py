@@ -9,14 +9,15 @@ held as uint32 words because JAX runs without x64 (big tables are searched on th
 ``index_of``). No GameState is stored: ``states`` decodes keys on demand.
 
 A board whose positions cannot be enumerated here (a cheap upper bound above MAX_POSITIONS)
-raises a one-line ValueError before any work. Solved tables are cached on disk
-(table_cache.py) and in the process (``solved``).
+raises a one-line ValueError before any work (``solvable`` asks first). Solved tables are
+cached on disk (table_cache.py) and in the process (``solved``).
 """
 
 from __future__ import annotations
 
 import itertools
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -136,6 +137,49 @@ class SolvedGame:
                 value[live] = np.sum(probs[live] * np.where(ch >= 0, value[np.maximum(ch, 0)], 0.0), axis=-1)
         return value
 
+    def pair_outcomes(self, players: Sequence[Callable[[GameState], jax.Array]], rows: np.ndarray | None = None,
+                      *, batch: int) -> np.ndarray:
+        """float32[P, P, len(rows)] (every state when ``rows`` is None): the exact expected X result
+        from each row's state when X plays player i and O player j, for every pair of the P
+        stochastic ``players`` (each a jittable state -> float32[A] move distribution, e.g. a
+        persona's ``probs``): ``expected_outcome`` for every pair at once, without their tables.
+
+        Backward induction one move number at a time, every pair at once, the players evaluated
+        on each layer's states as the sweep reaches them (jitted, ``batch`` states per call at
+        most, padded to one shape so that it compiles once): memory is two layers of pair values
+        and one batch of move distributions, not P·P·states floats plus P·states·A tables.
+        Values are float64 sums of float32 probabilities, as ``expected_outcome`` computes them."""
+        table = jax.jit(jax.vmap(lambda state: jnp.stack([probs(state) for probs in players])))
+        num_p = len(players)
+        layers = self._rows_by_depth
+        local = np.empty(self.num_states, np.int32)  # a state's place in its layer
+        for d_rows in layers:
+            local[d_rows] = np.arange(len(d_rows), dtype=np.int32)
+        want = np.arange(self.num_states) if rows is None else np.asarray(rows)
+        want_depth = self.depth[want]
+        out = np.empty((num_p, num_p, len(want)), np.float32)
+        chunk = min(batch, max(int((~self.terminal[r]).sum()) for r in layers))  # one shape for every layer
+        later = None  # pair values of the next layer, float64[P, P, n]
+        for d in range(len(layers) - 1, -1, -1):
+            d_rows = layers[d]
+            value = np.zeros((num_p, num_p, len(d_rows)))
+            value[:, :, :] = np.where(self.terminal[d_rows], self.returns_x[d_rows], 0.0)
+            live = np.flatnonzero(~self.terminal[d_rows])
+            for start in range(0, len(live), chunk):
+                part = live[start:start + chunk]
+                states = d_rows[part]
+                padded = np.concatenate([states, np.repeat(states[-1:], chunk - len(states))])
+                probs = np.asarray(table(self.states_at(padded)))[:len(states)]  # [n, P, A] float32
+                ch = self.children[states]
+                child_v = np.where(ch >= 0, later[:, :, local[np.maximum(ch, 0)]], 0.0)  # [P, P, n, A]
+                mover = probs.transpose(1, 0, 2)  # [P, n, A]
+                mover = mover[:, None] if d % 2 == 0 else mover[None, :]  # X's player is axis 0
+                value[:, :, part] = np.sum(mover * child_v, axis=-1)
+            sel = np.flatnonzero(want_depth == d)
+            out[:, :, sel] = value[:, :, local[want[sel]]]
+            later = value
+        return out
+
     @cached_property
     def _rows_by_depth(self) -> list[np.ndarray]:
         order = np.argsort(self.depth, kind="stable")
@@ -173,6 +217,15 @@ def check_solvable(game: Game) -> None:
             "play, exact values and exact labels are unavailable on this board; use a smaller one "
             "(at most 6x4 or 5x5) or only personas that need no table"
         )
+
+
+def solvable(game: Game) -> bool:
+    """Whether exact values and labels can be computed on this board (``check_solvable``)."""
+    try:
+        check_solvable(game)
+    except ValueError:
+        return False
+    return True
 
 
 def enumerate_layers(game: Game, max_depth: int | None = None):

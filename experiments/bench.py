@@ -7,7 +7,8 @@
 - rollout MFU: the policy's model FLOPs per agent step (see ``rollout_flops``) × agent steps/s
   ÷ the measured fp32 matmul peak, per model size;
 - cost versus game length: time per agent step of a synthetic 42-move game ÷ a 9-move one,
-  through the same ``Policy`` interface, cached and full recompute;
+  through the same ``Policy`` interface, cached and full recompute, per model size (what the
+  key/value cache is for: its cost per step should not grow with the game);
 - next-token training MFU (real tokens only, see ``next_token_flops``) per model size, with
   where the step's time goes (forward, backward, optimizer timed separately);
 - PPO iterations/s at the quick settings, cached rollout and full-recompute rollout.
@@ -213,7 +214,8 @@ def _net(layers: int, d: int, vocab: int, seq_len: int, seed: int = 0):
 
 def _tictactoe():
     from agentsim.envs import make_game
-    from agentsim.envs.dataset import DataConfig, Layout
+    from agentsim.envs.dataset import DataConfig
+    from agentsim.envs.tokens import Layout
 
     return make_game("tictactoe"), Layout.for_config(DataConfig())
 
@@ -382,7 +384,7 @@ def _next_token_parts(layers: int, d: int, sizes: BenchSizes, preset: str):
 
 def _ppo_iterations(sizes: BenchSizes, preset: str) -> dict[str, float]:
     """PPO iterations/s (seeds vmapped) with the cached and the full-recompute rollout."""
-    from agentsim.envs.dataset import Layout
+    from agentsim.envs.tokens import Layout
     from agentsim.experiments.config import load_config, seed_keys
     from agentsim.experiments.train.ppo import make_ppo
 
@@ -435,24 +437,27 @@ def _rollout_rows(sizes: BenchSizes, peak: Callable[[], float], raw: dict) -> li
 
 
 def _length_rows(sizes: BenchSizes, raw: dict) -> list[Row]:
-    """Time per agent step of a long synthetic game ÷ a short one, cached and full recompute."""
-    (layers, d), key = sizes.models[0], jax.random.key(0)
-    fns, turns = {}, {}
-    for cache in (True, False):
-        for moves in (sizes.short_moves, sizes.long_moves):
-            run, turns[cache, moves] = make_synthetic(layers, d, moves, sizes.batch, cache)
-            fns[cache, moves] = partial(run, key)
-    t = _best_times(fns, sizes.reps)
-    per_step = {k: t[k] / turns[k] for k in t}
-    raw["game_length"] = {f"{'cached' if c else 'full'}_{m}_moves_us_per_agent_step_of_batch": 1e6 * v
-                          for (c, m), v in per_step.items()}
-    rows = []
-    for cache, label in ((True, "cached"), (False, "full recompute")):
-        long, short = per_step[cache, sizes.long_moves], per_step[cache, sizes.short_moves]
-        rows.append(Row(f"length_cost_ratio_{'cached' if cache else 'full'}",
-                        f"cost/agent step, {sizes.long_moves} vs {sizes.short_moves} moves, {label}", long / short, "x",
-                        "<= 1.5" if cache else "",
-                        f"{1e6 * long:,.0f} vs {1e6 * short:,.0f} µs per step of B={sizes.batch} ({layers}L d{d})"))
+    """Per model size, time per agent step of a long synthetic game ÷ a short one, cached and
+    full recompute, with each game's agent steps/s."""
+    key, rows = jax.random.key(0), []
+    for layers, d in sizes.models:
+        fns, turns = {}, {}
+        for cache in (True, False):
+            for moves in (sizes.short_moves, sizes.long_moves):
+                run, turns[cache, moves] = make_synthetic(layers, d, moves, sizes.batch, cache)
+                fns[cache, moves] = partial(run, key)
+        t = _best_times(fns, sizes.reps)
+        per_step = {k: t[k] / turns[k] for k in t}
+        raw[f"game_length_{layers}L_d{d}"] = {
+            f"{'cached' if c else 'full'}_{m}_moves": {"us_per_agent_step_of_batch": 1e6 * v,
+                                                       "agent_steps_per_s": sizes.batch / v}
+            for (c, m), v in per_step.items()}
+        for cache, label in ((True, "cached"), (False, "full recompute")):
+            long, short = per_step[cache, sizes.long_moves], per_step[cache, sizes.short_moves]
+            rows.append(Row(f"length_cost_ratio_{'cached' if cache else 'full'}_{layers}L_d{d}",
+                            f"cost/agent step, {sizes.long_moves} vs {sizes.short_moves} moves, {label} ({layers}L d{d})",
+                            long / short, "x", "<= 1.5" if cache else "",
+                            f"{1e6 * long:,.0f} vs {1e6 * short:,.0f} µs per step of B={sizes.batch}"))
     return rows
 
 

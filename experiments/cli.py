@@ -11,6 +11,7 @@ import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 DESCRIPTION = """\
 agentsim: does the way a network is trained decide whether it behaves as an agent or as a
@@ -66,13 +67,6 @@ def _progress(enabled: bool = True):
         yield p
 
 
-def _add_config_args(p: argparse.ArgumentParser, default_preset: str | None = None) -> None:
-    p.add_argument("--preset", default=default_preset, help="named base config (quick, tiny, c4-quick, c4, c4-tiny)")
-    p.add_argument("--config", metavar="FILE", help="TOML file with [data], [model], [train], [ppo], [log] tables")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                   help="override one config field (repeatable)")
-
-
 def _config(args, extra=()):
     from agentsim.experiments.config import load_config
 
@@ -81,7 +75,7 @@ def _config(args, extra=()):
 
 def cmd_references(args) -> int:
     from agentsim.envs import make_game
-    from agentsim.envs.dataset import solvable
+    from agentsim.envs.solver import solvable
     from agentsim.experiments.analysis.match_ceilings import match_ceilings
 
     try:
@@ -182,26 +176,27 @@ def cmd_train(args) -> int:
         result = train(cfg, args.out, resume=args.resume, force=args.force, progress=progress)
     if result.interrupted:
         return 130
-    final = json.loads((Path(args.out) / "final.json").read_text())
-    m = final["matches"]  # no perfect opponent on a board too big to solve
-    print(f"finished {args.out}: loss vs random {m['eval/loss_vs_random']}, "
-          f"vs perfect {m.get('eval/loss_vs_perfect', 'not played (no table)')}, simulator gap {final['simulator']['gap']}")
+    from agentsim.experiments.runs.store import FINAL, HEADLINE, headline
+
+    head = headline(Path(args.out), _warn)  # the numbers `agentsim runs` shows for this run
+    shown = {FINAL + k: head.get(FINAL + k, "not played (no table)") for k in HEADLINE}  # 7×6: no perfect
+    print(f"finished {args.out} (seed means of final.json, as `agentsim runs` shows them): {_headline_text(shown)}")
     return 0
 
 
 def cmd_probe(args) -> int:
     import numpy as np
 
+    from agentsim.experiments.runs import strict_json
+
     _require_runs(args.run)
-    if args.games < 50:
-        raise UserError(f"--games must be at least 50, got {args.games}")
     if args.suite or args.timeline:
         from agentsim.experiments.analysis.probe_suite import analyse_probes
         from agentsim.experiments.analysis.timeline import analyse_timeline
 
         if args.suite:
             res = analyse_probes(args.run, num_games=args.games)
-            (Path(args.run) / "probe_suite.json").write_text(json.dumps(res))
+            strict_json.write(Path(args.run) / "probe_suite.json", res, indent=None)
             for target, entry in res["targets"].items():
                 for probe, results in (("linear", entry), ("mlp", entry.get("mlp", {}))):
                     for kind in ("trained", "random_init", "step0", "shuffled", "control_task"):
@@ -212,7 +207,7 @@ def cmd_probe(args) -> int:
             print(f"wrote {Path(args.run) / 'probe_suite.json'}")
         if args.timeline:
             res = analyse_timeline(args.run, num_games=args.games)
-            (Path(args.run) / "timeline.json").write_text(json.dumps(res))
+            strict_json.write(Path(args.run) / "timeline.json", res, indent=None)
             for target, per_ckpt in res["targets"].items():
                 for step, scores in zip(res["steps"], per_ckpt):
                     print(f"{target:15s} step {step:6d}: " + " ".join(f"{v:.3f}" for v in np.mean(scores, 0)))
@@ -237,7 +232,7 @@ def cmd_probe(args) -> int:
     res = measure_value(LoadedModel.from_run(args.run) if agent else None,
                         LoadedModel.from_run(simulator if agent else args.run), num_games=args.games)
     out = Path(args.run) / "value_probes.json"
-    out.write_text(json.dumps(res))
+    strict_json.write(out, res, indent=None)
     for dataset, d in res["datasets"].items():
         for target, entry in d["targets"].items():
             ceiling = np.mean([c["test_r2"][0] for c in entry["ceiling"]])
@@ -263,42 +258,80 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
+def _warn(message: str) -> None:
+    """Something skipped or set aside that the user should know of: one line on stderr."""
+    print(f"agentsim: warning: {message}", file=sys.stderr)
+
+
+def _console():
+    """Rich's console; piped, a table keeps its full width (rich would wrap it at 80 columns)."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=100_000)
+
+
+def _headline_text(head: dict) -> str:
+    """Headline metrics as `train` prints them and `runs` shows them: full names, 3 decimals."""
+    return ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in head.items())
+
+
 def cmd_runs(args) -> int:
+    from agentsim.experiments.runs import strict_json
     from agentsim.experiments.runs.store import list_runs
 
-    rows = list_runs(args.paths, args.where, args.status, args.regime)
+    rows = list_runs(args.paths, args.where, args.status, args.regime, on_problem=_warn)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(strict_json.dumps(rows, indent=2))
         return 0
-    from rich.console import Console
     from rich.table import Table
 
-    table = Table("run", "regime", "status", "step", "seeds", "headline (seed mean)")
+    table = Table("run", "regime", "status", "step", "seeds",
+                  "headline (seed mean; final/: final.json, eval/: last logged step)")
     for r in rows:
-        head = ", ".join(f"{k.split('/')[-1]}={v:.3f}" for k, v in r["headline"].items())
-        table.add_row(r["path"], str(r["regime"]), str(r["status"]), str(r["step"]), str(r["seeds"]), head)
-    Console().print(table)
+        table.add_row(r["path"], str(r["regime"]), str(r["status"]), str(r["step"]), str(r["seeds"]),
+                      _headline_text(r["headline"]))
+    _console().print(table)
     return 0
 
 
-def cmd_compare(args) -> int:
-    from agentsim.experiments.report.figures import plot_comparison
-    from agentsim.experiments.runs.store import compare
+def _writable(out: Path) -> Path:
+    """``out``, once it is clear (before any work) that it can be written: its nearest existing
+    folder must be a writable directory."""
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise UserError(f"cannot write {out}: {parent} is not a writable directory")
+    return out
 
-    groups = compare(args.runs, args.metric)
-    from rich.console import Console
+
+def cmd_compare(args) -> int:
+    import math
+
+    from agentsim.experiments.report.figures import plot_comparison
+    from agentsim.experiments.runs import strict_json
+    from agentsim.experiments.runs.store import INTERVAL_TEXT, compare
+
+    out = _writable(Path(args.out) if args.out else Path("compare") / args.metric.replace("/", "_"))
+    comparison = compare(args.runs, args.metric, on_problem=_warn)
     from rich.table import Table
 
-    table = Table("config (what differs)", "seeds", "final mean ± std", "IQM", "95% CI of mean", title=args.metric)
-    for g in groups:
-        table.add_row(g["label"], str(g["n_seeds"]), f"{g['mean']:.4f} ± {g['std']:.4f}", f"{g['iqm']:.4f}",
-                      f"[{g['ci_low']:.4f}, {g['ci_high']:.4f}]")
-    Console().print(table)
-    out = Path(args.out) if args.out else Path("compare") / args.metric.replace("/", "_")
-    paths = plot_comparison(groups, args.metric, out)
-    summary = [{k: v for k, v in g.items() if k != "curves"} for g in groups]
+    def number(x: float) -> str:
+        return f"{x:.4f}" if math.isfinite(x) else "n/a"
+
+    table = Table("config (what differs)", "seeds", "mean ± SD", "IQM", "95% t-interval of the mean",
+                  title=f"{args.metric}: {comparison.quantity}", caption=f"{INTERVAL_TEXT}; n/a with one seed")
+    for g in comparison.groups:
+        table.add_row(g.label, str(g.n_seeds), f"{number(g.mean)} ± {number(g.sd)}", number(g.iqm),
+                      f"[{number(g.ci_low)}, {number(g.ci_high)}]")
+    _console().print(table)
     summary_path = out.with_name(out.name + ".json")
-    summary_path.write_text(json.dumps(summary, indent=2))
+    try:
+        paths = plot_comparison(comparison, out)
+        strict_json.write(summary_path, comparison.as_json())
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {e.strerror or e}") from None
     print("wrote " + ", ".join(str(p) for p in paths + [summary_path]))
     return 0
 
@@ -317,14 +350,13 @@ def cmd_sweep(args) -> int:
         raise UserError("--out DIR is required to run a sweep")
     table = run_sweep(args.spec, args.out, backend=args.backend, parallel=args.parallel,
                       address=args.address, resume=args.resume)
-    from rich.console import Console
     from rich.table import Table
 
     t = Table("member", "status", "seconds", "headline metrics (seed mean)", "error")
     for m in table:
         t.add_row(m["name"], m["status"], str(m["seconds"]),
                   ", ".join(f"{k.split('/')[-1]}={v:.3f}" for k, v in m["metrics"].items()), m["error"])
-    Console().print(t)
+    _console().print(t)
     failed = sum(m["status"] != "finished" for m in table)
     print(f"{len(table) - failed}/{len(table)} members finished; table in {args.out}/sweep.json")
     return 1 if failed else 0
@@ -334,7 +366,7 @@ def _require_table(what: str, *paths) -> None:
     """One line, exit code 2, before any work, when a run's board is too big to solve and
     ``what`` reads the solver's table."""
     from agentsim.envs import make_game
-    from agentsim.envs.dataset import solvable
+    from agentsim.envs.solver import solvable
     from agentsim.experiments.runs.run import read_config
 
     for p in paths:
@@ -363,7 +395,9 @@ def _output(out: str | None, default: Path) -> Path:
 
 def _save_analysis(result: dict, out: Path, plot, table: str | None = None) -> list[Path]:
     """What every analysis subcommand does last: JSON, its figure beside it, a table, a line."""
-    out.write_text(json.dumps(result, indent=2))
+    from agentsim.experiments.runs import strict_json
+
+    strict_json.write(out, result)
     paths = plot(result, out.parent)
     if table:
         print(table)
@@ -378,8 +412,6 @@ def cmd_change(args) -> int:
 
     _require_runs(args.pretrained, args.tuned, args.control)
     _require_table("change (its value-probe change)", args.pretrained)
-    if args.games < 10:
-        raise UserError(f"--games must be at least 10, got {args.games}")
     out = _output(args.out, Path(args.tuned) / "change.json")
     result = analyse_change(args.pretrained, args.tuned, args.control, num_games=args.games)
     _save_analysis(result, out, plot_change, change_table(result))
@@ -393,9 +425,6 @@ def cmd_layer_reset(args) -> int:
 
     _require_runs(args.pretrained, args.tuned)
     _require_table("layer-reset (play against perfect, the value probe)", args.pretrained)
-    if args.games < 10 or args.games_per_cell < 1:
-        raise UserError(f"--games must be at least 10 and --games-per-cell at least 1, got "
-                        f"{args.games} and {args.games_per_cell}")
     out = _output(args.out, Path(args.tuned) / "layer_reset.json")
     result = analyse_layer_reset(args.pretrained, args.tuned, args.games, args.games_per_cell,
                                  include_head=not args.no_head)
@@ -409,11 +438,6 @@ def cmd_steer(args) -> int:
 
     _require_runs(args.run, args.probe_run)
     _require_table("steer (the value direction, play against perfect)", args.run)
-    if args.games < 20 or args.games_per_cell < 1:
-        raise UserError(f"--games must be at least 20 and --games-per-cell at least 1, got "
-                        f"{args.games} and {args.games_per_cell}")
-    if args.layer is not None and args.layer < 0:
-        raise UserError(f"--layer must be >= 0 (0 = embeddings), got {args.layer}")
     out = _output(args.out, Path(args.run) / "steering.json")
     layers = None if args.layer is None else [args.layer]
     result = analyse_steering(args.run, args.probe_run, layers=layers, num_games=args.games,
@@ -444,8 +468,6 @@ def cmd_behaviour(args) -> int:
 
     _require_runs(*args.runs, args.pretrained)
     _require_table("behaviour (mass on minimax-optimal moves, play against perfect)", *args.runs)
-    if args.games < 10:
-        raise UserError(f"--games must be at least 10, got {args.games}")
     out = _output(args.out, Path(args.runs[0]) / "behaviour.json")
     result = analyse_behaviour(_run_names(args.runs), args.pretrained, num_games=args.games)
     for name, r in result["runs"].items():
@@ -461,6 +483,7 @@ def cmd_bench(args) -> int:
     import dataclasses
 
     from agentsim.experiments.bench import FULL, QUICK, run_bench
+    from agentsim.experiments.runs import strict_json
 
     sizes = QUICK if args.quick else FULL
     if args.seeds is not None:
@@ -474,16 +497,28 @@ def cmd_bench(args) -> int:
           f"{ctx['cpus']} CPUs: a shared machine's numbers move, compare the ratios)")
     print(res.table())
     if args.out:
-        Path(args.out).write_text(json.dumps(res.to_json(), indent=2))
+        strict_json.write(args.out, res.to_json())
     return 0
 
 
 def cmd_config(args) -> int:
     from dataclasses import fields
 
-    from agentsim.experiments.config import Config, field_docs
+    from agentsim.experiments.config import Config, field_docs, load_config
+    from agentsim.experiments.presets import BASE_PRESET, PRESET_SEEDS, PRESETS, STAGES
 
-    cfg = _config(args)
+    if args.preset in STAGES and args.preset not in PRESETS:
+        # A preset only `reproduce` knows (paper): its runs start from another preset's config, with
+        # its own seeds and each stage's overrides on top.
+        base, seeds = BASE_PRESET.get(args.preset, args.preset), PRESET_SEEDS[args.preset]
+        cfg = load_config(base, args.config, ([f"train.seeds={seeds}"] if seeds else []) + list(args.overrides))
+        print(f"# reproduce --preset {args.preset}: every run starts from preset {base}"
+              + (f" with train.seeds={seeds}" if seeds else "") + ", then its stage's overrides:")
+        for name, stage in STAGES[args.preset]:
+            print(f"#   {name}: {' '.join(stage)}")
+        print()
+    else:
+        cfg = _config(args)
     for section in fields(Config):
         obj = getattr(cfg, section.name)
         docs = field_docs(type(obj))
@@ -502,184 +537,215 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+# ---------------------------------------------------------------------------------- the commands, as data
+
+
+def _arg(*flags, **kwargs) -> tuple[tuple[str, ...], dict]:
+    """One ``add_argument`` call, written down to be made later."""
+    return flags, kwargs
+
+
+def _at_least(minimum: int):
+    """An argparse type: an integer no smaller than ``minimum`` (else the one-line argument error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _config_args(default_preset: str | None = None) -> list[tuple]:
+    return [_arg("--preset", default=default_preset, help="named base config (quick, tiny, c4-quick, c4, c4-tiny)"),
+            _arg("--config", metavar="FILE", help="TOML file with [data], [model], [train], [ppo], [log] tables"),
+            _arg("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                 help="override one config field (repeatable)")]
+
+
+def _games(default: int, minimum: int, help: str = "held-out games") -> tuple:
+    return _arg("--games", type=_at_least(minimum), default=default, help=f"{help} (at least {minimum})")
+
+
+def _games_per_cell(default: int, help: str) -> tuple:
+    return _arg("--games-per-cell", type=_at_least(1), default=default, help=help)
+
+
+def _out_json(default: str) -> tuple:
+    return _arg("--out", metavar="FILE.json", help=f"output JSON (default {default}); the figure goes next to it")
+
+
+_PRETRAINED = _arg("pretrained", help="run directory of the pretrained (next_token) run")
+_TUNED = _arg("tuned", help="run directory of the fine-tuned run (same seeds and architecture)")
+
+
+class Command(NamedTuple):
+    """One subcommand: what runs it, its --help texts and its arguments."""
+
+    name: str
+    run: Callable[[argparse.Namespace], int]
+    help: str
+    description: str | None = None
+    args: tuple = ()
+    epilog: str | None = None
+
+
+COMMANDS = (
+    Command("reproduce", cmd_reproduce, "train all regimes, probe, write figures + REPORT.md",
+            "Train next_token, rl, pretrain_rl and a random-init control (seeds vmapped; paper adds continued "
+            "pretraining, multi-token, persona-prompted and shared-value runs), evaluate win rates and simulator "
+            "loss, run the probe suite, timeline, weight/CKA change, layer reset, steering and behaviour analyses, "
+            "and write OUT/figures (F1-F9), OUT/results.json and OUT/REPORT.md with a verdict per claim.", (
+                _arg("--preset", default="quick",
+                     help="quick: 3 seeds, every figure but F8 at reduced size, ~5 min on a CPU; paper: 5 seeds, all "
+                     "figures, ~30 min; tiny: smoke test, nothing is learnt; c4-quick, c4, c4-tiny: the same on "
+                     "connect-four 5x4 (c4-tiny: 4x4)"),
+                _arg("--out", required=True, help="output directory (must be new or empty)"),
+                _arg("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                     help="override a config field in every regime"),
+                _arg("--probe-games", type=int, metavar="N",
+                     help="held-out games for every probe (default: the preset's, 300/600/2000 for tiny/quick/paper)"),
+                _arg("--value-only", action="store_true",
+                     help="skip the interpretability suite: only the claim-1 value probes and figure"),
+                _arg("--resume", action="store_true", help="finish an interrupted reproduction"),
+                _arg("--force", action="store_true", help="replace an existing OUT"),
+                _arg("--quiet", action="store_true", help="no progress bars"))),
+    Command("train", cmd_train, "train one regime (all its seeds) into a run directory",
+            "Train one config; the run directory gets config.json, metrics.jsonl, checkpoints/, final.json and "
+            "an offline wandb mirror.", (
+                _arg("--regime", choices=["next_token", "rl", "pretrain_rl", "random_init"],
+                     help="shortcut for --set train.regime=..."),
+                _arg("--out", help="run directory"),
+                _arg("--out-root", help="make a uniquely named run directory under this folder"),
+                _arg("positional", nargs="*", metavar="SECTION.FIELD=VALUE",
+                     help="more overrides, as with --set (the form wandb agents pass)"),
+                *_config_args("quick"),
+                _arg("--resume", action="store_true", help="continue from the last checkpoint"),
+                _arg("--force", action="store_true", help="replace an existing run directory"),
+                _arg("--quiet", action="store_true", help="no progress bar")), epilog=EPILOG_CONFIG),
+    Command("probe", cmd_probe, "claim 1's value probes where the value lives (or --suite, --timeline)",
+            "Per-layer ridge value probes with ceilings and random-init controls. For an agent (rl, pretrain_rl): "
+            "on each seed's own games at its decisions against its own exact V^π, probing the policy trunk, the "
+            "critic trunk, the value head and the simulator of the same seed on the same tokens, then on persona "
+            "games (transfer). For a next_token run: on persona games against its own value (the Bayes expected "
+            "result). Writes RUN/value_probes.json.", (
+                _arg("run", help="run directory"),
+                _arg("--simulator", metavar="DIR", help="the next_token run an agent is compared with (same seeds; "
+                     "default for pretrain_rl: the run it started from)"),
+                _games(2000, 50, "games per seed (own games and persona games)"),
+                _arg("--suite", action="store_true",
+                     help="every target (value, minimax, outcome, persona, board; both frames), linear and small-MLP "
+                     "probes, with random-init, step-0, shuffled and control-task controls -> RUN/probe_suite.json"),
+                _arg("--timeline", action="store_true",
+                     help="probes at every checkpoint x layer (what-when-where) -> RUN/timeline.json"))),
+    Command("data", cmd_data, "generate, save and summarise a persona-mixture dataset",
+            "Games between personas drawn from a mixture, with exact labels (minimax, expected outcome, Bayes "
+            "persona posteriors) saved as .npz.", (
+                _arg("--out", required=True, help="output .npz path"),
+                _arg("--games", type=int, default=20000, help="number of games"),
+                _arg("--mix", help="persona mixture, e.g. random=1,perfect=2,greedy=1,noisy_perfect:0.2=1"),
+                _arg("--seed", type=int, default=0),
+                _arg("--persona-prompt", action="store_true", help="prefix games with persona tokens"),
+                _arg("--outcome-token", action="store_true", help="append a result token"),
+                _arg("--force", action="store_true", help="overwrite an existing file"),
+                *_config_args())),
+    Command("references", cmd_references, "exact loss/win rates of the perfect persona and the best possible "
+            "player against each persona (the ceilings beside the agents')",
+            "From the solver's table: what the perfect persona (uniform over value-optimal moves) and the best "
+            "possible player (each measure's own optimum, a best response) score against random, greedy and "
+            "perfect play, as X and O averaged, as the match evaluation counts.", (
+                _arg("--game", default="tictactoe",
+                     help="tictactoe or connect_four:WxH[xK] (a board the solver can enumerate)"),)),
+    Command("sweep", cmd_sweep, "grid/random search over config fields × seeds",
+            "Run every member of a sweep spec (TOML; see experiments/sweep.py and the README) as its own "
+            "`agentsim train` process, locally or on a Ray cluster; a failing member does not stop the others. "
+            "Ends with a table.", (
+                _arg("spec", help="sweep spec .toml"),
+                _arg("--out", help="sweep directory (one run directory per member)"),
+                _arg("--backend", default="local", choices=["local", "ray"]),
+                _arg("--address", help="Ray cluster address (e.g. 127.0.0.1:6379) for --backend ray"),
+                _arg("--parallel", type=int, default=1, help="local member processes at once"),
+                _arg("--resume", action="store_true", help="rerun only unfinished members"),
+                _arg("--export", metavar="wandb", help="write a wandb sweep YAML instead of running"))),
+    Command("runs", cmd_runs, "list run directories (filter by field, status, regime)", None, (
+        _arg("paths", nargs="*", default=["runs"], help="folders or globs to search (default: runs)"),
+        _arg("--where", action="append", default=[], metavar="FIELD=VALUE",
+             help="keep runs whose config has this value, e.g. model.num_layers=2"),
+        _arg("--status", help="created, running, interrupted, failed, finished"),
+        _arg("--regime", help="next_token, rl, pretrain_rl, random_init"),
+        _arg("--json", action="store_true", help="print JSON instead of a table"))),
+    Command("compare", cmd_compare, "compare runs grouped by config: table + curves with seed bands",
+            "Group runs by config (seeds pooled across run directories; directories holding the same seed are "
+            "kept apart), print the final value of a metric per group as mean ± sample SD, IQM and the 95% "
+            "t-interval of the mean over seeds, and plot its curves against steps and wall time (PNG + PDF). "
+            "Runs without the metric are named and left out.", (
+                _arg("runs", nargs="+", help="run directories, parents of runs, or globs"),
+                _arg("--metric", required=True,
+                     help="a key of metrics.jsonl (its value at the last logged step), e.g. eval/simulator_gap, or "
+                     "final/NAME from final.json (the final evaluation), e.g. final/loss_vs_perfect"),
+                _arg("--out", help="output path prefix for the figure and JSON (default compare/METRIC)"))),
+    Command("change", cmd_change, "claim 4: per-layer weight change, CKA and probe change after fine-tuning",
+            "Compare a fine-tuned run (e.g. pretrain_rl) with the pretrained run it started from, per seed and "
+            "layer: relative weight change, linear/debiased CKA of the residual streams on held-out games (beside "
+            "the seed-to-seed floor) and the change in value-probe R²; optionally the same for a "
+            "continued-pretraining control. Writes JSON + figure F4.", (
+                _PRETRAINED, _TUNED,
+                _arg("--control", help="continued next-token run from the same pretrained checkpoint"),
+                _out_json("TUNED/change.json"), _games(2000, 10))),
+    Command("layer-reset", cmd_layer_reset, "claim 4 ablation: reset one layer of a fine-tuned model at a time",
+            "For each layer of the fine-tuned run, reset it to the pretrained weights, to the random-init "
+            "weights, or perturb it randomly by the same norm as its fine-tuning change; report loss/win vs "
+            "random and perfect and the last-layer value-probe R², per seed. Writes JSON + figure F5.", (
+                _PRETRAINED, _TUNED, _out_json("TUNED/layer_reset.json"),
+                _games(2000, 10, "held-out games for the probe"),
+                _games_per_cell(128, "match games per opponent per side per seed"),
+                _arg("--no-head", action="store_true", help="skip resetting the head"))),
+    Command("steer", cmd_steer, "steer a run along value/persona probe directions (with controls)",
+            "Fit value (ridge) and persona (softmax) probes per layer on held-out games, add alpha × direction to "
+            "the residual stream, and measure greedy play vs random/perfect and the log-likelihood of each "
+            "persona's moves, beside random directions and random-init probes. Writes JSON and F6 "
+            "(f6_steering.png/pdf, next to the JSON).", (
+                _arg("run", metavar="RUN", help="run directory to steer"),
+                _arg("--layer", type=_at_least(0), help="steer after this layer only (0 = embeddings; default: all)"),
+                _arg("--probe-run", metavar="DIR", help="fit the probes on this run instead (same architecture)"),
+                _games(2000, 20, "held-out games for probes and log-likelihoods"),
+                _games_per_cell(64, "games per opponent and side per configuration"),
+                _out_json("RUN/steering.json"))),
+    Command("behaviour", cmd_behaviour, "simulator vs agent behaviour: persona consistency, top-k shift, results",
+            "On held-out games: KL from the persona to move to each run's move distribution, mass on the "
+            "persona's vs optimal moves, the Bayes-optimal simulator for reference, prompted strength "
+            "(persona-prompt layouts), top-k shift from --pretrained, and win/draw/loss from final.json. Writes "
+            "JSON and F9 (f9_behaviour.png/pdf, next to the JSON).", (
+                _arg("runs", nargs="+", metavar="RUN", help="run directories"),
+                _arg("--pretrained", metavar="DIR", help="the pretrained run RL started from (for top-k shift)"),
+                _games(2000, 10), _out_json("RUN/behaviour.json of the first RUN"))),
+    Command("bench", cmd_bench, "rollout speed-up vs gymnasium, rollout and training MFU, cost vs game length, "
+            "PPO iterations/s with and without the key/value cache", None, (
+                _arg("--preset", default="quick", help="the config next-token training and PPO are timed at"),
+                _arg("--seeds", type=int, default=None, help="seeds vmapped in the PPO timing (default 3; --quick 1)"),
+                _arg("--quick", action="store_true", help="a smaller, faster version (2L d64 only, fewer repeats)"),
+                _arg("--out", help="also write the numbers as JSON"))),
+    Command("config", cmd_config, "print the resolved config with every field documented", None, (
+        _arg("--preset", default="quick", help="named base config (quick, tiny, c4-quick, c4, c4-tiny) or a "
+             "preset only reproduce knows (paper: its base config and stages)"),
+        *_config_args()[1:])),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="agentsim", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="agentsim", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("reproduce", help="train all regimes, probe, write figures + REPORT.md",
-                       description="Train next_token, rl, pretrain_rl and a random-init control "
-                       "(seeds vmapped; paper adds continued pretraining, multi-token, persona-prompted "
-                       "and shared-value runs), evaluate win rates and simulator loss, run the probe suite, "
-                       "timeline, weight/CKA change, layer reset, steering and behaviour analyses, and write "
-                       "OUT/figures (F1-F9), OUT/results.json and OUT/REPORT.md with a verdict per claim.")
-    p.add_argument("--preset", default="quick",
-                   help="quick: 3 seeds, every figure but F8 at reduced size, ~5 min on a CPU; "
-                   "paper: 5 seeds, all figures, ~30 min; tiny: smoke test, nothing is learnt; "
-                   "c4-quick, c4, c4-tiny: the same on connect-four 5x4 (c4-tiny: 4x4)")
-    p.add_argument("--out", required=True, help="output directory (must be new or empty)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                   help="override a config field in every regime")
-    p.add_argument("--probe-games", type=int, metavar="N",
-                   help="held-out games for every probe (default: the preset's, 300/600/2000 for tiny/quick/paper)")
-    p.add_argument("--value-only", action="store_true",
-                   help="skip the interpretability suite: only the claim-1 value probes and figure")
-    p.add_argument("--resume", action="store_true", help="finish an interrupted reproduction")
-    p.add_argument("--force", action="store_true", help="replace an existing OUT")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_reproduce)
-
-    p = sub.add_parser("train", help="train one regime (all its seeds) into a run directory",
-                       description="Train one config; the run directory gets config.json, "
-                       "metrics.jsonl, checkpoints/, final.json and an offline wandb mirror.",
-                       epilog=EPILOG_CONFIG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--regime", choices=["next_token", "rl", "pretrain_rl", "random_init"],
-                   help="shortcut for --set train.regime=...")
-    p.add_argument("--out", help="run directory")
-    p.add_argument("--out-root", help="make a uniquely named run directory under this folder")
-    p.add_argument("positional", nargs="*", metavar="SECTION.FIELD=VALUE",
-                   help="more overrides, as with --set (the form wandb agents pass)")
-    _add_config_args(p, "quick")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    p.add_argument("--force", action="store_true", help="replace an existing run directory")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("probe", help="claim 1's value probes where the value lives (or --suite, --timeline)",
-                       description="Per-layer ridge value probes with ceilings and random-init controls. "
-                       "For an agent (rl, pretrain_rl): on each seed's own games at its decisions against its own "
-                       "exact V^π, probing the policy trunk, the critic trunk, the value head and the simulator "
-                       "of the same seed on the same tokens, then on persona games (transfer). For a next_token "
-                       "run: on persona games against its own value (the Bayes expected result). Writes "
-                       "RUN/value_probes.json.")
-    p.add_argument("run", help="run directory")
-    p.add_argument("--simulator", metavar="DIR", help="the next_token run an agent is compared with (same seeds; "
-                   "default for pretrain_rl: the run it started from)")
-    p.add_argument("--games", type=int, default=2000, help="games per seed (own games and persona games)")
-    p.add_argument("--suite", action="store_true",
-                   help="every target (value, minimax, outcome, persona, board; both frames), linear and "
-                   "small-MLP probes, with random-init, step-0, shuffled and control-task controls "
-                   "-> RUN/probe_suite.json")
-    p.add_argument("--timeline", action="store_true",
-                   help="probes at every checkpoint x layer (what-when-where) -> RUN/timeline.json")
-    p.set_defaults(func=cmd_probe)
-
-    p = sub.add_parser("data", help="generate, save and summarise a persona-mixture dataset",
-                       description="Games between personas drawn from a mixture, with exact labels "
-                       "(minimax, expected outcome, Bayes persona posteriors) saved as .npz.")
-    p.add_argument("--out", required=True, help="output .npz path")
-    p.add_argument("--games", type=int, default=20000, help="number of games")
-    p.add_argument("--mix", help="persona mixture, e.g. random=1,perfect=2,greedy=1,noisy_perfect:0.2=1")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--persona-prompt", action="store_true", help="prefix games with persona tokens")
-    p.add_argument("--outcome-token", action="store_true", help="append a result token")
-    p.add_argument("--force", action="store_true", help="overwrite an existing file")
-    _add_config_args(p)
-    p.set_defaults(func=cmd_data)
-
-    p = sub.add_parser("references", help="exact loss/win rates of the perfect persona and the best possible "
-                       "player against each persona (the ceilings beside the agents')",
-                       description="From the solver's table: what the perfect persona (uniform over value-optimal "
-                       "moves) and the best possible player (each measure's own optimum, a best response) score "
-                       "against random, greedy and perfect play, as X and O averaged, as the match evaluation counts.")
-    p.add_argument("--game", default="tictactoe", help="tictactoe or connect_four:WxH[xK] (a board the solver can enumerate)")
-    p.set_defaults(func=cmd_references)
-
-    p = sub.add_parser("sweep", help="grid/random search over config fields × seeds",
-                       description="Run every member of a sweep spec (TOML; see experiments/sweep.py "
-                       "and the README) as its own `agentsim train` process, locally or on a Ray "
-                       "cluster; a failing member does not stop the others. Ends with a table.")
-    p.add_argument("spec", help="sweep spec .toml")
-    p.add_argument("--out", help="sweep directory (one run directory per member)")
-    p.add_argument("--backend", default="local", choices=["local", "ray"])
-    p.add_argument("--address", help="Ray cluster address (e.g. 127.0.0.1:6379) for --backend ray")
-    p.add_argument("--parallel", type=int, default=1, help="local member processes at once")
-    p.add_argument("--resume", action="store_true", help="rerun only unfinished members")
-    p.add_argument("--export", metavar="wandb", help="write a wandb sweep YAML instead of running")
-    p.set_defaults(func=cmd_sweep)
-
-    p = sub.add_parser("runs", help="list run directories (filter by field, status, regime)")
-    p.add_argument("paths", nargs="*", default=["runs"], help="folders or globs to search (default: runs)")
-    p.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE",
-                   help="keep runs whose config has this value, e.g. model.num_layers=2")
-    p.add_argument("--status", help="finished, running, interrupted, failed")
-    p.add_argument("--regime", help="next_token, rl, pretrain_rl, random_init")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=cmd_runs)
-
-    p = sub.add_parser("compare", help="compare runs grouped by config: table + curves with seed bands",
-                       description="Group runs by config (seeds pooled across run directories), "
-                       "print the final value of a metric as mean ± std, IQM and a bootstrap CI, and "
-                       "plot its curves against steps and wall time (PNG + PDF).")
-    p.add_argument("runs", nargs="+", help="run directories, parents of runs, or globs")
-    p.add_argument("--metric", required=True, help="a key of metrics.jsonl, e.g. eval/simulator_gap")
-    p.add_argument("--out", help="output path prefix for the figure and JSON (default compare/METRIC)")
-    p.set_defaults(func=cmd_compare)
-
-    p = sub.add_parser(
-        "change", help="claim 4: per-layer weight change, CKA and probe change after fine-tuning",
-        description="Compare a fine-tuned run (e.g. pretrain_rl) with the pretrained run it started "
-        "from, per seed and layer: relative weight change, linear/debiased CKA of the residual "
-        "streams on held-out games (beside the seed-to-seed floor) and the change in value-probe "
-        "R²; optionally the same for a continued-pretraining control. Writes JSON + figure F4.")
-    p.add_argument("pretrained", help="run directory of the pretrained (next_token) run")
-    p.add_argument("tuned", help="run directory of the fine-tuned run (same seeds and architecture)")
-    p.add_argument("--control", help="continued next-token run from the same pretrained checkpoint")
-    p.add_argument("--out", help="output JSON (default TUNED/change.json); the figure goes next to it")
-    p.add_argument("--games", type=int, default=2000, help="held-out games")
-    p.set_defaults(func=cmd_change)
-
-    p = sub.add_parser(
-        "layer-reset", help="claim 4 ablation: reset one layer of a fine-tuned model at a time",
-        description="For each layer of the fine-tuned run, reset it to the pretrained weights, to "
-        "the random-init weights, or perturb it randomly by the same norm as its fine-tuning change; "
-        "report loss/win vs random and perfect and the last-layer value-probe R², per seed. "
-        "Writes JSON + figure F5.")
-    p.add_argument("pretrained", help="run directory of the pretrained (next_token) run")
-    p.add_argument("tuned", help="run directory of the fine-tuned run (same seeds and architecture)")
-    p.add_argument("--out", help="output JSON (default TUNED/layer_reset.json); the figure goes next to it")
-    p.add_argument("--games", type=int, default=2000, help="held-out games for the probe")
-    p.add_argument("--games-per-cell", type=int, default=128, help="match games per opponent per side per seed")
-    p.add_argument("--no-head", action="store_true", help="skip resetting the head")
-    p.set_defaults(func=cmd_layer_reset)
-
-    p = sub.add_parser(
-        "steer", help="steer a run along value/persona probe directions (with controls)",
-        description="Fit value (ridge) and persona (softmax) probes per layer on held-out games, add "
-        "alpha × direction to the residual stream, and measure greedy play vs random/perfect and the "
-        "log-likelihood of each persona's moves, beside random directions and random-init probes. "
-        "Writes JSON and F6 (f6_steering.png/pdf, next to the JSON).")
-    p.add_argument("run", metavar="RUN", help="run directory to steer")
-    p.add_argument("--layer", type=int, help="steer after this layer only (0 = embeddings; default: all)")
-    p.add_argument("--probe-run", metavar="DIR", help="fit the probes on this run instead (same architecture)")
-    p.add_argument("--games", type=int, default=2000, help="held-out games for probes and log-likelihoods")
-    p.add_argument("--games-per-cell", type=int, default=64, help="games per opponent and side per configuration")
-    p.add_argument("--out", metavar="FILE.json", help="output JSON (default RUN/steering.json)")
-    p.set_defaults(func=cmd_steer)
-
-    p = sub.add_parser(
-        "behaviour", help="simulator vs agent behaviour: persona consistency, top-k shift, results",
-        description="On held-out games: KL from the persona to move to each run's move distribution, "
-        "mass on the persona's vs optimal moves, the Bayes-optimal simulator for reference, prompted "
-        "strength (persona-prompt layouts), top-k shift from --pretrained, and win/draw/loss from "
-        "final.json. Writes JSON and F9 (f9_behaviour.png/pdf, next to the JSON).")
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
-    p.add_argument("--pretrained", metavar="DIR", help="the pretrained run RL started from (for top-k shift)")
-    p.add_argument("--games", type=int, default=2000, help="held-out games")
-    p.add_argument("--out", metavar="FILE.json", help="output JSON (default RUN/behaviour.json of the first RUN)")
-    p.set_defaults(func=cmd_behaviour)
-
-    p = sub.add_parser("bench", help="rollout speed-up vs gymnasium, rollout and training MFU, cost vs game "
-                       "length, PPO iterations/s with and without the key/value cache")
-    p.add_argument("--preset", default="quick", help="the config next-token training and PPO are timed at")
-    p.add_argument("--seeds", type=int, default=None, help="seeds vmapped in the PPO timing (default 3; --quick 1)")
-    p.add_argument("--quick", action="store_true", help="a smaller, faster version (2L d64 only, fewer repeats)")
-    p.add_argument("--out", help="also write the numbers as JSON")
-    p.set_defaults(func=cmd_bench)
-
-    p = sub.add_parser("config", help="print the resolved config with every field documented")
-    _add_config_args(p, "quick")
-    p.set_defaults(func=cmd_config)
+    for command in COMMANDS:
+        p = sub.add_parser(command.name, help=command.help, description=command.description, epilog=command.epilog,
+                           formatter_class=argparse.RawDescriptionHelpFormatter if command.epilog
+                           else argparse.HelpFormatter)
+        for flags, kwargs in command.args:
+            p.add_argument(*flags, **kwargs)
+        p.set_defaults(func=command.run)
     return parser
 
 
@@ -693,12 +759,33 @@ def main(argv: list[str] | None = None) -> int:
 
     _enable_compile_cache()
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's flush at exit
+        return code
     except (UserError, ConfigError, RunError, CheckpointError, TrainingStopped) as e:
         # Only bad input and stopped runs become one line; anything else is a bug and keeps
         # its traceback.
         print(f"agentsim: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        if not _reader_gone():
+            raise  # some other pipe broke: a bug, with its traceback
+        # The reader stopped early (`agentsim config | head`): end quietly, as `cat` would. What is
+        # still buffered goes to /dev/null, or the flush at exit would fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _reader_gone() -> bool:
+    """Whether stdout is a pipe whose reading end has closed (poll reports an error on it)."""
+    import select
+
+    poller = select.poll()
+    try:
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+    except (AttributeError, OSError, ValueError):  # stdout replaced by something with no file
+        return False
+    return any(events & select.POLLERR for _, events in poller.poll(0))
 
 
 if __name__ == "__main__":

@@ -299,7 +299,9 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{name} must lie in [0, 1], got {v}")
     if p.num_envs % p.minibatches:
         raise ConfigError(f"ppo.minibatches ({p.minibatches}) must divide ppo.num_envs ({p.num_envs})")
-    game = make_game(cfg.data.game)
+    # The pool's names are checked for every regime, but whether its personas can play this board
+    # (perfect needs the solver's table) only where PPO plays them: a 7×6 next_token run does not.
+    game = make_game(cfg.data.game if t.regime in ("rl", "pretrain_rl") else "tictactoe")
     if not p.opponents or sum(p.opponents.values()) <= 0:
         raise ConfigError("ppo.opponents must name at least one persona with positive weight")
     for name, w in p.opponents.items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+from scipy.special import stdtrit
 
 
 class CI(NamedTuple):
@@ -43,17 +44,10 @@ def iqm(values, axis: int = 0):
 
 # ---------------------------------------------------------------------------------- judging claims
 
-# Two-sided 95% Student-t quantiles by degrees of freedom (scipy.stats.t.ppf(0.975, df)).
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
-         10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110,
-         18: 2.101, 19: 2.093, 20: 2.086, 25: 2.060, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
-
-
-def t975(df: int) -> float:
-    """The 97.5% quantile of Student's t (the nearest tabulated df at or below; 1.96 beyond 120)."""
-    if df < 1:
-        return float("nan")
-    return _T975[max(k for k in _T975 if k <= df)] if df <= 120 else 1.96
+def t975(df: float) -> float:
+    """The 97.5% quantile of Student's t with ``df`` degrees of freedom (exact at every df,
+    ``scipy.stats.t.ppf(0.975, df)``); nan below 1."""
+    return float(stdtrit(df, 0.975)) if df >= 1 else float("nan")
 
 
 class Interval(NamedTuple):

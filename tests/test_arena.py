@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from agentsim.envs import make_game
-from agentsim.envs.dataset import DataConfig, Layout
+from agentsim.envs.dataset import DataConfig
 from agentsim.envs.personas import make_persona
 from agentsim.envs.solver import solved
+from agentsim.envs.tokens import Layout
 from agentsim.experiments.train import arena as A
 from agentsim.experiments.train.evaluate import make_playout
 from agentsim.experiments.train.policy import history_policy, make_policy

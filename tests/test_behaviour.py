@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agentsim.envs.dataset import DataConfig, Layout, generate
+from agentsim.envs.dataset import DataConfig, generate
+from agentsim.envs.tokens import Layout
 from agentsim.experiments import cli
 from agentsim.experiments.analysis import behaviour as B
 from agentsim.experiments.analysis.heldout import mover_persona, persona_tables

@@ -17,8 +17,8 @@ TOY = bench.BenchSizes(models=((1, 16),), batch=16, gym_steps=6, short_moves=3, 
                        ppo_overrides=("ppo.num_envs=8", "ppo.epochs=1", "ppo.minibatches=1",
                                       "ppo.opponents={random=1.0}", "model.num_layers=1", "model.d_model=16",
                                       "model.num_heads=2", "model.mlp_ratio=2"))
-KEYS = {"rollout_speedup_vs_gym", "rollout_speedup_from_cache", "rollout_mfu_1L_d16", "length_cost_ratio_cached",
-        "length_cost_ratio_full", "next_token_mfu_1L_d16", "ppo_iterations_per_s_cached", "ppo_iterations_per_s_full",
+KEYS = {"rollout_speedup_vs_gym", "rollout_speedup_from_cache", "rollout_mfu_1L_d16", "length_cost_ratio_cached_1L_d16",
+        "length_cost_ratio_full_1L_d16", "next_token_mfu_1L_d16", "ppo_iterations_per_s_cached", "ppo_iterations_per_s_full",
         "ppo_speedup_from_cache", "matmul_peak_gflops"}
 
 
@@ -42,6 +42,12 @@ def test_bench_rows_table_and_json(result):
     share = data["raw"]["next_token_1L_d16"]["share"]
     assert share["forward"] > 0 and sum(share.values()) == pytest.approx(1.0)
     assert data["raw"]["gym_loop"]["agent_steps"] >= TOY.gym_steps
+    game_length = data["raw"]["game_length_1L_d16"]  # per model size, as the old decode micro-benchmark
+    assert set(game_length) == {f"{c}_{m}_moves" for c in ("cached", "full") for m in (3, 6)}
+    for case in game_length.values():
+        assert set(case) == {"us_per_agent_step_of_batch", "agent_steps_per_s"}
+        assert all(np.isfinite(v) and v > 0 for v in case.values())
+        assert case["agent_steps_per_s"] == pytest.approx(TOY.batch * 1e6 / case["us_per_agent_step_of_batch"])
     assert len(data["raw"]["matmul_gflops"]) == 1 + 2 * len(TOY.models)  # start, then before each MFU
     table = result.table().splitlines()
     assert len(table) == 1 + len(result.rows)

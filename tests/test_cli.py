@@ -284,3 +284,73 @@ def test_console_script_reports_a_bad_config_in_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert lines == [lines[0]] and lines[0].startswith("agentsim: error: unknown field model.foo")
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------- config, pipes, the table
+
+
+@pytest.mark.parametrize("preset", sorted(__import__("agentsim.experiments.presets", fromlist=["STAGES"]).STAGES))
+def test_config_knows_every_preset_reproduce_knows(capsys, preset):
+    assert cli.main(["config", "--preset", preset]) == 0
+    out = capsys.readouterr().out
+    assert "[train]" in out
+
+
+def test_config_of_a_reproduce_only_preset_names_its_base_and_stages(capsys):
+    assert cli.main(["config", "--preset", "paper"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# reproduce --preset paper: every run starts from preset quick "
+                          "with train.seeds=[0, 1, 2, 3, 4]")
+    assert "#   rl_shared_value: train.regime='rl'" in out and "seeds = [0, 1, 2, 3, 4]" in out
+
+
+def test_config_into_a_closed_pipe_ends_quietly(capsys, monkeypatch):
+    """`agentsim config | head`: the reader goes away; no BrokenPipe traceback, exit 0."""
+    read, write = os.pipe()
+    os.close(read)
+    pipe = os.fdopen(write, "w")  # block-buffered, as a real pipe: the error shows at the flush
+    monkeypatch.setattr(sys, "stdout", pipe)
+    try:
+        assert cli.main(["config", "--preset", "tiny"]) == 0
+    finally:
+        monkeypatch.undo()
+        pipe.close()  # its buffer goes to /dev/null now
+    assert capsys.readouterr().err == ""
+
+
+def test_a_broken_pipe_that_is_not_stdout_keeps_its_traceback(monkeypatch):
+    def broken(args):
+        raise BrokenPipeError("a worker's pipe")
+
+    monkeypatch.setattr(cli, "COMMANDS", tuple(c._replace(run=broken) if c.name == "config" else c
+                                               for c in cli.COMMANDS))
+    with pytest.raises(BrokenPipeError):
+        cli.main(["config"])
+
+
+@pytest.mark.parametrize("argv", [
+    ["change", "a", "b", "--control", "c", "--out", "x.json", "--games", "60"],
+    ["layer-reset", "a", "b", "--out", "x.json", "--games", "60", "--games-per-cell", "8", "--no-head"],
+    ["steer", "a", "--layer", "2", "--probe-run", "p", "--games", "100", "--games-per-cell", "2", "--out", "x.json"],
+    ["behaviour", "a", "b", "--pretrained", "p", "--games", "60", "--out", "x.json"],
+    ["probe", "a", "--simulator", "s", "--games", "50", "--suite", "--timeline"],
+])
+def test_analysis_commands_keep_every_flag(argv):
+    args = cli.build_parser().parse_args(argv)
+    assert args.func.__name__ == "cmd_" + argv[0].replace("-", "_")
+    assert args.games == int(argv[argv.index("--games") + 1])
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["change", "a", "b", "--games", "9"], "argument --games: must be at least 10, got 9"),
+    (["layer-reset", "a", "b", "--games-per-cell", "0"], "argument --games-per-cell: must be at least 1, got 0"),
+    (["steer", "a", "--games", "19"], "must be at least 20"),
+    (["steer", "a", "--layer", "-1"], "argument --layer: must be at least 0, got -1"),
+    (["behaviour", "a", "--games", "ten"], "argument --games: expected an integer, got 'ten'"),
+    (["probe", "a", "--games", "49"], "must be at least 50"),
+])
+def test_analysis_sizes_too_small_are_one_line_before_any_work(capsys, argv, match):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(lines) == 1 and match in lines[0], lines

@@ -293,3 +293,15 @@ def test_with_defaults_train_and_ppo_sections_are_valid():
     cfg = load_config()
     assert cfg == Config()
     assert cfg.train == TrainConfig() and math.isclose(cfg.ppo.gamma, 1.0)
+
+
+def test_a_big_board_next_token_config_is_not_refused_for_ppo_settings_it_does_not_use():
+    """7×6: the default PPO pool names perfect, which needs the solver's table; only the regimes
+    that play the pool are refused for it (its names are still checked for every regime)."""
+    big = ["data.game='connect_four'", "data.mixture={random=1.0, greedy=1.0}"]
+    for regime in ("next_token", "random_init"):
+        assert load_config("tiny", overrides=big + [f"train.regime={regime}"]).data.game == "connect_four"
+    with pytest.raises(ConfigError, match="ppo.opponents: connect_four.*too many positions"):
+        load_config("tiny", overrides=big + ["train.regime=rl"])
+    with pytest.raises(ConfigError, match="ppo.opponents: unknown persona 'bogus'"):
+        load_config("tiny", overrides=big + ["ppo.opponents={bogus=1.0}"])

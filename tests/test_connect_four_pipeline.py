@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from agentsim.envs import make_game
-from agentsim.envs.dataset import DataConfig, Dataset, Layout, generate, pair_outcomes_at, position_keys, replay
+from agentsim.envs.dataset import DataConfig, Dataset, generate, pair_outcomes_at, position_keys, replay
 from agentsim.envs.personas import make_persona, probs_table
 from agentsim.envs.solver import solved
+from agentsim.envs.tokens import Layout
 from agentsim.experiments import cli
 from agentsim.experiments.analysis import agent_value as AV
 from agentsim.experiments.analysis.heldout import HeldOut, seen_in, training_positions

@@ -1,12 +1,16 @@
 """Datasets: exact labels, Bayes posteriors and losses checked against independent computations."""
 
+import ast
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from agentsim.envs import make_game
-from agentsim.envs.dataset import DataConfig, Dataset, Layout, generate, split_by_game, tokenize
+from agentsim.envs import dataset, make_game
+from agentsim.envs.dataset import DataConfig, Dataset, generate, split_by_game
 from agentsim.envs.personas import make_persona, probs_table
 from agentsim.envs.solver import solved
+from agentsim.envs.tokens import Layout, tokenize
 
 LINES = [(0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 3, 6), (1, 4, 7), (2, 5, 8), (0, 4, 8), (2, 4, 6)]
 CFG = DataConfig(num_games=2000, seed=0)
@@ -204,3 +208,11 @@ def test_split_by_game_is_a_partition():
     parts = split_by_game(1000, (0.8, 0.1, 0.1), seed=0)
     assert [len(p) for p in parts] == [800, 100, 100]
     np.testing.assert_array_equal(np.sort(np.concatenate(parts)), np.arange(1000))
+
+
+def test_the_dataset_reads_no_private_field():
+    """The dataset asks the solver through its public methods (``pair_outcomes``, ``rows_of``):
+    it once read ``SolvedGame._rows_by_depth``. (``_replace`` is NamedTuple's public API.)"""
+    tree = ast.parse(Path(dataset.__file__).read_text())
+    private = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr.startswith("_")}
+    assert private <= {"_replace"}, private

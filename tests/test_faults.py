@@ -25,7 +25,7 @@ import jax
 import numpy as np
 import pytest
 
-from agentsim.envs.dataset import Layout
+from agentsim.envs.tokens import Layout
 from agentsim.experiments import cli
 from agentsim.experiments.config import load_config, seed_keys
 from agentsim.experiments.runs import checkpoints

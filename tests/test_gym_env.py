@@ -1,5 +1,11 @@
 """The gymnasium environments: API checks, masks, illegal moves, and play against personas."""
 
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import gymnasium
@@ -132,3 +138,51 @@ def test_functional_core_vmaps_and_perfect_is_unbeaten():
         assert done.all() and not illegal.any() and total.max() <= 0.0 and (total == 0).any()
     total = results[2][0]
     assert (total == 1).mean() > 0.2 and set(np.unique(total)) == {-1.0, 0.0, 1.0}
+
+
+def test_importing_the_envs_makes_spawn_the_default_start_method():
+    """What the async vector env below relies on: a forked child of a process running JAX can
+    deadlock, so nothing may fork by default once the envs are imported."""
+    assert multiprocessing.get_start_method(allow_none=True) == "spawn"
+
+
+VECTOR_SCRIPT = """
+import sys
+
+import gymnasium
+import jax.numpy as jnp
+import numpy as np
+
+import agentsim.envs
+
+if __name__ == "__main__":
+    jnp.ones(2).block_until_ready()  # JAX has started in the parent, as in a training script
+    env_id, size = sys.argv[1], {k: int(v) for k, v in (a.split("=") for a in sys.argv[2:])}
+    envs = gymnasium.make_vec(env_id, num_envs=2, vectorization_mode="async", **size)
+    obs, info = envs.reset(seed=0)
+    action = np.array([np.flatnonzero(m)[0] for m in info["action_mask"]])
+    obs, reward, terminated, truncated, info = envs.step(action)
+    envs.close()
+    print("stepped", obs.shape, reward.tolist(), info["action_mask"].shape)
+"""
+
+
+@pytest.mark.slow  # a fresh Python and two spawned workers import JAX: ~10 s
+@pytest.mark.parametrize("env_id, size, cells, actions", [("agentsim/TicTacToe-v0", [], 9, 9),
+                                                          ("agentsim/ConnectFour-v0", ["width=5", "height=4"], 20, 5)])
+def test_async_vector_env_resets_and_steps(tmp_path, env_id, size, cells, actions):
+    """``make_vec(..., vectorization_mode="async")`` with no vector_kwargs, in a fresh process
+    where JAX has started: it used to fork and hang at reset. Run with a time limit, so that a
+    hang fails (the whole process group is killed) instead of freezing the suite."""
+    script = tmp_path / "vector_env.py"
+    script.write_text(textwrap.dedent(VECTOR_SCRIPT))
+    proc = subprocess.Popen([sys.executable, str(script), env_id, *size], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the workers too
+        proc.communicate()
+        pytest.fail(f"make_vec async with {env_id} did not reset and step within 120 s")
+    assert proc.returncode == 0, err
+    assert f"stepped (2, {cells}) [0.0, 0.0] (2, {actions})" in out

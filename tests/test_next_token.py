@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agentsim.envs.dataset import DataConfig, Layout, generate
+from agentsim.envs.dataset import DataConfig, generate
+from agentsim.envs.tokens import Layout
 from agentsim.experiments.config import load_config, seed_keys
 from agentsim.experiments.train.loop import train
 from agentsim.experiments.train.next_token import lm_loss, make_next_token, move_nll, target_mask

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import agentsim.envs as envs
-from agentsim.envs.dataset import Layout
 from agentsim.envs.game import GameState, base3_code, returns_from_winner
+from agentsim.envs.tokens import Layout
 from agentsim.experiments.config import load_config, seed_keys
 from agentsim.experiments.train.policy import NEG, policy_at
 from agentsim.experiments.train.ppo import gae, make_ppo, ppo_loss

@@ -8,9 +8,9 @@ import jax
 import numpy as np
 import pytest
 
-from agentsim.envs import TicTacToe
+from agentsim.envs import ConnectFour, TicTacToe
 from agentsim.envs.personas import make_persona, probs_table
-from agentsim.envs.solver import solved
+from agentsim.envs.solver import solvable, solved
 
 LINES = [(0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 3, 6), (1, 4, 7), (2, 5, 8), (0, 4, 8), (2, 4, 6)]
 EMPTY = (0,) * 9
@@ -180,3 +180,23 @@ def test_expected_outcome_of_deterministic_players(sg, boards):
 def test_expected_outcome_of_perfect_play_is_minimax(sg):
     table = probs_table(make_persona("perfect", sg.game), sg.game)
     np.testing.assert_allclose(sg.expected_outcome(table, table), sg.minimax_x, atol=1e-6)
+
+
+@pytest.mark.parametrize("rows, batch", [(None, 1 << 16), (np.array([0, 5, 17, 300, 5477]), 64)])
+def test_pair_outcomes_are_expected_outcome_for_every_pair(sg, rows, batch):
+    """Every (X player, O player) pair at once, as ``expected_outcome`` gives each pair from its
+    two tables; a small batch splits the layers into many padded calls."""
+    personas = [make_persona(n, sg.game) for n in ("random", "perfect", "greedy")]
+    tables = [probs_table(p, sg.game) for p in personas]
+    got = sg.pair_outcomes([p.probs for p in personas], rows, batch=batch)
+    want_rows = np.arange(sg.num_states) if rows is None else rows
+    assert got.shape == (3, 3, len(want_rows)) and got.dtype == np.float32
+    for i, tx in enumerate(tables):
+        for j, to in enumerate(tables):
+            np.testing.assert_array_equal(got[i, j], sg.expected_outcome(tx, to)[want_rows])
+    assert got[1, 1, root(sg)] == 0.0 and got[0, 0, root(sg)] == pytest.approx(0.2968, abs=1e-4)
+
+
+def test_solvable_asks_the_cheap_bound():
+    assert solvable(TicTacToe()) and solvable(ConnectFour(5, 4))
+    assert not solvable(ConnectFour())  # 7×6: too many positions to enumerate here

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agentsim.envs.dataset import Layout
+from agentsim.envs.tokens import Layout
 from agentsim.experiments.analysis.behaviour import OPPONENTS
 from agentsim.experiments.analysis.model import LoadedModel
 from agentsim.experiments.analysis.steering import (

@@ -287,6 +287,7 @@ def test_export_wandb_yaml(tmp_path):
     doc = yaml.safe_load(out.read_text())
     assert text == out.read_text()
     assert doc["method"] == "grid"
+    assert doc["metric"] == {"name": "eval/simulator_gap", "goal": "minimize"}  # what next_token logs
     assert doc["parameters"] == {"model.num_layers": {"values": [1, 2]}, "train.lr": {"values": [0.001, 0.003]}}
     cmd = doc["command"]
     assert cmd[:2] == ["agentsim", "train"] and "${args_no_hyphens}" in cmd
@@ -299,6 +300,22 @@ def test_export_wandb_yaml(tmp_path):
     cfg = load_config(args.preset, args.config, list(args.overrides) + list(args.positional))
     assert cfg.model.num_layers == 2 and cfg.train.lr == 0.003 and cfg.train.seeds == (0, 1)
     assert cfg.train.regime == "next_token" and cfg.log.wandb == "online"
+
+
+def test_export_wandb_metric_follows_the_swept_regime(tmp_path):
+    rl = _spec(tmp_path, GRID_SPEC.replace('"train.regime" = "next_token"', '"train.regime" = "rl"'), "rl.toml")
+    assert yaml.safe_load(export_wandb(rl, tmp_path / "rl.yaml"))["metric"]["name"] == "eval/loss_vs_random"
+    mixed = _spec(tmp_path, GRID_SPEC.replace('"train.regime" = "next_token"\n', "").replace(
+        "[grid]", '[grid]\n"train.regime" = ["next_token", "rl"]'), "mixed.toml")
+    assert "metric" not in yaml.safe_load(export_wandb(mixed, tmp_path / "mixed.yaml"))  # no metric both log
+
+
+@pytest.mark.slow
+def test_exported_metric_is_one_every_member_logs(grid_sweep, tmp_path):
+    spec, out, table = grid_sweep
+    metric = yaml.safe_load(export_wandb(spec, tmp_path / "sweep.yaml"))["metric"]["name"]
+    for m in table:
+        assert all(metric in row for row in read_metrics(out / m["name"])), m["name"]
 
 
 def test_export_wandb_random(tmp_path):

@@ -2,13 +2,23 @@
 simulator's value against the dataset's, the probe reading a planted value at the right layer,
 and the whole measure on the shared tiny runs."""
 
+from pathlib import Path
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
-from agentsim.envs.dataset import Layout, generate
+from agentsim.envs.dataset import generate
+from agentsim.envs.tokens import Layout
 from agentsim.experiments.analysis import agent_value as AV
 from agentsim.experiments.analysis.model import LoadedModel
-from agentsim.experiments.analysis.value_probes import Rows, measure_value, score_layers, score_output
+from agentsim.experiments.analysis.value_probes import (
+    Rows,
+    checkpoints_read,
+    measure_value,
+    score_layers,
+    score_output,
+)
 from agentsim.experiments.config import held_out_data, load_config, seed_keys
 from agentsim.models.transformer import init_params
 
@@ -108,9 +118,19 @@ def test_probe_finds_the_planted_layer_and_the_head_is_scored_as_it_is():
     assert head.test_r2 == [1.0] and head.layer == 0
 
 
+def test_the_result_names_the_checkpoint_step_of_each_network():
+    agent = SimpleNamespace(run_dir=Path("runs/rl"), step=400)
+    simulator = SimpleNamespace(run_dir=Path("runs/next_token"), step=1000)
+    assert checkpoints_read(agent, simulator) == {"simulator": "runs/next_token", "agent": "runs/rl",
+                                                  "checkpoint_steps": {"simulator": 1000, "agent": 400}}
+    assert checkpoints_read(None, simulator)["checkpoint_steps"] == {"simulator": 1000, "agent": None}
+
+
 @pytest.mark.slow  # trains or analyses the shared tiny pretrain_rl run end to end
 def test_measure_on_the_tiny_runs(tiny_next_token, tiny_pretrain_rl):
-    res = measure_value(LoadedModel.from_run(tiny_pretrain_rl), LoadedModel.from_run(tiny_next_token), num_games=60)
+    agent, simulator = LoadedModel.from_run(tiny_pretrain_rl), LoadedModel.from_run(tiny_next_token)
+    res = measure_value(agent, simulator, num_games=60)
+    assert res["checkpoint_steps"] == {"agent": agent.step, "simulator": simulator.step} and agent.step > 0
     own, persona = res["datasets"]["own_games"], res["datasets"]["persona_games"]
     assert set(own["targets"]) == {"agent_value", "mixture_value", "minimax"}
     assert set(own["targets"]["agent_value"]["networks"]) == {"policy", "simulator", "random_init", "critic",

@@ -143,7 +143,7 @@ def test_one_offline_wandb_run_per_seed(trained):
     for i, seed in enumerate(seeds):
         run = read[seed]
         assert run["id"] == ids[str(seed)]
-        assert run["group"] == str(out.absolute())
+        assert run["group"] == "nt_run"  # the run directory relative to its output folder, never absolute
         assert run["job_type"] == "next_token"
         assert run["name"] == f"nt_run/seed{seed}"
         assert run["project"] == "agentsim-tests"
@@ -194,12 +194,14 @@ def test_resumed_run_continues_its_wandb_runs_and_force_starts_new_ones(tmp_path
         by_id.setdefault(r["id"], []).append([h["loss"] for h in r["history"]])
     assert sorted(by_id) == sorted(ids.values())  # the resumed run logs into the same two runs
     assert sorted(by_id.values()) == [[[1.0], [0.5]], [[2.0], [1.5]]]  # each seed: first start, then resume
-    replaced = Run(path, cfg, force=True)
+    assert {r["group"] for r in runs} == {"run"}  # by default the run directory's name
+    replaced = Run(path, cfg, force=True, wandb_group="repro/runs/run")
     replaced.start_wandb()
     replaced.finish_wandb()
     new_ids = json.loads((path / IDS_FILE).read_text())
     assert not set(new_ids.values()) & set(ids.values())
     assert {read_offline_run(p)["id"] for p in offline_runs(path)} == set(new_ids.values())
+    assert {read_offline_run(p)["group"] for p in offline_runs(path)} == {"repro/runs/run"}
 
 
 def test_disabled_writes_no_wandb(tmp_path):
@@ -230,7 +232,7 @@ def _png(path: Path, value: float) -> Path:
 def _check_analysis_run(folder: Path, pngs: list[Path], project: str = "agentsim-tests") -> dict:
     (path,) = offline_runs(folder)
     run = read_offline_run(path)
-    assert run["group"] == str(folder.absolute()) and run["job_type"] == "analysis"
+    assert run["group"] == folder.name and run["job_type"] == "analysis"
     assert run["name"] == f"{folder.name}/analysis" and run["project"] == project
     (row,) = run["history"]
     for png in pngs:
@@ -275,6 +277,7 @@ def test_reproduce_logs_its_figures_as_one_analysis_run(tmp_path, monkeypatch, m
     trained: list[Path] = []
 
     def fake_train(cfg, run_dir, **kwargs):
+        assert kwargs["wandb_group"] == f"out/runs/{Path(run_dir).name}"  # relative, and tells reproductions apart
         Run(run_dir, cfg).set_status("finished")
         (Path(run_dir) / "final.json").write_text(json.dumps(FINAL))
         trained.append(Path(run_dir))

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from agentsim.envs.dataset import Layout
+from agentsim.envs.tokens import Layout
 from agentsim.experiments.config import Config, seed_keys
 from agentsim.experiments.runs.restore import open_checkpoint
 from agentsim.experiments.train.devices import shard_seeds

@@ -285,6 +285,13 @@ def _measure(networks: dict[str, tuple[LoadedModel, str]], tokens_SxNxT, rows_by
     return out
 
 
+def checkpoints_read(agent: LoadedModel | None, simulator: LoadedModel) -> dict:
+    """Which run and which checkpoint step of it each network was read at: a run trained further
+    (``--resume``) gives other numbers, and the JSON says which ones these are."""
+    return {"simulator": str(simulator.run_dir), "agent": str(agent.run_dir) if agent else None,
+            "checkpoint_steps": {"simulator": simulator.step, "agent": agent.step if agent else None}}
+
+
 def measure_value(agent: LoadedModel | None, simulator: LoadedModel, num_games: int = 2000,
                   seed: int = 0, num_rollouts: int = ROLLOUTS) -> dict:
     """Claim 1's numbers for one agent run beside the simulator run of the same seeds (or, with
@@ -296,7 +303,7 @@ def measure_value(agent: LoadedModel | None, simulator: LoadedModel, num_games: 
     tree = exact_tree(simulator.cfg.data.game)
     train_positions = training_positions(simulator.cfg)
     result: dict = {"seeds": list(simulator.cfg.train.seeds), "num_games": num_games, "targets": TARGETS,
-                    "simulator": str(simulator.run_dir), "agent": str(agent.run_dir) if agent else None,
+                    **checkpoints_read(agent, simulator),
                     "regime": agent.cfg.train.regime if agent else simulator.cfg.train.regime, "datasets": {}}
     control = (agent or simulator).at_init()
     # V^π on the whole tree, once: own games and persona games read it at their histories.

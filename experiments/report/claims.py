@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from agentsim.experiments.report.numbers import sig3
 from agentsim.experiments.statistics import RULE_TEXT, Interval, seed_interval, verdict
 
 # Quality bars per game: a claim about an agent or a simulator is flagged when its subject
@@ -200,7 +201,7 @@ def claim1(measures: dict[str, dict], agent: str = "rl", smallest: float = 0.05)
         labels = own.get("labels") or {}
         if labels.get("rollouts"):
             evidence[f"{regime}: V^π label"] = (f"{labels['method']}, {labels['rollouts']} games per history; "
-                                                f"standard error (rms) {np.mean(labels['label_se_rms']):.3f}")
+                                                f"standard error (rms) {sig3(np.mean(labels['label_se_rms']))}")
         if "critic" in nets:
             evidence[f"{regime}: critic trunk minus simulator (not judged: the critic is trained on the value)"] = \
                 paired(nets["critic"], nets["simulator"])
@@ -396,6 +397,6 @@ def flags(claim: Claim, quality_: dict) -> list[str]:
     for subject in claim.subjects:
         for bar in quality_.get(subject, {}).get("bars", ()):
             if not bar["meets"]:
-                out.append(f"`{subject}` misses its bar: {bar['measure'].replace('_', ' ')} {bar['mean']:.3f}, "
+                out.append(f"`{subject}` misses its bar: {bar['measure'].replace('_', ' ')} {sig3(bar['mean'])}, "
                            f"wanted {bar['text']}")
     return out

@@ -2,8 +2,10 @@
 
 F1 timeline, F2 probe grid, F3 persona by move, F4 change, F5 layer reset, F6 steering,
 F7 RL amount, F8 MTP vs NTP, F9 behaviour, the claim-1 value figure and `compare`'s curves.
-Bands are 95% bootstrap intervals over seeds (``statistics.bootstrap_ci``): a picture of the
-spread, not the interval a claim is judged by.
+Lines and bars are means over seeds; bands and error bars are the 95 % t-interval of that mean
+over seeds (``statistics.seed_interval``, the interval the claims use), and every figure says
+so in its legend, which sits below the panels so that it never covers data. Every axis with
+numbers on it names its unit; layer axes have integer ticks.
 """
 
 from __future__ import annotations
@@ -15,18 +17,57 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from agentsim.experiments.statistics import bootstrap_ci  # noqa: E402
+from agentsim.experiments.statistics import CI, seed_interval  # noqa: E402
 
 REGIME_COLORS = {"next_token": "tab:blue", "rl": "tab:red", "pretrain_rl": "tab:purple",
                  "random_init": "tab:gray"}
+R2_LABEL = "held-out R² [unitless]"
+LAYER_LABEL = "layer [0 = embeddings]"
+
+
+def seed_band(values_over_seeds) -> CI:
+    """Mean and 95 % t-interval over seeds (axis 0) of every entry of [S, ...] (no interval from
+    one seed)."""
+    v = np.asarray(values_over_seeds, float)
+    intervals = [seed_interval(column) for column in v.reshape(v.shape[0], -1).T]
+    return CI(*(np.array([getattr(i, k) for i in intervals]).reshape(v.shape[1:]) for k in ("mean", "low", "high")))
+
+
+def seed_note(seed_counts, mark: str = "line") -> str:
+    """What a figure's lines (or bars) and bands (or error bars) are, for its legend's title."""
+    counts = sorted({int(n) for n in ([seed_counts] if isinstance(seed_counts, (int, np.integer)) else seed_counts)})
+    spread = "band" if mark == "line" else "error bar"
+    return (f"{mark}: mean over {' or '.join(map(str, counts))} seeds; {spread}: 95 % t-interval of that mean "
+            "(df = seeds − 1)")
 
 
 def band(ax, x, values, color, label, style="-"):
-    values = np.asarray(values, float)  # [seeds, layers]
-    ci = bootstrap_ci(values)
+    ci = seed_band(values)  # values: [seeds, x]
     ax.plot(x, ci.mean, style, color=color, label=label, marker="o" if style == "-" else None, ms=3)
     ax.fill_between(x, ci.low, ci.high, color=color, alpha=0.18, lw=0)
+
+
+def layer_axis(ax, label: str = LAYER_LABEL) -> None:
+    """Layers are counted: integer ticks only."""
+    ax.set_xlabel(label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def legend_below(fig, title: str, extra=()) -> None:
+    """One legend for the whole figure, outside and below its panels so that it covers no data,
+    titled with what its lines and bands are; each label once, however many panels draw it.
+    The figure needs ``layout="constrained"``, which makes room for it."""
+    entries: dict = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    for handle in extra:
+        entries.setdefault(handle.get_label(), handle)
+    fig.legend(list(entries.values()), list(entries), loc="outside lower center", ncols=max(1, min(len(entries), 4)),
+               fontsize=7, title=title, title_fontsize=7)
 
 
 NETWORK_STYLE = {  # claim-1 networks: colour, line style, label
@@ -47,8 +88,9 @@ def value_where_it_lives(measures: dict[str, dict], out_dir: Path, name: str = "
     panels = [("own_games", "agent_value", "own games: its own V^π"),
               ("persona_games", "agent_value", "persona games: V^π (transfer)"),
               ("persona_games", "mixture_value", "persona games: the simulator's value")]
-    fig, axes = plt.subplots(len(measures), len(panels), figsize=(5.0 * len(panels), 3.6 * len(measures)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(measures), len(panels), figsize=(5.0 * len(panels), 3.6 * len(measures) + 1.2),
+                             squeeze=False, layout="constrained")
+    seeds = set()
     for row, (regime, m) in enumerate(measures.items()):
         for ax, (dataset, target, title) in zip(axes[row], panels):
             entry = m["datasets"].get(dataset, {}).get("targets", {}).get(target)
@@ -56,9 +98,10 @@ def value_where_it_lives(measures: dict[str, dict], out_dir: Path, name: str = "
                 ax.set_visible(False)
                 continue
             for net, per_seed in entry["networks"].items():
+                seeds.add(len(per_seed))
                 if net == "value_head":
                     ax.axhline(np.mean([r["test_r2"][0] for r in per_seed]), color="tab:orange", ls="--", lw=1,
-                               label="agent: value head output")
+                               label="agent: value head output (seed mean)")
                     continue
                 color, style, label = NETWORK_STYLE[net]
                 r2 = np.asarray([r["test_r2"] for r in per_seed])
@@ -68,26 +111,16 @@ def value_where_it_lives(measures: dict[str, dict], out_dir: Path, name: str = "
                 layer = int(np.bincount(chosen).argmax())
                 ax.plot([layer], [r2[:, layer].mean()], "o", mfc="none", mec=color, ms=10)
             ceiling = np.mean([c["test_r2"][0] for c in entry["ceiling"]])
-            ax.axhline(ceiling, color="green", ls=":", lw=1.2, label=f"ceiling ({ceiling:.2f})")
-            ax.set_title(f"{regime}: {title}", fontsize=9)
-            ax.set_xlabel("layer (0 = embeddings)")
-            ax.set_ylabel("held-out R²")
+            ax.axhline(ceiling, color="green", ls=":", lw=1.2, label="ceiling: the best R² any predictor of the "
+                                                                     "history reaches (seed mean)")
+            ax.set_title(f"{regime}: {title} (ceiling {ceiling:.2f})", fontsize=9)
+            layer_axis(ax)
+            ax.set_ylabel(R2_LABEL)
             ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    ringed = Line2D([], [], ls="none", marker="o", mfc="none", mec="black", ms=10,
+                    label="ring: the layer most seeds chose on validation games (among layers 1…L)")
+    legend_below(fig, seed_note(seeds), [ringed])
     return save_figure(fig, out_dir, name)
-
-
-def save_analysis(result: dict, out: str | Path, plot, table: str) -> None:
-    """What every analysis subcommand does last: JSON, its figure beside it, a table, a line."""
-    import json
-
-    out = Path(out)
-    if not out.parent.is_dir():
-        raise ValueError(f"directory {out.parent} does not exist")
-    out.write_text(json.dumps(result, indent=2))
-    paths = plot(result, out.parent)
-    print(table)
-    print(f"wrote {out}, " + ", ".join(map(str, paths)) + f" ({result['seconds']:.0f} s)")
 
 
 def save_figure(fig, out_dir: Path, name: str) -> list[Path]:
@@ -95,7 +128,8 @@ def save_figure(fig, out_dir: Path, name: str) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # the figures here lay themselves out (constrained), with their legends
+        fig.tight_layout()
     for p in paths:
         fig.savefig(p, dpi=140)
     plt.close(fig)
@@ -109,21 +143,25 @@ def _scores(per_seed: list[dict]) -> np.ndarray:
 def timeline(timelines: dict[str, dict], out_dir: Path, target: str = "value_mover",
              name: str = "f1_value_probe_layer_by_checkpoint") -> list[Path]:
     """F1: probe score by layer (colour) against training step, one panel per regime."""
-    fig, axes = plt.subplots(1, len(timelines), figsize=(4.2 * len(timelines), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(timelines), figsize=(4.2 * len(timelines), 4.6), squeeze=False,
+                             layout="constrained")
+    seeds = set()
     for ax, (stage, tl) in zip(axes[0], timelines.items()):
         data = np.asarray(tl["targets"][target], float)  # [ckpt, seed, layer]
+        seeds.add(data.shape[1])
         steps = np.maximum(np.asarray(tl["steps"]), 1)
         cmap = plt.get_cmap("viridis", data.shape[2])
         for layer in range(data.shape[2]):
-            ci = bootstrap_ci(data[:, :, layer].T)
-            ax.plot(steps, ci.mean, marker="o", ms=3, color=cmap(layer), label="emb" if layer == 0 else f"L{layer}")
+            ci = seed_band(data[:, :, layer].T)
+            ax.plot(steps, ci.mean, marker="o", ms=3, color=cmap(layer),
+                    label="layer 0 (embeddings)" if layer == 0 else f"layer {layer}")
             ax.fill_between(steps, ci.low, ci.high, color=cmap(layer), alpha=0.15, lw=0)
         ax.set_xscale("log")
         ax.set_title(f"{stage}: {target}")
-        ax.set_xlabel("training step (log)")
+        ax.set_xlabel("training step [updates, log scale; step 0 at 1]")
+        ax.set_ylabel("held-out probe score (R² or accuracy) [unitless]")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("held-out probe score")
-    axes[0][0].legend(fontsize=7, title="layer")
+    legend_below(fig, seed_note(seeds))
     return save_figure(fig, out_dir, name)
 
 
@@ -134,10 +172,11 @@ def probe_grid(suites: dict[str, dict], out_dir: Path, name: str = "f2_probe_tar
     types = [("linear", lambda e: e)]
     if any("mlp" in e for e in next(iter(suites.values()))["targets"].values()):
         types.append(("MLP", lambda e: e.get("mlp")))
-    fig, axes = plt.subplots(len(types), len(suites), figsize=(4.6 * len(suites), 4.2 * len(types)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(types), len(suites), figsize=(4.6 * len(suites), 4.2 * len(types) + 1.0),
+                             squeeze=False, layout="constrained")
     kinds = ("trained", "random_init", "shuffled", "control_task")
     colors = {"trained": "tab:blue", "random_init": "tab:gray", "shuffled": "black", "control_task": "tab:orange"}
+    seeds = set()
     for row, (type_name, pick) in enumerate(types):
         for ax, (stage, suite) in zip(axes[row], suites.items()):
             shown = [t for t in targets if pick(suite["targets"][t])]
@@ -151,39 +190,44 @@ def probe_grid(suites: dict[str, dict], out_dir: Path, name: str = "f2_probe_tar
                         errs.append(0)
                         continue
                     best = int(np.argmax(_scores(entry["trained"]).mean(0)))
-                    ci = bootstrap_ci(_scores(entry[kind])[:, best])
+                    ci = seed_band(_scores(entry[kind])[:, best])
+                    seeds.add(len(entry[kind]))
                     means.append(ci.mean)
                     errs.append(ci.high - ci.mean)
                 ax.barh(y + (j - 1.5) * 0.2, means, 0.2, xerr=errs, color=colors[kind], label=kind)
             ax.set_yticks(y, shown, fontsize=7)
             ax.set_title(f"{stage}: {type_name} probe")
-            ax.set_xlabel("score at best layer (R² or accuracy)")
+            ax.set_xlabel("score at the layer where the trained probe's seed mean is highest "
+                          "(R² or accuracy) [unitless]", fontsize=8)
             ax.grid(alpha=0.3, axis="x")
-    axes[0][0].legend(fontsize=7)
+    legend_below(fig, seed_note(seeds, "bar"))
     return save_figure(fig, out_dir, name)
 
 
 def persona_by_move(suites: dict[str, dict], out_dir: Path, name: str = "f3_persona_probe_by_move") -> list[Path]:
     """F3: persona-probe accuracy by move number for each layer, with the exact Bayes ceiling."""
-    fig, axes = plt.subplots(1, len(suites), figsize=(4.4 * len(suites), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(suites), figsize=(4.4 * len(suites), 4.6), squeeze=False, layout="constrained")
+    seeds = set()
     for ax, (stage, suite) in zip(axes[0], suites.items()):
         entry = suite["targets"]["persona_mover"]
         by_move = np.asarray([r["by_move"] for r in entry["trained"]], float)  # [seed, layer, move]
+        seeds.add(by_move.shape[0])
         cmap = plt.get_cmap("viridis", by_move.shape[1])
         moves = np.arange(by_move.shape[2])
         for layer in range(by_move.shape[1]):
-            ci = bootstrap_ci(by_move[:, layer])
-            ax.plot(moves, ci.mean, color=cmap(layer), label="emb" if layer == 0 else f"L{layer}")
+            ci = seed_band(by_move[:, layer])
+            ax.plot(moves, ci.mean, color=cmap(layer), label="layer 0 (embeddings)" if layer == 0 else f"layer {layer}")
             ax.fill_between(moves, ci.low, ci.high, color=cmap(layer), alpha=0.15, lw=0)
-        ax.plot(moves, suite["bayes_ceiling"]["mover"], "k--", label="Bayes ceiling")
+        ax.plot(moves, suite["bayes_ceiling"]["mover"], "k--", label="Bayes ceiling (exact)")
         ctrl = np.asarray([r["by_move"] for r in entry["random_init"]], float).mean(0).max(0)
-        ax.plot(moves, ctrl, ":", color="gray", label="random-init (best layer)")
+        ax.plot(moves, ctrl, ":", color="gray", label="random init (best layer, seed mean)")
         ax.set_title(f"{stage}: the persona to move")
-        ax.set_xlabel("move number")
+        ax.set_xlabel("move number [plies from the start]")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("accuracy [fraction of positions]")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("accuracy")
-    axes[0][0].legend(fontsize=7)
+    legend_below(fig, seed_note(seeds))
     return save_figure(fig, out_dir, name)
 
 
@@ -193,30 +237,32 @@ def rl_amount(amount: dict, out_dir: Path, name: str = "f7_rl_amount") -> list[P
     (the claim-1 measure, repeated at several RL checkpoints)."""
     steps = np.maximum(np.asarray(amount["steps"]), 1)
     dw = np.asarray(amount["weight_change"], float)  # [ckpt, seed, layer]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    names = amount["layer_names"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), layout="constrained")
     cmap = plt.get_cmap("viridis", dw.shape[2])
     for layer in range(dw.shape[2]):
-        ci = bootstrap_ci(dw[:, :, layer].T)
-        axes[0].plot(steps, ci.mean, marker="o", ms=3, color=cmap(layer), label=amount["layer_names"][layer])
+        ci = seed_band(dw[:, :, layer].T)
+        axes[0].plot(steps, ci.mean, marker="o", ms=3, color=cmap(layer), label=names[layer])
         axes[0].fill_between(steps, ci.low, ci.high, color=cmap(layer), alpha=0.15, lw=0)
     value = amount.get("value")
     if value:
         frac = np.asarray(value["fraction_of_gap_by_block"], float)  # [ckpt, seed, block]
         vsteps = np.maximum(np.asarray(value["steps"]), 1)
         for block in range(frac.shape[2]):
-            ci = bootstrap_ci(frac[:, :, block].T)
-            color = cmap(block + 1)
-            axes[1].plot(vsteps, ci.mean, marker="o", ms=3, color=color, label=f"block {block + 1}")
+            ci = seed_band(frac[:, :, block].T)
+            color = cmap(block + 1)  # block b is layer b: the same colour and name in both panels
+            axes[1].plot(vsteps, ci.mean, marker="o", ms=3, color=color, label=names[block + 1])
             axes[1].fill_between(vsteps, ci.low, ci.high, color=color, alpha=0.15, lw=0)
         axes[1].axhline(0, color="gray", lw=0.5)
-        axes[1].legend(fontsize=7)
-    axes[0].set_ylabel("‖ΔW‖/‖W‖ vs pretrained")
-    axes[1].set_ylabel("fraction of the achievable gap (own V^π)")
+    axes[0].set_title("weights: change from the pretrained model", fontsize=9)
+    axes[1].set_title("policy trunk: value probe for its own V^π", fontsize=9)
+    axes[0].set_ylabel("‖ΔW‖/‖W_pre‖ [ratio]")
+    axes[1].set_ylabel("fraction of the achievable gap [unitless]")
     for ax in axes:
         ax.set_xscale("log")
-        ax.set_xlabel("RL iterations (log; step 0 plotted at 1)")
+        ax.set_xlabel("RL iterations [PPO updates, log scale; step 0 at 1]")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    legend_below(fig, seed_note(dw.shape[1]))
     return save_figure(fig, out_dir, name)
 
 
@@ -224,44 +270,69 @@ def mtp_vs_ntp(simulators: dict[str, dict], out_dir: Path, name: str = "f8_mtp_v
     """F8 (claim 6): value-probe R² by layer for each simulator's own value on persona games
     (and minimax), next-token vs multi-token, beside the random-init network and the ceiling."""
     targets = ("mixture_value", "minimax")
-    fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 4.4), squeeze=False, layout="constrained")
     colors = {"next_token": "tab:blue", "next_token_mtp": "tab:green"}
+    seeds = set()
     for ax, target in zip(axes[0], targets):
         for stage, m in simulators.items():
             entry = m["datasets"]["persona_games"]["targets"][target]
             r2 = np.asarray([r["test_r2"] for r in entry["networks"]["simulator"]])
+            seeds.add(r2.shape[0])
             band(ax, np.arange(r2.shape[1]), r2, colors.get(stage), stage)
         ctrl = np.asarray([r["test_r2"] for r in entry["networks"]["random_init"]])
         band(ax, np.arange(ctrl.shape[1]), ctrl, "black", "random init", "--")
-        ax.axhline(np.mean([c["test_r2"][0] for c in entry["ceiling"]]), color="green", ls=":", label="ceiling")
+        ax.axhline(np.mean([c["test_r2"][0] for c in entry["ceiling"]]), color="green", ls=":",
+                   label="ceiling (seed mean)")
         ax.set_title(f"persona games: {target.replace('_', ' ')}")
-        ax.set_xlabel("layer (0 = embeddings)")
+        layer_axis(ax)
+        ax.set_ylabel(R2_LABEL)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("held-out R²")
-    axes[0][0].legend(fontsize=7)
+    legend_below(fig, seed_note(seeds))
     return save_figure(fig, out_dir, name)
 
 
-def plot_comparison(groups: list[dict], metric: str, out_prefix: Path) -> list[Path]:
-    """`agentsim compare`: each config group's metric against steps and wall time, with seed bands."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for g in groups:
-        n = min(len(c[2]) for c in g["curves"])
-        values = np.stack([c[2][:n] for c in g["curves"]])
-        steps = g["curves"][0][0][:n]
-        walls = np.nanmean(np.stack([c[1][:n] for c in g["curves"]]), 0)
-        ci = bootstrap_ci(values) if len(values) > 1 else None
+def plot_comparison(comparison, out_prefix: Path) -> list[Path]:
+    """`agentsim compare`: each config group's metric against steps and wall time, with seed bands.
+
+    ``comparison``: a ``runs.store.Comparison``. Line: the mean over a group's seeds; band (or bar,
+    for a final.json metric's single point): the 95% t-interval of that mean at each step."""
+    from agentsim.experiments.statistics import seed_interval
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    seed_counts = set()
+    for g in comparison.groups:
+        n = min(len(c.values) for c in g.curves)
+        values = np.stack([c.values[:n] for c in g.curves])
+        steps = g.curves[0].steps[:n]
+        walls_SxN = np.stack([c.walls[:n] for c in g.curves])
+        known = ~np.isnan(walls_SxN)  # a run without timing.jsonl has no wall times
+        walls = np.where(known.any(0), np.where(known, walls_SxN, 0).sum(0) / np.maximum(known.sum(0), 1), np.nan)
+        seed_counts.add(len(values))
+        intervals = [seed_interval(column) for column in values.T]
+        low, high = np.array([i.low for i in intervals]), np.array([i.high for i in intervals])
         for ax, x in zip(axes, (steps, walls)):
-            line, = ax.plot(x, values.mean(0), label=f"{g['label']} (n={len(values)})")
-            if ci is not None:
-                ax.fill_between(x, ci.low, ci.high, color=line.get_color(), alpha=0.2, lw=0)
-    axes[0].set_xlabel("step")
+            line, = ax.plot(x, values.mean(0), marker="o" if n == 1 else None,
+                            label=f"{g.label} ({len(values)} seeds)")
+            if len(values) < 2:
+                continue
+            if n == 1:
+                ax.errorbar(x, values.mean(0), yerr=[values.mean(0) - low, high - values.mean(0)],
+                            color=line.get_color(), capsize=4)
+            else:
+                ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, lw=0)
+    axes[0].set_xlabel("training step (gradient updates; PPO iterations for agents)")
     axes[1].set_xlabel("wall time (s)")
+    axes[0].set_title("against training steps", fontsize=10)
+    axes[1].set_title("against wall time", fontsize=10)
     for ax in axes:
-        ax.set_ylabel(metric)
+        ax.set_ylabel(comparison.metric)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
+    fig.suptitle(f"{comparison.metric}: {comparison.quantity}")
+    seeds = " or ".join(str(s) for s in sorted(seed_counts))
+    fig.text(0.5, 0.01, f"line: mean over seeds; band (a bar at a single point): 95 % t-interval of the mean over "
+             f"{seeds} seeds (df = seeds − 1; none with one seed)", ha="center", fontsize=8)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
     paths = [out_prefix.with_name(out_prefix.name + ".png"), out_prefix.with_name(out_prefix.name + ".pdf")]
     for p in paths:
@@ -279,7 +350,7 @@ def plot_change(result: dict, out_dir, target: str = "mixture_value",
 
     labels = {"tuned": f"RL-tuned ({result['regimes']['tuned']})",
               "control": "continued pretraining (control)"}
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8), layout="constrained")
     x_w, x_r = np.arange(len(result["layers"])), np.arange(len(result["resid_layers"]))
     for kind, comp in result["comparisons"].items():
         band(axes[0], x_w, comp["weight_change"], CHANGE_COLORS[kind], labels[kind])
@@ -287,57 +358,58 @@ def plot_change(result: dict, out_dir, target: str = "mixture_value",
         band(axes[2], x_r, comp["delta_probe_r2"][target], CHANGE_COLORS[kind], labels[kind])
     floor = np.asarray(result["seed_floor"]["cka"], float)
     if len(floor):
-        axes[1].plot(x_r, floor.mean(0), "--", color="black", label="seed floor (pretrained seed i vs j)")
-    titles = ("relative weight change ‖ΔW‖/‖W_pre‖", "linear CKA to the pretrained model",
+        axes[1].plot(x_r, floor.mean(0), "--", color="black", label="seed floor (pretrained seed i vs j, mean)")
+    titles = ("relative weight change", "linear CKA to the pretrained model",
               f"Δ value-probe R² ({target.replace('_', ' ')})")
+    ylabels = ("‖ΔW‖/‖W_pre‖ [ratio]", "linear CKA [unitless; 1 = same representation]", "Δ held-out R² [unitless]")
     ticks = (result["layers"], result["resid_layers"], result["resid_layers"])
-    for ax, x, names, title in zip(axes, (x_w, x_r, x_r), ticks, titles):
+    for ax, x, names, title, ylabel in zip(axes, (x_w, x_r, x_r), ticks, titles, ylabels):
         ax.set_xticks(x, names)
         ax.set_xlabel("layer")
+        ax.set_ylabel(ylabel)
         ax.set_title(title)
         ax.grid(alpha=0.3)
     axes[2].axhline(0, color="gray", lw=0.5)
     axes[1].set_ylim(top=1.02)
-    axes[1].legend(fontsize=8)
-    fig.suptitle(f"Where fine-tuning changes the network (mean and 95% CI over {len(result['seeds'])} seeds)")
-
+    fig.suptitle("Where fine-tuning changes the network")
+    legend_below(fig, seed_note(len(result["seeds"])))
     return save_figure(fig, out_dir, name)
 
 
 VARIANT_STYLE = {"pretrained": ("tab:green", "layer reset to pretrained"),
                  "init": ("tab:red", "layer reset to random init"),
                  "perturb": ("tab:gray", "random perturbation, same norm (control)")}
-PANELS = (("loss_vs_random", "loss rate vs random"), ("loss_vs_perfect", "loss rate vs perfect"),
-          ("probe_r2_last/mixture_value", "last-layer value-probe R² (mixture value)"))
+PANELS = (("loss_vs_random", "loss rate vs random [fraction of games]"),
+          ("loss_vs_perfect", "loss rate vs perfect [fraction of games]"),
+          ("probe_r2_last/mixture_value", "last-layer value-probe R² (mixture value) [unitless]"))
 
 
 def plot_layer_reset(result: dict, out_dir, name: str = "f5_layer_reset") -> list[Path]:
     """F5: each metric after resetting one layer of the tuned model, by layer, with seed bands;
     the unmodified tuned and pretrained models as horizontal lines."""
 
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 4))
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 4.6), layout="constrained")
     x = np.arange(len(result["layers"]))
-    for ax, (metric, title) in zip(axes, PANELS):
+    for ax, (metric, ylabel) in zip(axes, PANELS):
         for variant, (color, label) in VARIANT_STYLE.items():
             values = np.array([result["reset"][variant][l][metric] for l in result["layers"]]).T  # [S, layers]
             band(ax, x, values, color, label)
         for base, style in (("tuned", "-"), ("pretrained", "--")):
             ax.axhline(np.mean(result["baseline"][base][metric]), ls=style, color="black", lw=1,
-                       label=f"{base} model (no reset)")
+                       label=f"{base} model, no reset (seed mean)")
         ax.set_xticks(x, result["layers"])
         ax.set_xlabel("layer reset")
-        ax.set_title(title)
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"Layer reset of the {result['regime']} model (mean and 95% CI over {len(result['seeds'])} seeds)")
-
+    fig.suptitle(f"Layer reset of the {result['regime']} model")
+    legend_below(fig, seed_note(len(result["seeds"])))
     return save_figure(fig, out_dir, name)
 
 
 def plot_steering(result: dict, out_dir: str | Path, name: str = "f6_steering") -> list[Path]:
     """F6: per layer (columns), against alpha: Δ(win − loss) vs random and Δ loss vs perfect under
     value steering, and Δ log-likelihood of the steered-to persona; probe directions beside the
-    random-direction and random-init-probe controls, seed means with 95% bootstrap bands."""
+    random-direction and random-init-probe controls, seed means with 95% t-interval bands."""
 
     alphas = np.asarray(result["alphas"])
     zero = int(np.argmin(np.abs(alphas)))
@@ -351,10 +423,10 @@ def plot_steering(result: dict, out_dir: str | Path, name: str = "f6_steering") 
     styles = {"value": ("tab:red", "-", "value probe"), "persona_perfect": ("tab:purple", "-", "'perfect' persona probe"),
               "init_value": ("black", ":", "value probe @ random init"),
               "init_persona_perfect": ("gray", ":", "'perfect' probe @ random init")}
-    fig, axes = plt.subplots(3, len(layers), figsize=(4.2 * len(layers), 9.5), squeeze=False)
+    fig, axes = plt.subplots(3, len(layers), figsize=(4.2 * len(layers), 10.5), squeeze=False, layout="constrained")
     for li, layer in enumerate(layers):
-        for row, (vals, opp, ylabel) in enumerate(((score, 0, "Δ(win − loss) vs random"),
-                                                   (loss, 1, "Δ loss rate vs perfect"))):
+        for row, (vals, opp, ylabel) in enumerate(((score, 0, "Δ(win − loss) vs random [fraction of games]"),
+                                                   (loss, 1, "Δ loss rate vs perfect [fraction of games]"))):
             ax = axes[row, li]
             for d, (color, style, label) in styles.items():
                 if d in dirs:
@@ -366,30 +438,32 @@ def plot_steering(result: dict, out_dir: str | Path, name: str = "f6_steering") 
         band(ax, alphas, np.asarray(ll["off_target"]["probe"])[:, li], "tab:cyan", "other personas (probe)", ":")
         band(ax, alphas, np.asarray(ll["target"]["init_probe"])[:, li], "black", "persona probe @ random init", ":")
         band(ax, alphas, np.asarray(ll["target"]["random"])[:, li], "tab:gray", "random directions", "--")
-        ax.set(ylabel="Δ mean log-lik of persona's moves [nats]", xlabel="alpha (× residual RMS)")
+        ax.set(ylabel="Δ mean log-lik of persona's moves [nats]")
         for ax in axes[:, li]:
+            ax.set_xlabel("alpha [× residual RMS]")
             ax.axhline(0, color="gray", lw=0.5)
             ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=7)
-    axes[2, 0].legend(fontsize=7)
-    fig.suptitle(f"steering {result.get('run', '')} ({result['regime']}, {len(result['seeds'])} seeds)", fontsize=9)
+    fig.suptitle(f"steering {result.get('run', '')} ({result['regime']})", fontsize=9)
+    legend_below(fig, seed_note(len(result["seeds"])))
     return save_figure(fig, Path(out_dir), name)
 
 
 def plot_behaviour(result: dict, out_dir: str | Path, name: str = "f9_behaviour") -> list[Path]:
     """F9: per regime, KL to each persona, mass on persona vs optimal moves, top-k shift, and
-    win/draw/loss against every persona; bars are seed means with 95% bootstrap CIs."""
+    win/draw/loss against every persona; bars are seed means with 95% t-intervals."""
 
     runs = result["runs"]
     names = list(runs)
     prompted = [n for n in names if isinstance(runs[n]["prompted_strength"], dict)]
     panels = ["kl", "mass", "topk", "final"] + (["prompted"] if prompted else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.6), squeeze=False, layout="constrained")
     axes = dict(zip(panels, axes[0]))
     width = 0.8 / max(len(names), 1)
+    seeds = set()
 
     def bars(ax, x, per_seed_list, offset, color, label, **kw):
-        ci = [bootstrap_ci(np.asarray(v, float)) for v in per_seed_list]
+        ci = [seed_band(np.asarray(v, float)) for v in per_seed_list]
+        seeds.update(len(v) for v in per_seed_list)
         mean = np.array([c.mean for c in ci])
         err = np.array([[c.mean - c.low for c in ci], [c.high - c.mean for c in ci]])
         ax.bar(np.asarray(x) + offset, mean, width, yerr=err, color=color, label=label, capsize=2, **kw)
@@ -403,7 +477,7 @@ def plot_behaviour(result: dict, out_dir: str | Path, name: str = "f9_behaviour"
         bars(axes["mass"], np.arange(len(personas)), [cons[p]["mass_on_persona"] for p in personas], off, color, n)
         axes["mass"].scatter(np.arange(len(personas)) + off,
                              [np.mean(cons[p]["mass_on_optimal"]) for p in personas], marker="_", s=120,
-                             color="black", zorder=3, label="mass on optimal moves" if i == 0 else None)
+                             color="black", zorder=3, label="mass on optimal moves (seed mean)" if i == 0 else None)
         if isinstance(r.get("topk_shift"), dict):
             ks = list(r["topk_shift"])
             bars(axes["topk"], np.arange(len(ks)), [r["topk_shift"][k] for k in ks], off, color, n)
@@ -426,13 +500,13 @@ def plot_behaviour(result: dict, out_dir: str | Path, name: str = "f9_behaviour"
     axes["kl"].scatter(np.arange(len(ps)), [first["bayes_simulator"][p]["kl"] for p in ps], marker="*",
                        color="black", zorder=3, label="Bayes-optimal simulator")
     axes["kl"].set(ylabel="KL(persona ‖ model) [nats]", title="(a) consistency with the persona to move")
-    axes["mass"].set(ylabel="model mass on the persona's top moves", title="(a) persona's moves vs optimal (—)")
-    axes["topk"].set(ylabel="share of positions", title="(c) top move outside pretrained top-k")
-    axes["final"].set(ylabel="win − loss rate", title="(d) result vs each persona (greedy)")
+    axes["mass"].set(ylabel="model mass on the persona's top moves [probability]",
+                     title="(a) persona's moves vs optimal (—)")
+    axes["topk"].set(ylabel="share of positions [fraction]", title="(c) top move outside pretrained top-k")
+    axes["final"].set(ylabel="win − loss rate [fraction of games]", title="(d) result vs each persona (greedy)")
     if prompted:
-        axes["prompted"].set(ylabel="loss rate vs perfect", title="(b) prompted as persona")
+        axes["prompted"].set(ylabel="loss rate vs perfect [fraction of games]", title="(b) prompted as persona")
     for ax in axes.values():
         ax.grid(alpha=0.3, axis="y")
-    axes["kl"].legend(fontsize=7)
-    axes["mass"].legend(fontsize=7)
+    legend_below(fig, seed_note(seeds, "bar"))
     return save_figure(fig, Path(out_dir), name)

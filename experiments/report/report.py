@@ -4,9 +4,9 @@ subjects' quality bars; the value tables of claim 1; timings."""
 
 from __future__ import annotations
 
-import math
-
-from agentsim.experiments.report.claims import TITLES, bars_for
+from agentsim.experiments.report.claims import TITLES, bar_text, bars_for
+from agentsim.experiments.report.numbers import CLIPPED_MARK, CLIPPED_NOTE, interval_text, rate_text, sig3
+from agentsim.experiments.report.tables import markdown_table
 from agentsim.experiments.statistics import RULE_TEXT
 
 NETWORK_NAMES = {"policy": "agent: policy trunk", "critic": "agent: critic trunk", "value_head": "agent: value head",
@@ -15,30 +15,26 @@ NETWORK_NAMES = {"policy": "agent: policy trunk", "critic": "agent: critic trunk
 DATASETS = {"own_games": "the agent's own games, at its decisions", "persona_games": "persona games, every move"}
 
 
-def _bar_texts(bars) -> list[str]:
-    return [f"{m.replace('_', ' ')} {'≤' if way == 'at_most' else '≥'} {v}" for m, way, v in bars]
+RATES = ("loss_vs_random", "win_vs_random", "loss_vs_greedy", "loss_vs_perfect")  # the subjects table's rates
 
 
-def iv(d: dict | None, digits: int = 3) -> str:
-    """'mean [low, high]' of an Interval dict (or '–')."""
-    if not d or d.get("mean") is None or not math.isfinite(d["mean"]):
-        return "–"
-    if not math.isfinite(d.get("low", float("nan"))):
-        return f"{d['mean']:.{digits}f}"
-    return f"{d['mean']:.{digits}f} [{d['low']:.{digits}f}, {d['high']:.{digits}f}]"
+def is_rate(evidence_name: str) -> bool:
+    """Whether a claim's evidence is a rate: a probe's accuracy or a loss or win rate."""
+    return evidence_name in ("accuracy", "random_init") or " loss vs " in f" {evidence_name}" or \
+        " win vs " in f" {evidence_name}"
 
 
 def _claim_lines(number: str, c: dict) -> list[str]:
     i = c["interval"]
     lines = [f"## Claim {number}: {TITLES[number]}", "", f"**Verdict: {c['verdict']}.**"
-             + (f" Figure: `{c['figure']}`." if c["figure"] else "")]
+             + (f" Figure: `{c['figure']}`." if c["figure"] not in ("", "–") else "")]
     if c["note"]:
         lines.append(f"Not judged: {c['note']}.")
     if c["statistic"]:
         lines.append(f"Statistic: {c['statistic']}.")
-        lines.append(f"Value: {iv(i)} over {i['n_seeds']} seeds (95% t-interval; half-width from the seeds "
-                     f"{i['seed_half']:.3f}, from the held-out games {i['game_half']:.3f}); smallest effect worth "
-                     f"the name δ = {c['smallest_effect']}.")
+        lines.append(f"Value: {interval_text(i)} over {i['n_seeds']} seeds (95% t-interval; half-width from the "
+                     f"seeds {sig3(i['seed_half'])}, from the held-out games {sig3(i['game_half'])}); smallest "
+                     f"effect worth the name δ = {c['smallest_effect']}.")
         if c["rule_gives"] != c["verdict"]:
             lines.append(f"The interval alone would give '{c['rule_gives']}', but a verdict needs at least 5 seeds.")
     for flag in c.get("flags", []):
@@ -47,9 +43,25 @@ def _claim_lines(number: str, c: dict) -> list[str]:
     if simple:
         lines.append("")
         for k, v in simple.items():
-            lines.append(f"- {k}: {iv(v) if isinstance(v, dict) else v}")
+            lines.append(f"- {k}: {_evidence_text(k, v)}")
+        if any(CLIPPED_MARK in line for line in lines):
+            lines += ["", CLIPPED_NOTE]
     lines.append("")
     return lines
+
+
+def _evidence_text(name: str, value) -> str:
+    if isinstance(value, dict):
+        return rate_text(value) if is_rate(name) else interval_text(value)
+    if isinstance(value, float):
+        return sig3(value)
+    return str(value)
+
+
+VALUE_COLUMNS = {"r2": "R² (chosen layer)", "r2_unseen": "R² never-seen positions", "control_r2": "random-init R²",
+                 "emergence": "emergence", "emergence_within_move": "emergence within move",
+                 "fraction_of_gap": "fraction of gap", "fraction_of_gap_within_move": "fraction of gap within move",
+                 "residual_rms": "residual (rms)"}
 
 
 def value_tables(claim1: dict) -> list[str]:
@@ -61,21 +73,12 @@ def value_tables(claim1: dict) -> list[str]:
         regime, rest = key.split(": ", 1)
         dataset, target = rest.split(" / ")
         unseen = "ceiling_unseen" in table
-        lines += [f"**{regime}, {DATASETS.get(dataset, dataset)}; target `{target}`** (ceiling "
-                  f"{iv(table['ceiling'])}" + (f"; on never-seen positions {iv(table['ceiling_unseen'])}" if unseen else "")
-                  + "):", "",
-                  "| network | R² (chosen layer) | R² never-seen positions | random-init R² | emergence | emergence within "
-                  "move | fraction of gap | fraction of gap within move | residual (rms) | layers |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-        for net, row in table.items():
-            if net.startswith("ceiling"):
-                continue
-            lines.append(f"| {NETWORK_NAMES.get(net, net)} | {iv(row['r2'])} | {iv(row.get('r2_unseen'))} | "
-                         f"{iv(row.get('control_r2'))} | "
-                         f"{iv(row.get('emergence'))} | {iv(row.get('emergence_within_move'))} | "
-                         f"{iv(row.get('fraction_of_gap'))} | {iv(row.get('fraction_of_gap_within_move'))} | "
-                         f"{iv(row.get('residual_rms'))} | {row['layers']} |")
-        lines.append("")
+        ceiling = interval_text(table["ceiling"]) + (
+            f"; on never-seen positions {interval_text(table['ceiling_unseen'])}" if unseen else "")
+        lines += [f"**{regime}, {DATASETS.get(dataset, dataset)}; target `{target}`** (ceiling {ceiling}):", ""]
+        rows = [[NETWORK_NAMES.get(net, net), *(interval_text(row.get(k)) for k in VALUE_COLUMNS), str(row["layers"])]
+                for net, row in table.items() if not net.startswith("ceiling")]
+        lines += markdown_table(["network", *VALUE_COLUMNS.values(), "layers"], rows) + [""]
     return lines
 
 
@@ -102,9 +105,10 @@ def label_lines(results: dict) -> list[str]:
             if labels and labels.get("rollouts"):
                 nets = d["targets"]["agent_value"]["networks"]
                 resid = [n["test_rmse"][n["layer"]] for n in nets["policy"]] if nets["policy"][0].get("test_rmse") else []
+                label_se = sum(labels["label_se_rms"]) / len(labels["label_se_rms"])
                 parts.append(f"V^π by {labels['method']} ({labels['rollouts']} games per history): label "
-                             f"standard error (rms over rows) {sum(labels['label_se_rms']) / len(labels['label_se_rms']):.3f}"
-                             + (f" beside the policy probe's residual (rms) {sum(resid) / len(resid):.3f}" if resid else ""))
+                             f"standard error (rms over rows) {sig3(label_se)}"
+                             + (f" beside the policy probe's residual (rms) {sig3(sum(resid) / len(resid))}" if resid else ""))
             elif labels:
                 parts.append(f"V^π {labels['method']}")
             if d.get("test_rows_unseen") is not None:
@@ -115,42 +119,52 @@ def label_lines(results: dict) -> list[str]:
     return lines + ([""] if lines else [])
 
 
+def subject_rows(results: dict) -> list[list[str]]:
+    """The subjects table's cells: each run's rates (clipped to [0, 1]), simulator gaps and bars,
+    then the exact references."""
+    rows = []
+    for regime, row in results["quality"].items():
+        bars = row.get("bars", [])
+        rows.append([regime, *(rate_text(row.get(k)) for k in RATES), interval_text(row.get("simulator_gap")),
+                     interval_text(row.get("simulator_gap_unseen")),
+                     "; ".join(b["text"] for b in bars) or "–",
+                     ("yes" if all(b["meets"] for b in bars) else "**no**") if bars else "–"])
+    for name, ref in results.get("references", {}).items():
+        rows.append([f"*{name} (exact)*", *(sig3(ref[k]) for k in RATES), "–", "–", "–", "–"])
+    return rows
+
+
 def report(results: dict) -> str:
-    claims, q = results["claims"], results["quality"]
+    claims = results["claims"]
     seeds = {len(f["seeds"]) for f in results["finals"].values()}
     lines = ["# agentsim reproduction report", ""]
     if results.get("game"):
         lines += [game_line(results["game"]), ""]
     lines += [f"Preset `{results['preset']}`; {'/'.join(map(str, sorted(seeds)))} seeds per run; total "
-             f"{results['total_s']:.0f} s. Every number is recomputed from the run directories under `runs/` and "
-             "listed in `results.json`.", "",
-             "| claim | verdict | statistic (95% interval) | figure |", "| --- | --- | --- | --- |"]
-    for number, c in claims.items():
-        lines.append(f"| {number}. {TITLES[number]} | **{c['verdict']}** | {iv(c['interval'])} | `{c['figure']}` |")
+              f"{sig3(results['total_s'])} s. Every number is recomputed from the run directories under `runs/` and "
+              "listed in `results.json`; numbers are rounded to 3 significant digits.", ""]
+    lines += markdown_table(["claim", "verdict", "statistic (95% interval)", "figure"],
+                            [[f"{number}. {TITLES[number]}", f"**{c['verdict']}**", interval_text(c["interval"]),
+                              f"`{c['figure']}`" if c["figure"] not in ("", "–") else "–"]
+                             for number, c in claims.items()])
     lines += ["", f"Rule for every claim: {RULE_TEXT} Layers are chosen on validation games among layers 1…L "
               "(the embeddings are reported, never chosen); scores are read on test games.", ""]
 
-    lines += ["## The subjects", "", "| run | loss vs random | win vs random | loss vs greedy | loss vs perfect | "
-              "simulator gap (nats/move) | gap on never-seen positions | bars | meets them |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for regime, row in q.items():
-        bars = row.get("bars", [])
-        lines.append(f"| {regime} | {iv(row.get('loss_vs_random'))} | {iv(row.get('win_vs_random'))} | "
-                     f"{iv(row.get('loss_vs_greedy'))} | {iv(row.get('loss_vs_perfect'))} | "
-                     f"{iv(row.get('simulator_gap'))} | {iv(row.get('simulator_gap_unseen'))} | "
-                     + (f"{'; '.join(b['text'] for b in bars)} | {'yes' if all(b['meets'] for b in bars) else '**no**'} |"
-                        if bars else "– | – |"))
-    for name, ref in results.get("references", {}).items():
-        lines.append(f"| *{name} (exact)* | {ref['loss_vs_random']:.3f} | {ref['win_vs_random']:.3f} | "
-                     f"{ref['loss_vs_greedy']:.3f} | {ref['loss_vs_perfect']:.3f} | – | – | – | – |")
+    subjects = subject_rows(results)
+    lines += ["## The subjects", ""] + markdown_table(
+        ["run", "loss vs random", "win vs random", "loss vs greedy", "loss vs perfect", "simulator gap (nats/move)",
+         "gap on never-seen positions (nats/move)", "bars", "meets them"], subjects)
+    if any(CLIPPED_MARK in cell for row in subjects for cell in row):
+        lines += ["", CLIPPED_NOTE]
     game = (results.get("game") or {}).get("name", "tictactoe")
-    lines += ["", "Loss and win rates: greedy (arg-max) play as X and as O against each persona; the simulator gap is "
+    lines += ["", "Loss and win rates: greedy (arg-max) play as X and as O against each persona, as a fraction of "
+              "games, mean and 95% t-interval over seeds; the simulator gap is "
               "the held-out next-move loss minus the Bayes-optimal loss of the persona mixture, on every held-out "
               "position and on the positions (boards) that never occur in the run's training games. The exact rows "
               "are the references from the solver's table, on the same terms: the perfect persona (uniform over "
               "value-optimal moves, which does not try to exploit a weak opponent) and the best possible player "
               "(each column's own optimum, a best response to that persona). Bars: "
-              + ", ".join(f"{k} {'; '.join(bar_text for bar_text in _bar_texts(v))}" for k, v in bars_for(game).items())
+              + ", ".join(f"{k} {'; '.join(bar_text(*bar) for bar in bars)}" for k, bars in bars_for(game).items())
               + ".", ""]
 
     for number, c in claims.items():
@@ -169,11 +183,10 @@ def report(results: dict) -> str:
                       "squared error on test rows.", ""]
             lines += label_lines(results)
 
-    lines += ["## Timings", "", "| stage | seconds |", "| --- | --- |"]
-    for stage, secs in results["timings"].items():
-        lines.append(f"| {stage} | {secs} |")
-    for name, secs in results.get("analyses", {}).get("seconds", {}).items():
-        lines.append(f"| analysis: {name} | {secs} |")
+    timings = [[stage, sig3(secs)] for stage, secs in results["timings"].items()]
+    analysis_seconds = results.get("analyses", {}).get("seconds", {})
+    timings += [[f"analysis: {name}", sig3(secs)] for name, secs in analysis_seconds.items()]
+    lines += ["## Timings", ""] + markdown_table(["stage", "seconds"], timings)
     lines += ["", "Sizes: " + ", ".join(f"{k} {v}" for k, v in results["sizes"].items()) + ".", "",
               "## Figures", ""] + [f"- `{f}`" for f in results["figures"] if f.endswith(".png")]
     return "\n".join(lines) + "\n"

@@ -15,8 +15,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from agentsim.envs import make_game
-from agentsim.envs.dataset import solvable
-from agentsim.envs.solver import solved
+from agentsim.envs.solver import solvable, solved
 from agentsim.experiments.analysis.behaviour import analyse_behaviour
 from agentsim.experiments.analysis.change import analyse_change
 from agentsim.experiments.analysis.layer_reset import analyse_layer_reset
@@ -32,6 +31,7 @@ from agentsim.experiments.presets import BASE_PRESET, PRESET_SEEDS, SIZES, STAGE
 from agentsim.experiments.report import figures as F
 from agentsim.experiments.report.claims import flags, judge_all, quality
 from agentsim.experiments.report.report import report
+from agentsim.experiments.runs import strict_json
 from agentsim.experiments.runs.run import RunError, read_config, read_status
 from agentsim.experiments.runs.wandb_log import log_analysis
 from agentsim.experiments.train.loop import train
@@ -77,7 +77,7 @@ def reproduce(preset: str, out: str | Path, *, force: bool = False, resume: bool
         t0 = time.time()
         if read_status(run_dir).get("status") != "finished":
             train(cfg, run_dir, resume=(run_dir / "config.json").exists(), progress=progress,
-                  on_message=on_message)
+                  on_message=on_message, wandb_group=wandb_group(out, run_dir))
         timings[name] = round(time.time() - t0, 1)
         finals[name] = json.loads((run_dir / "final.json").read_text())
     results = {"preset": preset, "game": game_facts(game, dirs), "sizes": asdict(sizes),
@@ -85,13 +85,13 @@ def reproduce(preset: str, out: str | Path, *, force: bool = False, resume: bool
     t0 = time.time()
     analyses, figures = run_analyses(dirs, out / "figures", sizes, on_message, root=out, value_only=value_only)
     results["analyses"] = analyses
-    (out / "analyses.json").write_text(json.dumps(analyses))  # kept even if judging fails
+    strict_json.write(out / "analyses.json", analyses, indent=None)  # kept even if judging fails
     claims = judge_all(results)
     results["claims"] = {k: c.as_dict() | {"flags": flags(c, results["quality"])} for k, c in claims.items()}
     timings["analyses"] = round(time.time() - t0, 1)
     results.update(timings=timings, total_s=round(time.time() - started, 1),
                    figures=[str(p.relative_to(out)) for p in figures])
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    strict_json.write(out / "results.json", results)
     (out / "REPORT.md").write_text(report(results))
     log = read_config(dirs[next(iter(dirs))]).log  # the runs' own setting (tests: disabled)
     log_analysis(out, figures, {"claims": {k: {"verdict": c["verdict"], "interval": c["interval"]}
@@ -99,6 +99,13 @@ def reproduce(preset: str, out: str | Path, *, force: bool = False, resume: bool
                                 "quality": results["quality"], "seconds": timings},
                  mode=log.wandb, project=log.project)
     return results
+
+
+def wandb_group(out: Path, run_dir: Path) -> str:
+    """A stage's wandb group: its run directory relative to the folder holding the reproduction
+    (``paper/runs/rl``), the same on every machine, and apart from another reproduction's."""
+    out = Path(out).absolute()
+    return str(Path(run_dir).absolute().relative_to(out.parent))
 
 
 def game_facts(game_name: str, dirs: dict[str, Path]) -> dict:

@@ -36,3 +36,14 @@ def layer_reset_table(result: dict) -> str:
     lines += [row("-", base, result["baseline"][base]) for base in result["baseline"]]
     lines += [row(layer, v, result["reset"][v][layer]) for layer in result["layers"] for v in ("pretrained", "init", "perturb")]
     return "\n".join(lines)
+
+
+EMPTY_CELLS = ("", "–")
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table's lines, leaving out every column that no row fills (a measurement the
+    preset did not make would otherwise be a column of dashes)."""
+    keep = [j for j in range(len(header)) if not rows or any(row[j] not in EMPTY_CELLS for row in rows)]
+    return ["| " + " | ".join(cells[j] for j in keep) + " |"
+            for cells in (header, ["---"] * len(header), *rows)]

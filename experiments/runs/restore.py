@@ -12,7 +12,7 @@ from typing import Any
 
 import jax
 
-from agentsim.envs.dataset import Layout
+from agentsim.envs.tokens import Layout
 from agentsim.experiments.config import Config, seed_keys
 from agentsim.experiments.runs import checkpoints
 from agentsim.experiments.runs.run import RunError, read_config

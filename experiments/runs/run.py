@@ -19,27 +19,22 @@ import jax
 import numpy as np
 
 from agentsim.experiments.config import Config, config_from_dict
-from agentsim.experiments.runs import checkpoints, wandb_log
+from agentsim.experiments.runs import checkpoints, strict_json, wandb_log
 
 
 class RunError(ValueError):
     """A run directory that cannot be used as asked (exists, unwritable, corrupt)."""
 
 
-def _json_default(x: Any):
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    raise TypeError(type(x))
-
-
 class Run:
     """One training run (all its seeds) on disk."""
 
-    def __init__(self, path: str | Path, cfg: Config, *, resume: bool = False, force: bool = False):
+    def __init__(self, path: str | Path, cfg: Config, *, resume: bool = False, force: bool = False,
+                 wandb_group: str | None = None):
         self.path = Path(path)
         self.cfg = cfg
+        # the run directory relative to the folder it was made in: portable, unlike its absolute path
+        self.wandb_group = wandb_group or self.path.absolute().name
         if self.path.exists() and not self.path.is_dir():
             raise RunError(f"{self.path} is a file, not a run directory")
         exists = is_run_dir(self.path)
@@ -64,10 +59,10 @@ class Run:
             raise RunError(f"cannot write to {self.path}: {e.strerror}") from None
         if resume:
             saved = json.loads((self.path / "config.json").read_text())
-            if saved != json.loads(json.dumps(cfg.to_dict(), default=_json_default)):
+            if saved != json.loads(strict_json.dumps(cfg.to_dict())):
                 self.cfg = config_from_dict(saved)
         else:
-            (self.path / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=_json_default))
+            strict_json.write(self.path / "config.json", cfg.to_dict())
             self.set_status("created")
         self._start = time.time()
         self._wandb: list = []  # one wandb run per seed, in the order of cfg.train.seeds
@@ -81,14 +76,14 @@ class Run:
         seeds = self.cfg.train.seeds
         wall = time.time() - self._start if wall_time is None else wall_time
         with open(self.path / "timing.jsonl", "a") as f:
-            f.write(json.dumps({"step": int(step), "wall_time": round(float(wall), 3)}) + "\n")
+            f.write(strict_json.dumps({"step": int(step), "wall_time": round(float(wall), 3)}) + "\n")
         rows = []
         for i, seed in enumerate(seeds):
             row = {"step": int(step), "seed": int(seed)}
             row.update({k: float(np.asarray(v).reshape(len(seeds), -1)[i, 0]) for k, v in metrics.items()})
             rows.append(row)
         with open(self.path / "metrics.jsonl", "a") as f:
-            f.writelines(json.dumps(row) + "\n" for row in rows)
+            f.writelines(strict_json.dumps(row) + "\n" for row in rows)
         for wandb_run, row in zip(self._wandb, rows):  # each seed's own numbers, as in metrics.jsonl
             wandb_run.log({k: v for k, v in row.items() if k not in ("step", "seed")}, step=int(step))
 
@@ -98,23 +93,23 @@ class Run:
             path = self.path / name
             if path.exists():
                 keep = [r for r in _parse_lines(path.read_text()) if r["step"] <= after_step]
-                path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+                path.write_text("".join(strict_json.dumps(r) + "\n" for r in keep))
 
     def set_status(self, status: str, **extra) -> None:
         payload = {"status": status, "time": time.time(), **extra}
         tmp = self.path / "status.json.tmp"
-        tmp.write_text(json.dumps(payload, default=_json_default))
+        tmp.write_text(strict_json.dumps(payload))
         os.replace(tmp, self.path / "status.json")
 
     # WANDB MIRROR
     def start_wandb(self) -> None:
-        """One wandb run per seed (group = this directory, job type = the regime), unless
+        """One wandb run per seed (group ``wandb_group``, job type = the regime), unless
         ``log.wandb`` is disabled."""
         if self.cfg.log.wandb == "disabled" or self._wandb:
             return
         self._wandb = wandb_log.start_seed_runs(self.path, self.cfg.to_dict(), self.cfg.train.seeds,
                                                 mode=self.cfg.log.wandb, project=self.cfg.log.project,
-                                                regime=self.cfg.train.regime)
+                                                regime=self.cfg.train.regime, group=self.wandb_group)
 
     def summarize_wandb(self, final: dict) -> None:
         """Each seed's final evaluation (``final.json``) into its wandb run's summary."""

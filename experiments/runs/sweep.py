@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from agentsim.experiments.config import ConfigError, load_config
+from agentsim.experiments.runs import strict_json
 from agentsim.experiments.runs.run import last_metrics
 
 HEADLINE = ("eval/simulator_gap", "eval/move_loss", "eval/loss_vs_random", "eval/loss_vs_perfect",
@@ -182,7 +183,7 @@ def run_sweep(spec_path: str | Path, out: str | Path, *, backend: str = "local",
                       "metrics": {k: float(np.mean(v)) for k, v in metrics.items() if k in HEADLINE}})
     summary = {"spec": str(spec_path), "backend": backend, "wall_s": round(time.time() - started, 1),
                "members": table}
-    (out / "sweep.json").write_text(json.dumps(summary, indent=2))
+    strict_json.write(out / "sweep.json", summary)
     return table
 
 
@@ -246,10 +247,23 @@ def _run_ray(cmds: list[list[str]], done: list[bool], address: str | None, optio
         staging.cleanup()
 
 
+# The metric a wandb sweep ranks members by: one the regime logs at every step to metrics.jsonl
+# (next_token evaluates its held-out loss, PPO plays matches; random_init trains and logs nothing).
+REGIME_METRIC = {"next_token": "eval/simulator_gap", "rl": "eval/loss_vs_random", "pretrain_rl": "eval/loss_vs_random"}
+
+
+def sweep_metric(spec: dict) -> str | None:
+    """The metric every member of the sweep logs, or None when its members train regimes that log
+    different ones (or none)."""
+    regimes = {load_config(spec.get("preset"), overrides=m["overrides"]).train.regime for m in members(spec)}
+    return REGIME_METRIC.get(regimes.pop()) if len(regimes) == 1 else None
+
+
 def export_wandb(spec_path: str | Path, out_yaml: str | Path, run_root: str = "runs/wandb") -> str:
-    """A wandb sweep YAML whose command runs ``agentsim train`` (for labs using wandb agents)."""
+    """A wandb sweep YAML whose command runs ``agentsim train`` (for labs using wandb agents),
+    ranking members by a metric the swept regime logs (lower is better for each)."""
     spec = load_spec(spec_path)
-    members(spec)  # validate
+    metric = sweep_metric(spec)
     params = {}
     for k, v in spec.get("grid", {}).items():
         params[k] = {"values": v}
@@ -259,9 +273,10 @@ def export_wandb(spec_path: str | Path, out_yaml: str | Path, run_root: str = "r
                      {"distribution": "uniform" if kind == "uniform" else "log_uniform_values",
                       "min": arg[0], "max": arg[1]})
     fixed = spec.get("set", {})
-    lines = ["program: agentsim", f"method: {spec.get('method', 'grid')}",
-             "metric:", "  name: eval/loss_vs_random", "  goal: minimize", "command:",
-             "  - agentsim", "  - train", "  - --out-root", f"  - {run_root}"]
+    lines = ["program: agentsim", f"method: {spec.get('method', 'grid')}"]
+    lines += (["metric:", f"  name: {metric}", "  goal: minimize"] if metric else
+              ["# no metric: the members' regimes log none in common"])
+    lines += ["command:", "  - agentsim", "  - train", "  - --out-root", f"  - {run_root}"]
     if spec.get("preset"):
         lines += ["  - --preset", f"  - {spec['preset']}"]
     for k, v in fixed.items():

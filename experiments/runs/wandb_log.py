@@ -1,6 +1,8 @@
 """The wandb mirror, laid out as cluster users read it: one wandb run per seed of a run
-directory (group = the run directory, job type = the regime) and one run per analysis of a
-reproduction (group = the reproduction folder, job type ``analysis``).
+directory (group = the run directory relative to the folder it was made in, job type = the
+regime) and one run per analysis of a reproduction (group = the reproduction folder's name, job
+type ``analysis``). A group never holds an absolute path: the same runs get the same groups on
+every machine and mount, and no home or temporary folder is published with them.
 
 Offline by default (``log.wandb``): the runs are written under ``<dir>/wandb/offline-run-*``
 and ``wandb sync`` uploads them later; nothing needs a login or the network. Nothing is ever
@@ -14,6 +16,8 @@ import os
 import secrets
 from pathlib import Path
 from typing import Any
+
+from agentsim.experiments.runs import strict_json
 
 IDS_FILE = "wandb_ids.json"  # per seed; a resumed run continues the same wandb runs
 
@@ -41,16 +45,16 @@ def seed_run_ids(path: Path, seeds: tuple[int, ...]) -> dict[int, str]:
     ids = {int(k): v for k, v in json.loads(file.read_text()).items()} if file.exists() else {}
     if any(s not in ids for s in seeds):
         ids.update({s: secrets.token_hex(4) for s in seeds if s not in ids})
-        file.write_text(json.dumps({str(k): v for k, v in sorted(ids.items())}))
+        strict_json.write(file, {str(k): v for k, v in sorted(ids.items())}, indent=None)
     return ids
 
 
 def start_seed_runs(path: Path, config: dict, seeds: tuple[int, ...], *, mode: str, project: str,
-                    regime: str) -> list:
-    """One wandb run per seed, grouped by the run directory."""
+                    regime: str, group: str) -> list:
+    """One wandb run per seed, in ``group`` (the run directory, named relative to its output folder)."""
     path = Path(path).absolute()
     ids = seed_run_ids(path, seeds)
-    return [_init(mode, project, path, stats=i == 0, id=ids[seed], resume="allow", group=str(path),
+    return [_init(mode, project, path, stats=i == 0, id=ids[seed], resume="allow", group=group,
                   job_type=regime, name=f"{path.name}/seed{seed}", config={**config, "seed": seed})
             for i, seed in enumerate(seeds)]
 
@@ -92,7 +96,7 @@ def log_analysis(folder: str | Path, pngs: list[Path], summary: dict, *, mode: s
         return None
     folder = Path(folder).absolute()
     wandb = _wandb()
-    run = _init(mode, project, folder, group=str(folder), job_type="analysis", name=f"{folder.name}/analysis")
+    run = _init(mode, project, folder, group=folder.name, job_type="analysis", name=f"{folder.name}/analysis")
     try:
         images = {f"figures/{Path(p).stem}": wandb.Image(str(p)) for p in pngs if Path(p).suffix == ".png"}
         if images:

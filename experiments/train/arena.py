@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from agentsim.envs.dataset import Layout
 from agentsim.envs.game import Game, GameState
 from agentsim.envs.personas import Persona, stacked_probs
+from agentsim.envs.tokens import Layout
 from agentsim.experiments.train.policy import NEG, Policy
 
 

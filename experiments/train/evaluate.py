@@ -11,8 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from agentsim.envs import make_game
-from agentsim.envs.dataset import Layout, generate, solvable
+from agentsim.envs.dataset import generate
 from agentsim.envs.personas import make_persona
+from agentsim.envs.solver import solvable
+from agentsim.envs.tokens import Layout
 from agentsim.experiments.config import Config, held_out_data
 from agentsim.experiments.runs.run import to_host
 from agentsim.experiments.train import arena as A

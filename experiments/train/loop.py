@@ -8,16 +8,15 @@ uninterrupted run would have.
 
 from __future__ import annotations
 
-import json
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from agentsim.envs.dataset import Layout
+from agentsim.envs.tokens import Layout
 from agentsim.experiments.config import Config, ConfigError, seed_keys
-from agentsim.experiments.runs import checkpoints
+from agentsim.experiments.runs import checkpoints, strict_json
 from agentsim.experiments.runs.run import Run, is_run_dir, read_config, to_host
 from agentsim.experiments.train.devices import shard_seeds
 from agentsim.experiments.train.evaluate import final_evaluation
@@ -50,8 +49,9 @@ def _finite(metrics: dict) -> bool:
 
 
 def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = False,
-          progress=None, on_message=print) -> Result:
-    """Train (or resume) the run in ``out``; returns the final state."""
+          progress=None, on_message=print, wandb_group: str | None = None) -> Result:
+    """Train (or resume) the run in ``out``; returns the final state. ``wandb_group``: the wandb
+    group of its seeds' runs (default: the name of ``out``)."""
     if resume and is_run_dir(out):
         cfg = read_config(out)  # a resumed run keeps the config it started with
     t = cfg.train
@@ -59,7 +59,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
     # Build everything that can fail on bad input before the run directory is touched.
     train_set, val_set, _ = datasets(cfg) if t.regime == "next_token" else (None, None, None)
     trainer = make_trainer(cfg, layout, train_set, val_set)
-    run = Run(out, cfg, resume=resume, force=force)
+    run = Run(out, cfg, resume=resume, force=force, wandb_group=wandb_group)
     keys = seed_keys(cfg)
     state = trainer.init(keys)
     step = 0
@@ -116,7 +116,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
         # The simulator gap on never-seen positions needs the training games: a next_token run has them.
         seen = None if train_set is None else np.unique(train_set["position"][train_set["move_mask"]])
         final = final_evaluation(cfg, layout, trainer.graphdef, state["params"], seen)
-        (run.path / "final.json").write_text(json.dumps(final, indent=2))
+        strict_json.write(run.path / "final.json", final)
         run.summarize_wandb(final)
         run.set_status("finished", step=step)
         return Result(run, state, trainer)

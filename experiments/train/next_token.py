@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from agentsim.envs.dataset import Dataset, Layout
+from agentsim.envs.dataset import Dataset
+from agentsim.envs.tokens import Layout
 from agentsim.experiments.config import Config
 from agentsim.experiments.train.devices import jit_seeds
 from agentsim.experiments.train.trainer import Trainer, traced_at_most

@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import optax
 
 from agentsim.envs import make_game
-from agentsim.envs.dataset import Layout
 from agentsim.envs.personas import make_persona
+from agentsim.envs.tokens import Layout
 from agentsim.experiments.config import Config
 from agentsim.experiments.train import arena as A
 from agentsim.experiments.train.devices import jit_seeds, shard_seeds

@@ -7,7 +7,8 @@ continued pretraining) open that run's checkpoint, never its trainer.
 
 from __future__ import annotations
 
-from agentsim.envs.dataset import Dataset, Layout, generate, split_by_game
+from agentsim.envs.dataset import Dataset, generate, split_by_game
+from agentsim.envs.tokens import Layout
 from agentsim.experiments.config import Config, ConfigError, seed_keys
 from agentsim.experiments.runs.restore import open_checkpoint
 from agentsim.experiments.train.next_token import make_next_token

@@ -1,0 +1,63 @@
+"""REPORT.md on a hand-made results dictionary (no training): three significant digits, rates
+kept inside [0, 1] and marked where clipped, no column that no row fills."""
+
+import pytest
+
+from agentsim.experiments.report import claims
+from agentsim.experiments.report.numbers import CLIPPED_MARK, interval_text, rate_text, sig3
+from agentsim.experiments.report.report import report
+from agentsim.experiments.report.tables import markdown_table
+from agentsim.experiments.statistics import Interval
+
+
+@pytest.mark.parametrize("x, text", [
+    (0.123456, "0.123"), (-0.10449, "-0.104"), (0.045, "0.0450"), (0.99961, "1.00"), (12.345, "12.3"),
+    (2190.5, "2190"), (123456.0, "123000"), (0.0, "0"), (float("nan"), "–"), (None, "–"), (float("inf"), "–"),
+])
+def test_three_significant_digits(x, text):
+    assert sig3(x) == text
+
+
+def test_interval_and_rate_texts():
+    assert interval_text({"mean": 0.104, "low": 0.0451234, "high": 0.16298}) == "0.104 [0.0451, 0.163]"
+    assert interval_text({"mean": 0.5, "low": None, "high": None}) == "0.500"  # strict JSON's null: no interval
+    assert interval_text(None) == interval_text({"mean": float("nan")}) == "–"
+    assert rate_text({"mean": 0.01, "low": -0.0143, "high": 0.0343}) == f"0.0100 [0, 0.0343]{CLIPPED_MARK}"
+    assert rate_text({"mean": 0.99, "low": 0.97, "high": 1.012}) == f"0.990 [0.970, 1.00]{CLIPPED_MARK}"
+    assert rate_text({"mean": 0.5, "low": 0.4, "high": 0.6}) == "0.500 [0.400, 0.600]"
+
+
+def test_markdown_table_leaves_out_columns_no_row_fills():
+    lines = markdown_table(["run", "gap", "gap unseen", "bars"], [["rl", "0.1", "–", ""], ["nt", "0.2", "–", "x"]])
+    assert lines == ["| run | gap | bars |", "| --- | --- | --- |", "| rl | 0.1 |  |", "| nt | 0.2 | x |"]
+
+
+def _results() -> dict:
+    finals = {"rl": {"seeds": [0, 1, 2], "matches": {"eval/loss_vs_random": [0.0, 0.0, 0.03],
+                                                      "eval/win_vs_random": [0.91234, 0.95, 0.9],
+                                                      "eval/loss_vs_perfect": [0.0, 0.01, 0.0]},
+                     "simulator": {"gap": [0.1234567, 0.2, 0.3]}},
+              "next_token": {"seeds": [0, 1, 2], "matches": {"eval/loss_vs_random": [0.1, 0.12, 0.11]},
+                             "simulator": {"gap": [0.0123456, 0.0134, 0.0141]}}}
+    judged = claims.judged("2", "persona probe minus random init", Interval(0.0243219, 0.0021987, 0.0464321, 5,
+                                                                            0.0212345, 0.00712345),
+                           0.02, "figures/f3.png", evidence={"accuracy": Interval(0.98, 0.95, 1.013, 5, 0.01, 0.0),
+                                                             "bayes_ceiling": 0.987654})
+    out = {n: claims.not_judged(n, "not in this preset").as_dict() | {"flags": []} for n in "13456"}
+    return {"preset": "synthetic", "finals": finals, "quality": claims.quality(finals),
+            "claims": {"2": judged.as_dict() | {"flags": []}, **out}, "timings": {"rl": 2190.46, "next_token": 12.345},
+            "total_s": 2202.8, "sizes": {"probe_games": 300}, "figures": ["figures/f3.png"], "analyses": {}}
+
+
+def test_report_rounds_clips_rates_and_drops_empty_columns():
+    text = report(_results())
+    assert "0.0243 [0.00220, 0.0464]" in text and "seeds 0.0212, from the held-out games 0.00712" in text
+    assert "0.0243219" not in text and "0.024 [" not in text
+    subjects = text[text.index("## The subjects"):text.index("Loss and win rates")]
+    header = subjects.splitlines()[2]
+    # no run measured the gap on never-seen positions, nor played greedy: those columns are gone
+    assert "never-seen" not in header and "loss vs greedy" not in header and "loss vs perfect" in header
+    rl = next(line for line in subjects.splitlines() if line.startswith("| rl |"))
+    assert "[0, " in rl and CLIPPED_MARK in rl and "clipped to [0, 1]" in subjects
+    assert "- accuracy: 0.980 [0.950, 1.00]" + CLIPPED_MARK in text and "- bayes_ceiling: 0.988" in text
+    assert "| rl | 2190 |" in text and "| next_token | 12.3 |" in text and "total 2200 s" in text
