@@ -103,7 +103,7 @@ class GameTree:
 def count_histories(sg: SolvedGame) -> int:
     """How many move histories (nodes of the game tree) a solved game has, without building the
     tree: the number of histories reaching each state, summed, one move number at a time."""
-    layers = sg._rows_by_depth
+    layers = sg.rows_by_depth
     ways = np.zeros(sg.num_states)  # float64: exact up to 2**53, and a count beyond that is "too many"
     ways[layers[0]] = 1.0  # the empty board
     for rows in layers:

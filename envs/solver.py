@@ -109,7 +109,7 @@ class SolvedGame:
     @property
     def root(self) -> int:
         """Row of the empty board."""
-        return int(self._rows_by_depth[0][0])
+        return int(self.rows_by_depth[0][0])
 
     def expected_outcome(self, probs_x: np.ndarray, probs_o: np.ndarray) -> np.ndarray:
         """Exact expected X return from every state when X plays ``probs_x[N, A]`` and O plays
@@ -125,7 +125,7 @@ class SolvedGame:
         probability of that result, e.g. the most often a player can beat random play."""
         payoff = self.returns_x if payoff is None else payoff
         value = np.where(self.terminal, payoff, 0.0).astype(np.float64)
-        for d, rows in reversed(list(enumerate(self._rows_by_depth))):
+        for d, rows in reversed(list(enumerate(self.rows_by_depth))):
             live = rows[~self.terminal[rows]]
             if live.size == 0:
                 continue
@@ -151,7 +151,7 @@ class SolvedGame:
         Values are float64 sums of float32 probabilities, as ``expected_outcome`` computes them."""
         table = jax.jit(jax.vmap(lambda state: jnp.stack([probs(state) for probs in players])))
         num_p = len(players)
-        layers = self._rows_by_depth
+        layers = self.rows_by_depth
         local = np.empty(self.num_states, np.int32)  # a state's place in its layer
         for d_rows in layers:
             local[d_rows] = np.arange(len(d_rows), dtype=np.int32)
@@ -181,9 +181,13 @@ class SolvedGame:
         return out
 
     @cached_property
-    def _rows_by_depth(self) -> list[np.ndarray]:
+    def rows_by_depth(self) -> tuple[np.ndarray, ...]:
+        """The rows of the states after 0, 1, 2, … moves (entry 0 holds the empty board): the order
+        a backward sweep or a count over histories visits the game in. Read-only: the arrays are
+        cached and shared by every caller."""
         order = np.argsort(self.depth, kind="stable")
-        return np.split(order, np.cumsum(np.bincount(self.depth))[:-1])
+        order.flags.writeable = False  # its views below inherit it
+        return tuple(np.split(order, np.cumsum(np.bincount(self.depth))[:-1]))
 
 
 def search_words(hi_keys: np.ndarray | None, lo_keys: np.ndarray, hi: jax.Array, lo: jax.Array) -> jax.Array:

@@ -155,10 +155,20 @@ def weighted_r2(y_R, pred_xR, weights_BxR, move_R=None) -> np.ndarray:
     res = np.einsum("br,...r->b...", w, (pred - y) ** 2)
     if move_R is None:
         sw, swy, swy2 = w.sum(1), w @ y, w @ y**2
-        tot = swy2 - swy**2 / sw
+        tot = swy2 - swy**2 / np.where(sw > 0, sw, np.nan)  # a weighting of no rows has no R²
     else:
         onehot = np.eye(int(np.max(move_R)) + 1)[np.asarray(move_R)]  # [R, T]
         sw, swy, swy2 = w @ onehot, w @ (onehot * y[:, None]), w @ (onehot * (y**2)[:, None])
         tot = (swy2 - np.where(sw > 0, swy**2 / np.where(sw > 0, sw, 1.0), 0.0)).sum(1)
     tot = tot.reshape(tot.shape + (1,) * (res.ndim - 1))
     return 1.0 - res / np.where(tot > 1e-12, tot, np.nan)
+
+
+# ---------------------------------------------------------------------------------- choosing a layer
+
+
+def chosen_layer(val_by_layer) -> int:
+    """The layer a probe is read at: the highest validation score among layers 1…L. Layer 0 (the
+    embeddings) is reported but never chosen, and test scores never choose: a layer picked on
+    test data would inflate the test score it is then judged by."""
+    return 1 + int(np.argmax(np.asarray(val_by_layer, float)[1:]))

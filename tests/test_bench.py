@@ -7,8 +7,6 @@ import json
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.slow  # runs the whole bench at toy size: a minute and a half
-
 from agentsim.experiments import bench
 from agentsim.models.transformer import ModelConfig
 
@@ -23,13 +21,14 @@ KEYS = {"rollout_speedup_vs_gym", "rollout_speedup_from_cache", "rollout_mfu_1L_
 
 
 @pytest.fixture(scope="module")
-def result():
+def result():  # the whole bench at toy size: a minute and a half, so only its slow test asks for it
     messages = []
     res = bench.run_bench(TOY, preset="tiny", on_message=messages.append)
     assert messages  # progress is reported, not printed by the computing module
     return res
 
 
+@pytest.mark.slow  # runs the whole bench (the fixture); the hand-computed tests below are fast
 def test_bench_rows_table_and_json(result):
     assert {r.key for r in result.rows} == KEYS
     for r in result.rows:

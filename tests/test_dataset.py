@@ -212,7 +212,7 @@ def test_split_by_game_is_a_partition():
 
 def test_the_dataset_reads_no_private_field():
     """The dataset asks the solver through its public methods (``pair_outcomes``, ``rows_of``):
-    it once read ``SolvedGame._rows_by_depth``. (``_replace`` is NamedTuple's public API.)"""
+    it once read the solver's private layer table. (``_replace`` is NamedTuple's public API.)"""
     tree = ast.parse(Path(dataset.__file__).read_text())
     private = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr.startswith("_")}
     assert private <= {"_replace"}, private

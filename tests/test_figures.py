@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.container import BarContainer
 
 from agentsim.experiments.report import figures as F
 
@@ -46,7 +47,8 @@ def timelines():
 
 def suites():
     def kinds(moves=False):
-        seed = (lambda: {"score": _r(L), "by_move": _r(L, 9)}) if moves else (lambda: {"score": _r(L)})
+        seed = ((lambda: {"score": _r(L), "val_score": _r(L), "by_move": _r(L, 9)}) if moves
+                else (lambda: {"score": _r(L), "val_score": _r(L)}))
         return {k: [seed() for _ in range(S)] for k in ("trained", "random_init", "shuffled", "control_task")}
 
     persona = kinds(moves=True) | {"mlp": kinds()}
@@ -79,7 +81,7 @@ def layer_reset():
 
 
 def steering():
-    dirs = ["value", "persona_perfect", "init_value", "random_0", "random_1"]
+    dirs = ["value", "persona_perfect", "init_value", "init_persona_perfect", "random_0", "random_1"]
     alphas, layers = [-2.0, 0.0, 2.0], [1, 2]
     play = {"directions": dirs, "win": _r(S, 2, len(dirs), 3, 2), "loss": _r(S, 2, len(dirs), 3, 2)}
     ll = {"target": {k: _r(S, 2, 3) for k in ("probe", "init_probe", "random")}, "off_target": {"probe": _r(S, 2, 3)}}
@@ -194,3 +196,31 @@ def test_bands_are_the_t_interval_over_seeds():
     assert np.allclose(ci.mean, [2.0, 2.0]) and np.allclose(ci.low, [2.0 - half, 2.0], rtol=1e-3)
     assert np.allclose(ci.high, [2.0 + half, 2.0], rtol=1e-3)
     assert F.seed_note([3, 5]) == "line: mean over 3 or 5 seeds; band: 95 % t-interval of that mean (df = seeds − 1)"
+
+
+def test_f2_reads_every_bar_at_the_layer_each_seed_chose_on_validation(tmp_path, monkeypatch):
+    """The layer comes from validation scores among layers 1…L: here the test scores peak at layer
+    3 for both seeds and validation peaks at layer 0 (never chosen), so seed 0 is read at layer 1
+    and seed 1 at layer 2, and each control at its seed's layer."""
+    trained = [{"score": [0.9, 0.1, 0.3, 0.8], "val_score": [0.9, 0.7, 0.2, 0.1]},
+               {"score": [0.9, 0.2, 0.5, 0.8], "val_score": [0.9, 0.1, 0.6, 0.3]}]
+    control = [{"score": [0.0, 0.01, 0.02, 0.03]}, {"score": [0.1, 0.11, 0.12, 0.13]}]
+    suite = {"targets": {"value_mover": {"trained": trained, "random_init": control}}}
+    figures = []
+    monkeypatch.setattr(F, "save_figure", lambda fig, out_dir, name: figures.append(fig) or [])
+    F.probe_grid({"next_token": suite}, tmp_path)
+    (ax,) = figures[0].axes
+    width = {c.get_label(): c.patches[0].get_width() for c in ax.containers if isinstance(c, BarContainer)}
+    assert width["trained"] == pytest.approx((0.1 + 0.5) / 2)  # not 0.8, the test-best layer's mean
+    assert width["random_init"] == pytest.approx((0.01 + 0.12) / 2)
+
+
+def test_f6_tells_every_line_apart_and_labels_each_random_init_control(drawn):
+    """Its random-init controls once shared one black dotted style with nothing to tell them apart."""
+    from matplotlib.colors import to_hex
+
+    (legend,) = _legends(drawn("f6"))
+    labels = [t.get_text() for t in legend.get_texts()]
+    styles = [(to_hex(h.get_color()), h.get_linestyle()) for h in legend.legend_handles]
+    assert len(set(styles)) == len(styles), list(zip(labels, styles))
+    assert sum("@ random init" in label for label in labels) == 3, labels

@@ -110,6 +110,18 @@ def test_states_table_consistent(sg, boards):
     np.testing.assert_array_equal(sg.returns_x, [value(b) if over(b) else 0 for b in boards])
 
 
+def test_rows_by_depth_partitions_the_states_by_move_number_and_is_read_only(sg):
+    """The public view the game tree and the report read (they once reached into a private field)."""
+    layers = sg.rows_by_depth
+    assert [len(rows) for rows in layers] == np.bincount(sg.depth).tolist()
+    assert layers[0].tolist() == [sg.root] == [root(sg)]
+    for d, rows in enumerate(layers):
+        assert np.all(sg.depth[rows] == d)
+    np.testing.assert_array_equal(np.sort(np.concatenate(layers)), np.arange(sg.num_states))
+    with pytest.raises(ValueError):
+        layers[1][0] = 0
+
+
 def test_terminal_counts(sg):
     r = sg.returns_x[sg.terminal]
     assert sg.terminal.sum() == 958

@@ -50,7 +50,7 @@ from agentsim.experiments.analysis.agent_value import (
 from agentsim.experiments.analysis.heldout import SPLIT, HeldOut, seen_in, training_positions
 from agentsim.experiments.analysis.model import LoadedModel
 from agentsim.experiments.config import held_out_data
-from agentsim.experiments.statistics import game_weights, weighted_r2
+from agentsim.experiments.statistics import chosen_layer, game_weights, weighted_r2
 from agentsim.models.probes import probe_layers
 
 TARGETS = {
@@ -120,7 +120,7 @@ def score_layers(resid_LxRxD: np.ndarray, y: np.ndarray, rows: Rows) -> Scores:
         pred_va[:, in_va] = np.stack([p.predict(resid_LxRxD[l, va[in_va]]) for l, p in enumerate(fit.probes)])
         pred_te[:, in_te] = np.stack([p.predict(resid_LxRxD[l, te[in_te]]) for l, p in enumerate(fit.probes)])
     val_r2 = weighted_r2(y[va], pred_va, np.ones((1, len(va))))[0]
-    return _scores(val_r2, pred_te, y[te], rows, layer=1 + int(np.argmax(val_r2[1:])))
+    return _scores(val_r2, pred_te, y[te], rows, layer=chosen_layer(val_r2))
 
 
 def score_output(pred_R: np.ndarray, y: np.ndarray, rows: Rows) -> Scores:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from agentsim.experiments.report.numbers import sig3
-from agentsim.experiments.statistics import RULE_TEXT, Interval, seed_interval, verdict
+from agentsim.experiments.statistics import RULE_TEXT, Interval, chosen_layer, seed_interval, verdict
 
 # Quality bars per game: a claim about an agent or a simulator is flagged when its subject
 # misses any of them. A bar is (measure, "at_most" | "at_least", value).
@@ -220,7 +220,7 @@ def claim1(measures: dict[str, dict], agent: str = "rl", smallest: float = 0.05)
 
 
 def _suite_scores(per_seed: list[dict], layer_by_seed=None, boot: bool = False):
-    layers = layer_by_seed if layer_by_seed is not None else [int(np.argmax(r["val_score"][1:])) + 1 for r in per_seed]
+    layers = layer_by_seed if layer_by_seed is not None else [chosen_layer(r["val_score"]) for r in per_seed]
     values = np.asarray([r["score"][l] for r, l in zip(per_seed, layers)])
     if not boot:
         return values, layers

@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from agentsim.experiments.statistics import CI, seed_interval  # noqa: E402
+from agentsim.experiments.statistics import CI, chosen_layer, seed_interval  # noqa: E402
 
 REGIME_COLORS = {"next_token": "tab:blue", "rl": "tab:red", "pretrain_rl": "tab:purple",
                  "random_init": "tab:gray"}
@@ -136,10 +136,6 @@ def save_figure(fig, out_dir: Path, name: str) -> list[Path]:
     return paths
 
 
-def _scores(per_seed: list[dict]) -> np.ndarray:
-    return np.asarray([r["score"] for r in per_seed], float)  # [seeds, layers]
-
-
 def timeline(timelines: dict[str, dict], out_dir: Path, target: str = "value_mover",
              name: str = "f1_value_probe_layer_by_checkpoint") -> list[Path]:
     """F1: probe score by layer (colour) against training step, one panel per regime."""
@@ -167,7 +163,10 @@ def timeline(timelines: dict[str, dict], out_dir: Path, target: str = "value_mov
 
 def probe_grid(suites: dict[str, dict], out_dir: Path, name: str = "f2_probe_targets_controls") -> list[Path]:
     """F2: probe type (rows: linear, small MLP) × target and label frame (bars) per regime
-    (columns): the score at the trained model's best layer beside each control there."""
+    (columns): each seed's score at the layer its trained linear probe chose on validation games
+    (``statistics.chosen_layer``; never on test, never layer 0), beside each control at that same
+    layer. The MLP rows are read at the linear probe's layer too: the suite records no MLP
+    validation score, and one layer per seed keeps the two probe types comparable."""
     targets = list(next(iter(suites.values()))["targets"])
     types = [("linear", lambda e: e)]
     if any("mlp" in e for e in next(iter(suites.values()))["targets"].values()):
@@ -189,16 +188,15 @@ def probe_grid(suites: dict[str, dict], out_dir: Path, name: str = "f2_probe_tar
                         means.append(np.nan)
                         errs.append(0)
                         continue
-                    best = int(np.argmax(_scores(entry["trained"]).mean(0)))
-                    ci = seed_band(_scores(entry[kind])[:, best])
+                    layers = [chosen_layer(r["val_score"]) for r in suite["targets"][t]["trained"]]
+                    ci = seed_band([r["score"][layer] for r, layer in zip(entry[kind], layers, strict=True)])
                     seeds.add(len(entry[kind]))
                     means.append(ci.mean)
                     errs.append(ci.high - ci.mean)
                 ax.barh(y + (j - 1.5) * 0.2, means, 0.2, xerr=errs, color=colors[kind], label=kind)
             ax.set_yticks(y, shown, fontsize=7)
             ax.set_title(f"{stage}: {type_name} probe")
-            ax.set_xlabel("score at the layer where the trained probe's seed mean is highest "
-                          "(R² or accuracy) [unitless]", fontsize=8)
+            ax.set_xlabel("score at each seed's validation-chosen layer (R² or accuracy) [unitless]", fontsize=8)
             ax.grid(alpha=0.3, axis="x")
     legend_below(fig, seed_note(seeds, "bar"))
     return save_figure(fig, out_dir, name)
@@ -420,9 +418,11 @@ def plot_steering(result: dict, out_dir: str | Path, name: str = "f6_steering") 
     score = score - score[:, :, :, zero:zero + 1]
     loss = np.asarray(play["loss"]) - np.asarray(play["loss"])[:, :, :, zero:zero + 1]
     rand = [i for i, d in enumerate(dirs) if d.startswith("random_")]
+    # A random-init control takes its probe's colour, dash-dotted, so that each is told apart
+    # from the other controls (random directions: gray dashed; other personas: cyan dotted).
     styles = {"value": ("tab:red", "-", "value probe"), "persona_perfect": ("tab:purple", "-", "'perfect' persona probe"),
-              "init_value": ("black", ":", "value probe @ random init"),
-              "init_persona_perfect": ("gray", ":", "'perfect' probe @ random init")}
+              "init_value": ("tab:red", "-.", "value probe @ random init"),
+              "init_persona_perfect": ("tab:purple", "-.", "'perfect' persona probe @ random init")}
     fig, axes = plt.subplots(3, len(layers), figsize=(4.2 * len(layers), 10.5), squeeze=False, layout="constrained")
     for li, layer in enumerate(layers):
         for row, (vals, opp, ylabel) in enumerate(((score, 0, "Δ(win − loss) vs random [fraction of games]"),
@@ -436,7 +436,8 @@ def plot_steering(result: dict, out_dir: str | Path, name: str = "f6_steering") 
         ax = axes[2, li]
         band(ax, alphas, np.asarray(ll["target"]["probe"])[:, li], "tab:blue", "toward persona p (probe)")
         band(ax, alphas, np.asarray(ll["off_target"]["probe"])[:, li], "tab:cyan", "other personas (probe)", ":")
-        band(ax, alphas, np.asarray(ll["target"]["init_probe"])[:, li], "black", "persona probe @ random init", ":")
+        band(ax, alphas, np.asarray(ll["target"]["init_probe"])[:, li], "tab:blue",
+             "toward persona p (probe @ random init)", "-.")
         band(ax, alphas, np.asarray(ll["target"]["random"])[:, li], "tab:gray", "random directions", "--")
         ax.set(ylabel="Δ mean log-lik of persona's moves [nats]")
         for ax in axes[:, li]:

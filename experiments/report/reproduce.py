@@ -115,10 +115,9 @@ def game_facts(game_name: str, dirs: dict[str, Path]) -> dict:
     facts: dict = {"name": game.name, "title": describe(game), "positions": None, "perfect_play": None}
     if solvable(game):
         sg = solved(game)
-        root = sg._rows_by_depth[0][0]
         facts["positions"] = int(sg.num_states)
         facts["perfect_play"] = {1.0: "a first-player win", 0.0: "a draw", -1.0: "a second-player win"}[
-            float(sg.minimax_x[root])]
+            float(sg.minimax_x[sg.root])]
     first = next(iter(dirs.values()), None)
     if first is not None:
         facts["parameters"] = parameter_count(read_config(first))

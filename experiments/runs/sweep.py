@@ -21,7 +21,8 @@ Every member is an ordinary ``agentsim train`` in its own process (so one failin
 cannot stop the others), run by local processes or by tasks on a Ray cluster; seeds are
 vmapped inside each member. Ray members need nothing from the driver's machine but the run
 directories (absolute paths, on a filesystem every node mounts): the code travels with the
-job (``runtime_env`` py_modules: the packages ``envs``, ``models``, ``experiments``).
+job (``runtime_env`` py_modules: one ``agentsim`` package staged from ``envs``, ``models`` and
+``experiments``).
 """
 
 from __future__ import annotations
