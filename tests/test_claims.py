@@ -146,6 +146,15 @@ def test_claim2_comes_out_every_way(way):
     assert c.verdict == way, c.interval
 
 
+def test_claim2_selectivity_compares_each_task_with_its_own_ceiling():
+    """Persona accuracy 0.5 of a Bayes ceiling 0.6 is 0.833 of what is knowable; the control task's
+    0.2 of its ceiling 1 is 0.2: selectivity 0.633 (raw accuracies would give 0.3)."""
+    c = claims.claim2(persona_suite([0.2] * 5))
+    key, = [k for k in c.evidence if k.startswith("selectivity vs the control task")]
+    assert "persona 0.6" in key and "control task 1" in key
+    assert c.evidence[key].mean == pytest.approx(0.5 / 0.6 - 0.2)
+
+
 # ---------------------------------------------------------------------------------- claim 3
 
 

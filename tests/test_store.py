@@ -414,3 +414,12 @@ def test_runs_reports_a_corrupted_line_once(root, tmp_path):
     (row,) = list_runs([str(tmp_path)], on_problem=problems.append)
     assert row["step"] == 30 and row["headline"]["eval/simulator_gap"] == pytest.approx(1.5)
     assert problems == [f"{tmp_path / 'a1' / 'metrics.jsonl'} line 7: not a valid row (corrupted?); skipped"]
+
+
+def test_which_checkpoints_are_kept_does_not_split_a_config():
+    from agentsim.experiments.runs.store import group_key
+
+    base = {"train.seeds": [0], "train.steps": 80, "train.log_checkpoints": 0, "train.checkpoint_every": 5}
+    kept = {**base, "train.seeds": [1], "train.log_checkpoints": 3, "train.checkpoint_every": 40}
+    assert group_key(base) == group_key(kept)
+    assert group_key(base) != group_key({**base, "train.steps": 60})

@@ -70,6 +70,15 @@ def test_exact_value_agrees_with_monte_carlo_play_of_the_agent(agent, tree):
             assert abs(r.mean() - v.mean()) < 4 * r.std() / np.sqrt(ok.sum()) + 1e-3, (s, t)
 
 
+def test_own_games_play_o_as_often_as_training_did(agent):
+    """The agent's own games are its training games: O in ``ppo.o_fraction`` of them (0.75 by
+    default), not half (the measure once played both sides equally)."""
+    assert agent.cfg.ppo.o_fraction == 0.75
+    games = AV.agent_games(agent, 3000, seed=3)  # the same games (and compile) as the test above
+    share_o = games.side.mean(-1)
+    assert np.all(np.abs(share_o - 0.75) < 4 * np.sqrt(0.75 * 0.25 / 3000)), share_o
+
+
 def test_simulator_value_on_the_tree_is_the_datasets_bayes_value(tree):
     cfg = load_config("tiny")
     data = generate(held_out_data(cfg, 300))

@@ -4,7 +4,8 @@ An agent is trained on the games it plays against its opponent pool, and the qua
 training pushes it to represent is its own expected return given what it has seen. So:
 
 - ``agent_games``: each seed's own games, played exactly as in training (the masked softmax
-  sampled, side and opponent drawn per game from the PPO pool), through ``arena.play_games``;
+  sampled, opponent drawn per game from the PPO pool, the agent O in ``ppo.o_fraction`` of
+  the games), through ``arena.play_games``;
 - ``tree_policy``: the network's move distribution after every history of the game tree, read
   from the fewest sequences a causal network needs (``GameTree.covering``);
 - ``agent_values``: V^π at every node for each seed (``envs.game_tree.policy_value``), given the
@@ -68,9 +69,10 @@ class AgentGames:
 
 
 @lru_cache(maxsize=8)
-def _games_fn(graphdef, game_name: str, layout, names: tuple[str, ...], weights: tuple[float, ...], num_games: int):
-    """(params_S, key) -> each seed's own games: jitted once per network shape, pool and size
-    (the checkpoints of a run share it)."""
+def _games_fn(graphdef, game_name: str, layout, names: tuple[str, ...], weights: tuple[float, ...], num_games: int,
+              o_fraction: float):
+    """(params_S, key) -> each seed's own games: jitted once per network shape, pool, size and share
+    of games as O (the checkpoints of a run share it)."""
     game = make_game(game_name)
     arena = A.Arena(game, layout, tuple(make_persona(n, game) for n in names))
     opp_logits = A.pool_logits(np.asarray(weights))
@@ -80,7 +82,7 @@ def _games_fn(graphdef, game_name: str, layout, names: tuple[str, ...], weights:
         def one(p, k):
             k_reset, k_play = jax.random.split(k)
             envs, traj = A.play_games(arena, make_policy(graphdef, p, game.num_actions), k_reset, k_play,
-                                      num_games, opp_logits)
+                                      num_games, opp_logits, o_prob=o_fraction)
             return envs.tokens, envs.agent_side, envs.opponent, traj.reward.sum(0)
 
         return jax.vmap(one)(params, jax.random.split(key, jax.tree.leaves(params)[0].shape[0]))
@@ -89,10 +91,12 @@ def _games_fn(graphdef, game_name: str, layout, names: tuple[str, ...], weights:
 
 
 def agent_games(model: LoadedModel, num_games: int, seed: int = 0) -> AgentGames:
-    """``num_games`` games per seed, each seed playing its own policy with its own key."""
+    """``num_games`` games per seed, each seed playing its own policy with its own key, as O in the
+    share of games PPO trained it as O (``ppo.o_fraction``)."""
     cfg, layout = model.cfg, model.layout
     names, weights = opponent_pool(cfg)
-    play = _games_fn(model.graphdef, cfg.data.game, layout, names, tuple(weights.tolist()), num_games)
+    play = _games_fn(model.graphdef, cfg.data.game, layout, names, tuple(weights.tolist()), num_games,
+                     float(cfg.ppo.o_fraction))
     tokens, side, opponent, result = (np.asarray(x) for x in play(model.params, jax.random.key(seed)))
     body = tokens[..., layout.prefix_len: layout.prefix_len + layout.max_moves]
     moves = np.where(body < layout.num_actions, body, -1).astype(np.int32)

@@ -10,8 +10,9 @@ Targets (per move position, split by whole games, held-out data):
 Controls for every score (Hewitt & Liang 2019): the random-init network, the step-0
 checkpoint (for pretrain_rl that is the pretrained simulator), labels shuffled across games at
 the same move number, and for classification a *control task* — labels that are a fixed random
-function of (last move, move number), which a probe can only fit by memorising; selectivity =
-score − control-task score. Linear classification probes are ridge on one-hot targets read by
+function of (last move, move number), which a probe can only fit by memorising; selectivity
+compares each task with its own ceiling (the report: score / Bayes ceiling − control-task score,
+whose ceiling is 1). Linear classification probes are ridge on one-hot targets read by
 argmax; the small-MLP probes (``MLP_TARGETS``, a second probe type) are trained with
 cross-entropy or squared error (``models.probes.fit_probe_stack``).
 """
