@@ -601,7 +601,7 @@ COMMANDS = (
             "loss, run the probe suite, timeline, weight/CKA change, layer reset, steering and behaviour analyses, "
             "and write OUT/figures (F1-F9), OUT/results.json and OUT/REPORT.md with a verdict per claim.", (
                 _arg("--preset", default="quick",
-                     help="quick: 3 seeds, every figure but F8 at reduced size, ~5 min on a CPU; paper: 5 seeds, all "
+                     help="quick: 3 seeds, every figure but F8 at reduced size, ~8 min on 2 CPU cores; paper: 5 seeds, all "
                      "figures, ~30 min; tiny: smoke test, nothing is learnt; c4-quick, c4, c4-tiny: the same on "
                      "connect-four 5x4 (c4-tiny: 4x4)"),
                 _arg("--out", required=True, help="output directory (must be new or empty)"),
@@ -661,7 +661,7 @@ COMMANDS = (
                 _arg("--game", default="tictactoe",
                      help="tictactoe or connect_four:WxH[xK] (a board the solver can enumerate)"),)),
     Command("sweep", cmd_sweep, "grid/random search over config fields × seeds",
-            "Run every member of a sweep spec (TOML; see experiments/sweep.py and the README) as its own "
+            "Run every member of a sweep spec (TOML; see scripts/sweep_example.toml and the README) as its own "
             "`agentsim train` process, locally or on a Ray cluster; a failing member does not stop the others. "
             "Ends with a table.", (
                 _arg("spec", help="sweep spec .toml"),

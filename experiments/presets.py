@@ -63,7 +63,7 @@ QUICK_PPO = ["ppo.num_envs=512", "ppo.epochs=4", "ppo.minibatches=8", "ppo.lr=0.
 # an earlier stage's run directory as {run:NAME}. Stages run in order.
 STAGES = {
     # Every figure but F8 (no multi-token run) at reduced size, F6 for the simulator only, in about
-    # seven minutes on 2 cores (392 s measured from a fresh clone, cold compile cache, idle machine).
+    # eight minutes on 2 cores (469 s inside `reproduce`, 527 s with the install, fresh clone, cold caches, idle machine).
     "quick": [
         ("next_token", ["train.regime='next_token'", "train.steps=1000", "train.chunk=25", "train.lr=0.006",
                         "data.num_games=100000", "train.log_checkpoints=14", "train.checkpoint_every=40"]),
