@@ -35,7 +35,10 @@ def _standardiser(x_NxD: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _r2_per_output(y_MxK: np.ndarray, pred_BxMxK: np.ndarray) -> np.ndarray:
-    """R² of predictions [..., M, K] per output, [..., K]; nan where the target is constant."""
+    """R² of predictions [..., M, K] per output, [..., K]; nan where the target is constant or
+    there are no rows (a split can hold no row of one side to move when the games are few)."""
+    if y_MxK.shape[0] == 0:
+        return np.full(pred_BxMxK.shape[:-2] + y_MxK.shape[1:], np.nan)
     ss_tot_K = ((y_MxK - y_MxK.mean(0)) ** 2).sum(0)
     ok_K = ss_tot_K > 1e-12 * (1.0 + (y_MxK**2).sum(0))
     ss_res = ((pred_BxMxK - y_MxK) ** 2).sum(-2)
@@ -55,7 +58,7 @@ def r2_score(y_true, y_pred, average: bool = True):
     inputs both forms are a float.
     """
     y, p = _f64(y_true), _f64(y_pred)
-    r2_K = _r2_per_output(y.reshape(y.shape[0], -1), p.reshape(p.shape[0], -1))
+    r2_K = _r2_per_output(y.reshape(len(y), int(np.prod(y.shape[1:]))), p.reshape(len(p), int(np.prod(p.shape[1:]))))
     return float(_nanmean_last(r2_K)) if average or y.ndim == 1 else r2_K
 
 

@@ -107,6 +107,24 @@ def test_a_value_whose_sign_flips_with_the_side_is_read_by_the_per_side_probes()
     assert s.layer == 1 and s.test_r2[1] > 0.99 and s.test_r2[0] < 0.05
 
 
+def test_a_side_with_no_test_rows_still_scores():
+    """An agent that plays O in 3/4 of its games can leave a small test split without an X decision:
+    the X probe is still fit and chosen on validation, and the test score is read on the O rows."""
+    game = np.repeat(np.arange(400), 4)
+    move = np.tile(np.arange(4), 400)
+    side = np.ones(len(game), int)
+    rows = Rows.make({"v": np.zeros(len(game))}, move, game, side, 0)
+    x_games = rows.game[np.concatenate(rows.splits[:2])][:40]  # X decisions in train and val only
+    side[np.isin(game, x_games) & (move % 2 == 0)] = 0
+    rows = Rows.make({"v": np.zeros(len(game))}, move, game, side, 0)
+    assert (rows.side[rows.splits[2]] == 0).sum() == 0 and (rows.side[rows.splits[0]] == 0).sum() > 0
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=len(game))
+    resid = np.stack([rng.normal(size=(len(y), 4)), np.column_stack([y, rng.normal(size=(len(y), 3))])])
+    s = score_layers(resid, y, rows)
+    assert s.layer == 1 and s.test_r2[1] > 0.99
+
+
 def test_rows_split_whole_games():
     rows, _ = _rows()
     parts = [set(rows.game[s]) for s in rows.splits]
