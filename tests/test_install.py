@@ -2,6 +2,8 @@
 test session's own install) and as a wheel. A user's folder named like one of ours must not shadow it,
 and nothing named ``envs``, ``models`` or ``experiments`` may be installed at the top level."""
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -30,9 +32,6 @@ print(json.dumps({
 
 
 def _probe(cwd: Path, env_path: list[str] | None = None) -> dict:
-    import json
-    import os
-
     (cwd / "models").mkdir()
     (cwd / "models" / "__init__.py").write_text("USERS = True\n")  # the user's own models/ folder
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -72,8 +71,8 @@ def test_wheel_installs_one_agentsim_package(tmp_path):
                     str(dist), str(src)], check=True, timeout=300)
     wheel, = dist.glob("agentsim-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert {n.split("/")[0] for n in names} == {"agentsim", wheel.name.split("-")[0] + "-" +
-                                                wheel.name.split("-")[1] + ".dist-info"}
+    name, version = wheel.name.split("-")[:2]
+    assert {n.split("/")[0] for n in names} == {"agentsim", f"{name}-{version}.dist-info"}
     for d in PACKAGES:  # every module of every folder is in the wheel, under agentsim/
         for f in (ROOT / d).rglob("*.py"):
             assert "agentsim/" + f.relative_to(ROOT).as_posix() in names, f

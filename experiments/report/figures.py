@@ -294,8 +294,6 @@ def plot_comparison(comparison, out_prefix: Path) -> list[Path]:
 
     ``comparison``: a ``runs.store.Comparison``. Line: the mean over a group's seeds; band (or bar,
     for a final.json metric's single point): the 95% t-interval of that mean at each step."""
-    from agentsim.experiments.statistics import seed_interval
-
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
     seed_counts = set()
     for g in comparison.groups:
@@ -306,18 +304,17 @@ def plot_comparison(comparison, out_prefix: Path) -> list[Path]:
         known = ~np.isnan(walls_SxN)  # a run without timing.jsonl has no wall times
         walls = np.where(known.any(0), np.where(known, walls_SxN, 0).sum(0) / np.maximum(known.sum(0), 1), np.nan)
         seed_counts.add(len(values))
-        intervals = [seed_interval(column) for column in values.T]
-        low, high = np.array([i.low for i in intervals]), np.array([i.high for i in intervals])
+        band = seed_band(values)
         for ax, x in zip(axes, (steps, walls)):
-            line, = ax.plot(x, values.mean(0), marker="o" if n == 1 else None,
+            line, = ax.plot(x, band.mean, marker="o" if n == 1 else None,
                             label=f"{g.label} ({len(values)} seeds)")
             if len(values) < 2:
                 continue
             if n == 1:
-                ax.errorbar(x, values.mean(0), yerr=[values.mean(0) - low, high - values.mean(0)],
+                ax.errorbar(x, band.mean, yerr=[band.mean - band.low, band.high - band.mean],
                             color=line.get_color(), capsize=4)
             else:
-                ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, lw=0)
+                ax.fill_between(x, band.low, band.high, color=line.get_color(), alpha=0.2, lw=0)
     axes[0].set_xlabel("training step (gradient updates; PPO iterations for agents)")
     axes[1].set_xlabel("wall time (s)")
     axes[0].set_title("against training steps", fontsize=10)
