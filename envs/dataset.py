@@ -32,7 +32,8 @@ from agentsim.envs.tokens import Layout, tokenize
 
 @dataclass(frozen=True)
 class DataConfig:
-    """How a dataset of persona games is generated."""
+    """How a dataset of persona games is generated (``source``, an agent's games instead, is
+    read by ``experiments.train.agent_data``; ``generate`` plays the personas whatever it says)."""
 
     game: str = "tictactoe"
     """Which game (see ``envs.GAMES``)."""
@@ -46,6 +47,8 @@ class DataConfig:
     """Append a token for the result (X win / draw / O win) after the last move."""
     seed: int = 0
     """Seed of the persona draws and of every move."""
+    source: str = ""
+    """Finished rl/pretrain_rl run: learn its own games (seed s: agent seed s) instead of personas (next_token)."""
 
     def validate(self) -> None:
         try:

@@ -252,8 +252,10 @@ def cmd_reproduce(args) -> int:
         results = reproduce(args.preset, args.out, force=args.force, resume=args.resume,
                             overrides=tuple(args.overrides), progress=progress,
                             probe_games=args.probe_games, value_only=args.value_only)
-    c1 = results["claims"]["1"]
-    print(f"claim 1 (agent represents its goal): {c1['verdict']}")
+    from agentsim.experiments.report.claims import TITLES
+
+    for number, claim in results["claims"].items():
+        print(f"claim {number} ({TITLES[number]}): {claim['verdict']}")
     print(f"wrote {args.out}/REPORT.md, results.json, figures/ in {results['total_s']:.0f} s")
     return 0
 
@@ -413,8 +415,34 @@ def cmd_change(args) -> int:
     _require_runs(args.pretrained, args.tuned, args.control)
     _require_table("change (its value-probe change)", args.pretrained)
     out = _output(args.out, Path(args.tuned) / "change.json")
-    result = analyse_change(args.pretrained, args.tuned, args.control, num_games=args.games)
+    result = analyse_change(args.pretrained, args.tuned, args.control, num_games=args.games,
+                            games_per_cell=args.games_per_cell)
     _save_analysis(result, out, plot_change, change_table(result))
+    return 0
+
+
+def cmd_lookahead(args) -> int:
+    from agentsim.experiments.analysis.lookahead import measure_lookahead
+    from agentsim.experiments.analysis.model import LoadedModel
+    from agentsim.experiments.report.claims import lookahead_evidence
+    from agentsim.experiments.report.figures import lookahead
+    from agentsim.experiments.report.numbers import interval_text, rate_text
+    from agentsim.experiments.runs.run import read_config
+
+    _require_runs(args.run, args.simulator)
+    _require_table("lookahead (the solver's best moves)", args.run)
+    cfg = read_config(args.run)
+    if cfg.train.regime not in ("rl", "pretrain_rl"):
+        raise UserError(f"{args.run} is a {cfg.train.regime} run: name an agent (rl, pretrain_rl)")
+    if list(read_config(args.simulator).train.seeds) != list(cfg.train.seeds):
+        raise UserError(f"{args.simulator} has other seeds than {args.run}; the comparison is paired by seed")
+    out = _output(args.out, Path(args.run) / "lookahead.json")
+    result = measure_lookahead({cfg.train.regime: LoadedModel.from_run(args.run)}, LoadedModel.from_run(args.simulator),
+                               num_games=args.games, persona_games=args.games)
+    text = {True: rate_text, False: interval_text}
+    table = "\n".join(f"{k}: {text[k.endswith('accuracy')](v) if isinstance(v, dict) else v}"
+                      for k, v in lookahead_evidence(result).items())
+    _save_analysis(result, out, lookahead, table)
     return 0
 
 
@@ -476,6 +504,24 @@ def cmd_behaviour(args) -> int:
             f"  top-k shift: { {k: round(float(np.mean(v)), 3) for k, v in r['topk_shift'].items()} }"
             if isinstance(r.get("topk_shift"), dict) else ""))
     _save_analysis(result, out, plot_behaviour)
+    return 0
+
+
+def cmd_cost(args) -> int:
+    from agentsim.experiments.cost import CPU_RATE, GPU_RATE, hours, preset_cost
+    from agentsim.experiments.presets import STAGES
+
+    if args.preset not in STAGES:
+        raise UserError(f"unknown preset {args.preset!r}; known: {', '.join(STAGES)}")
+    stages = preset_cost(args.preset, tuple(args.overrides))
+    total = sum(c.flops for c in stages)
+    print(f"{'stage':24s} {'TFLOP':>10s}  {'2 CPU cores':>12s}  {'one GPU (est.)':>14s}  counted as")
+    for c in stages + [type(stages[0])("total", "", total, "training only: no evaluation, analyses or compiles")]:
+        print(f"{c.name:24s} {c.flops / 1e12:10.1f}  {hours(c.flops, CPU_RATE):10.2f} h  "
+              f"{hours(c.flops, GPU_RATE) * 60:11.1f} min  {c.what}")
+    print(f"rates: 2 CPU cores {CPU_RATE / 1e9:.0f} GFLOP/s (measured: next-token and PPO training here); one GPU "
+          f"{GPU_RATE / 1e12:.0f} TFLOP/s (an assumption: 15 % of an H100's fp32 peak). Times from FLOPs are floors "
+          "where work is dispatch-bound.")
     return 0
 
 
@@ -603,7 +649,9 @@ COMMANDS = (
                 _arg("--preset", default="quick",
                      help="quick: 3 seeds, every figure but F8 at reduced size, ~8 min on 2 CPU cores; paper: 5 seeds, all "
                      "figures, ~30 min; tiny: smoke test, nothing is learnt; c4-quick, c4, c4-tiny: the same on "
-                     "connect-four 5x4 (c4-tiny: 4x4)"),
+                     "connect-four 5x4 (c4-tiny: 4x4); depth: the quick preset's four runs at 2, 4 and 8 layers, claims 1, 3, 4 and "
+                     "5 at each depth and claim D (do the layer claims grow with depth?), see README for its cost; "
+                     "depth-tiny: its smoke test"),
                 _arg("--out", required=True, help="output directory (must be new or empty)"),
                 _arg("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                      help="override a config field in every regime"),
@@ -690,12 +738,24 @@ COMMANDS = (
                 _arg("--out", help="output path prefix for the figure and JSON (default compare/METRIC)"))),
     Command("change", cmd_change, "claim 4: per-layer weight change, CKA and probe change after fine-tuning",
             "Compare a fine-tuned run (e.g. pretrain_rl) with the pretrained run it started from, per seed and "
-            "layer: relative weight change, linear/debiased CKA of the residual streams on held-out games (beside "
-            "the seed-to-seed floor) and the change in value-probe R²; optionally the same for a "
-            "continued-pretraining control. Writes JSON + figure F4.", (
+            "layer: relative weight change, the share of parameters updated beyond a tolerance, linear/debiased "
+            "CKA of the residual streams on held-out games (beside the seed-to-seed floor) and the change in "
+            "value-probe R²; optionally the same for a continued-pretraining control; and the fine-tuned model "
+            "patched with the pretrained residual after each layer (beside a matched random one): the change of "
+            "its move distribution and of its play. Writes JSON + figures F4 and F4b.", (
                 _PRETRAINED, _TUNED,
                 _arg("--control", help="continued next-token run from the same pretrained checkpoint"),
-                _out_json("TUNED/change.json"), _games(2000, 10))),
+                _out_json("TUNED/change.json"), _games(2000, 10),
+                _games_per_cell(128, "patched-play games per opponent per side per seed and layer"))),
+    Command("lookahead", cmd_lookahead, "look-ahead probes: the move two plies on, agent vs simulator",
+            "Softmax probes per layer for the move the player makes two plies on (after the opponent's actual "
+            "reply): the agent's own greedy move there, and the solver's best move where it is unique; on the "
+            "agent's own games (agent, simulator and random init on the same tokens) and on persona games, beside "
+            "the train-majority rate and the exact Bayes ceiling given the history. Writes JSON + figure F10.", (
+                _arg("run", help="run directory of the agent (rl, pretrain_rl)"),
+                _arg("--simulator", metavar="DIR", required=True, help="the next_token run (same seeds)"),
+                _games(1000, 20, "games per seed (own games), and persona games"),
+                _out_json("RUN/lookahead.json"))),
     Command("layer-reset", cmd_layer_reset, "claim 4 ablation: reset one layer of a fine-tuned model at a time",
             "For each layer of the fine-tuned run, reset it to the pretrained weights, to the random-init "
             "weights, or perturb it randomly by the same norm as its fine-tuning change; report loss/win vs "
@@ -729,6 +789,14 @@ COMMANDS = (
                 _arg("--seeds", type=int, default=None, help="seeds vmapped in the PPO timing (default 3; --quick 1)"),
                 _arg("--quick", action="store_true", help="a smaller, faster version (2L d64 only, fewer repeats)"),
                 _arg("--out", help="also write the numbers as JSON"))),
+    Command("cost", cmd_cost, "a reproduce preset's training cost: model FLOPs per stage and estimated hours",
+            "Counts each stage's model FLOPs from its config (next-token: 3 × forward over every game's tokens; "
+            "PPO: the rollout and each epoch's forward and backward, critic included) and turns them into time "
+            "at the measured 2-core CPU rate and an assumed single-GPU rate. Use it before launching a long preset.", (
+                _arg("--preset", default="paper-long", help="any reproduce preset (quick, paper, c4, depth, "
+                     "paper-long, c4-long, ...)"),
+                _arg("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                     help="override a config field in every stage"))),
     Command("config", cmd_config, "print the resolved config with every field documented", None, (
         _arg("--preset", default="quick", help="named base config (quick, tiny, c4-quick, c4, c4-tiny) or a "
              "preset only reproduce knows (paper: its base config and stages)"),

@@ -321,6 +321,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.log_checkpoints must be >= 0, got {t.log_checkpoints}")
     if t.init_from and t.regime != "next_token":
         raise ConfigError("train.init_from applies to next_token only (pretrain_rl uses ppo.pretrained)")
+    # Whether data.source names a finished agent run is checked where the run is opened, before
+    # any training (``train/agent_data.py::open_source``), as train.init_from's run is.
+    if cfg.data.source and t.regime != "next_token":
+        raise ConfigError("data.source applies to next_token only (a simulator of an agent's games)")
+    if cfg.data.source and cfg.data.persona_prompt:
+        raise ConfigError("data.persona_prompt: an agent's games (data.source) have no personas to prompt; "
+                          "set it false")
     if t.regime == "pretrain_rl" and not p.pretrained:
         raise ConfigError("ppo.pretrained: pretrain_rl needs the run directory of a next_token run")
     if cfg.log.wandb not in ("offline", "online", "disabled"):

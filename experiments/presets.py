@@ -78,6 +78,9 @@ STAGES = {
                         "data.num_games=100000", "train.log_checkpoints=14", "train.checkpoint_every=60"]),
         ("random_init", ["train.regime='random_init'"]),
         ("rl", ["train.regime='rl'", "train.steps=100", "train.chunk=10", "train.log_checkpoints=6"]),
+        # The simulator of the rl agent (claim 1): next_token as above, on each rl seed's own games.
+        ("next_token_of_rl", ["train.regime='next_token'", "train.steps=1500", "train.chunk=25",
+                              "data.num_games=100000", "train.checkpoint_every=60", "data.source='{run:rl}'"]),
         ("pretrain_rl", ["train.regime='pretrain_rl'", "train.steps=100", "train.chunk=10",
                          "train.log_checkpoints=6", "ppo.pretrained='{run:next_token}'"]),
         ("continued_next_token", ["train.regime='next_token'", "train.steps=500", "train.chunk=250",
@@ -93,6 +96,7 @@ STAGES = {
         ("next_token", ["train.regime='next_token'", "train.log_checkpoints=2"]),
         ("random_init", ["train.regime='random_init'"]),
         ("rl", ["train.regime='rl'"]),
+        ("next_token_of_rl", ["train.regime='next_token'", "data.source='{run:rl}'"]),
         ("pretrain_rl", ["train.regime='pretrain_rl'", "ppo.pretrained='{run:next_token}'"]),
         ("continued_next_token", ["train.regime='next_token'", "train.init_from='{run:next_token}'"]),
         ("next_token_mtp", ["train.regime='next_token'", "model.mtp_heads=2"]),
@@ -116,6 +120,8 @@ STAGES["c4"] = [
                     "train.log_checkpoints=14", "train.checkpoint_every=50"]),
     ("random_init", ["train.regime='random_init'"]),
     ("rl", ["train.regime='rl'", "train.steps=100", "train.chunk=10", "train.log_checkpoints=6"]),
+    ("next_token_of_rl", ["train.regime='next_token'", "train.steps=2000", "train.chunk=50",
+                          "train.checkpoint_every=50", "data.source='{run:rl}'"]),
     ("pretrain_rl", ["train.regime='pretrain_rl'", "train.steps=100", "train.chunk=10",
                      "train.log_checkpoints=6", "ppo.pretrained='{run:next_token}'"]),
     ("continued_next_token", ["train.regime='next_token'", "train.steps=300", "train.chunk=150",
@@ -126,10 +132,62 @@ STAGES["c4"] = [
                              "data.persona_prompt=true"]),
     ("rl_shared_value", ["train.regime='rl'", "train.steps=60", "train.chunk=20", "model.value_head='shared'"]),
 ]
+
+
+# The long tier, for a GPU or a night: every stage of paper / c4 at 8 layers of width 128 with
+# ≥ 10× their games (next-token: 512-game batches for 10× the steps' games and a 10× dataset;
+# PPO: 512 games an iteration for 5× the iterations). `agentsim cost --preset paper-long`
+# counts its model FLOPs and estimates its time on 2 CPU cores and on one GPU.
+LONG_MODEL = {"num_layers": 8, "d_model": 128, "num_heads": 8}
+LONG_TRAIN = {"seeds": [0, 1, 2, 3, 4], "batch_size": 512, "warmup": 500, "lr": 1e-3}
+PRESETS["long"] = {**PRESETS["quick"], "data": {"num_games": 1_000_000}, "model": LONG_MODEL,
+                   "train": {**PRESETS["quick"]["train"], **LONG_TRAIN}, "ppo": {"num_envs": 512}}
+PRESETS["c4-long"] = {**PRESETS["c4"], "data": {**PRESETS["c4"]["data"], "num_games": 2_000_000},
+                      "model": LONG_MODEL, "train": {**PRESETS["c4"]["train"], **LONG_TRAIN},
+                      "ppo": {**C4_PPO, "num_envs": 512}}
+
+
+def longer(stages: list[tuple[str, list[str]]], next_token_steps: dict[str, int], ppo_steps: dict[str, int]):
+    """A preset's stages with new step counts (chunks of a tenth of a run) and their own data
+    size dropped (the long preset's dataset is every stage's)."""
+    out = []
+    for name, extra in stages:
+        steps = next_token_steps.get(name) or ppo_steps.get(name)
+        kept = [o for o in extra if not o.startswith(("train.steps=", "train.chunk=", "data.num_games="))]
+        out.append((name, kept + ([f"train.steps={steps}", f"train.chunk={max(1, steps // 10)}"] if steps else [])))
+    return out
+
+
+STAGES["paper-long"] = longer(STAGES["paper"], {"next_token": 4000, "continued_next_token": 1500, "next_token_mtp": 4000,
+                                                "next_token_prompted": 4000, "next_token_of_rl": 4000},
+                              {"rl": 500, "pretrain_rl": 500, "rl_shared_value": 500})
+STAGES["c4-long"] = longer(STAGES["c4"], {"next_token": 5000, "continued_next_token": 800, "next_token_mtp": 2500,
+                                          "next_token_prompted": 2500, "next_token_of_rl": 5000},
+                           {"rl": 500, "pretrain_rl": 500, "rl_shared_value": 300})
+
+
+def depth_stage(depth: int, name: str) -> str:
+    """A depth preset's run name for a stage at one depth: its run directory is runs/L4/rl."""
+    return f"L{depth}/{name}"
+
+
+def at_depths(stages: list[tuple[str, list[str]]], depths: tuple[int, ...]) -> list[tuple[str, list[str]]]:
+    """The stages once per depth (width fixed): ``{run:NAME}`` points at the same depth's run."""
+    return [(depth_stage(d, name), [o.replace("{run:", f"{{run:L{d}/") for o in extra] + [f"model.num_layers={d}"])
+            for d in depths for name, extra in stages]
+
+
+# The depth axis (claims 1, 3, 4, 5 at each depth; claim D: the slope over depth): the quick
+# preset's four regimes at 2, 4 and 8 layers of width 64, on tic-tac-toe.
+DEPTHS = {"depth": (2, 4, 8), "depth-tiny": (2, 3)}  # at least 2: claim 4 compares the first and last blocks
+STAGES["depth"] = at_depths(STAGES["quick"], DEPTHS["depth"])
+STAGES["depth-tiny"] = at_depths([s for s in STAGES["tiny"] if s[0] in ("next_token", "random_init", "rl", "pretrain_rl")],
+                                 DEPTHS["depth-tiny"])
 PRESET_SEEDS = {"quick": None, "tiny": None, "paper": [0, 1, 2, 3, 4], "c4-tiny": None, "c4-quick": None,
-                "c4": [0, 1, 2, 3, 4]}
+                "c4": [0, 1, 2, 3, 4], "depth": None, "depth-tiny": None,
+                "paper-long": None, "c4-long": None}
 # The config a preset's stages start from (a preset with no config of its own borrows one).
-BASE_PRESET = {"paper": "quick"}
+BASE_PRESET = {"paper": "quick", "depth": "quick", "depth-tiny": "tiny", "paper-long": "long"}
 
 
 @dataclass(frozen=True)
@@ -145,7 +203,7 @@ class AnalysisSizes:
     steer_random: int = 2
     """Random directions per layer (the steering control)."""
     games_per_cell: int = 128
-    """Games per opponent and side in layer reset and prompted play."""
+    """Games per opponent and side in layer reset, prompted play and patched play (claim 4, per layer)."""
     steer_runs: tuple[str, ...] = ("next_token", "pretrain_rl")
     """Stages whose runs are steered (F6, one figure each)."""
     value_games: int = 2000
@@ -178,3 +236,7 @@ SIZES = {
 }
 
 
+SIZES["depth"] = SIZES["quick"]
+SIZES["depth-tiny"] = SIZES["tiny"]
+SIZES["paper-long"] = SIZES["paper"]
+SIZES["c4-long"] = SIZES["c4"]

@@ -83,9 +83,10 @@ def test_weight_change_matches_hand_norm(pre):
 def test_analyse_change_and_cli(tiny_next_token, tiny_pretrain_rl, tmp_path):
     out = tmp_path / "change.json"
     assert cli.main(["change", str(tiny_next_token), str(tiny_pretrain_rl), "--control", str(tiny_next_token),
-                     "--out", str(out), "--games", "60"]) == 0
+                     "--out", str(out), "--games", "60", "--games-per-cell", "2"]) == 0
     res = json.loads(out.read_text())
     assert (tmp_path / "f4_where_rl_changes.png").exists() and (tmp_path / "f4_where_rl_changes.pdf").exists()
+    assert (tmp_path / "f4b_claim4_three_ways.png").exists()
     assert res["layers"] == ["emb", "block1", "block2", "head"] and res["seeds"] == [0, 1]
     s, g, r = 2, 4, 3
     assert np.shape(res["comparisons"]["tuned"]["weight_change"]) == (s, g)
@@ -94,6 +95,17 @@ def test_analyse_change_and_cli(tiny_next_token, tiny_pretrain_rl, tmp_path):
     # PPO moved the policy trunk; the "control" here is the pretrained run itself.
     assert np.all(np.asarray(res["comparisons"]["tuned"]["weight_change"])[:, :3] > 0)
     np.testing.assert_array_equal(res["comparisons"]["control"]["weight_change"], 0.0)
+    # Claim 4 three ways: updated fractions (none for the "control", itself), patching per resid layer.
+    for tol, frac in res["comparisons"]["control"]["updated_fraction"].items():
+        np.testing.assert_array_equal(frac, 0.0)
+        assert np.shape(res["comparisons"]["tuned"]["updated_fraction"][tol]) == (s, g)
+    patch = res["patching"]
+    assert patch["sources"] == ["pretrained", "random_init"]
+    for source in patch["sources"]:
+        assert np.shape(patch["distribution"]["tv"][source]) == (s, r)
+        assert np.shape(patch["play"]["behaviour_change"][source]) == (s, r)
+        assert np.shape(patch["play"]["patched"][source]["loss"]) == (s, r, 2)
+    assert patch["play"]["games_per_cell"] == 2
 
 
 def test_bad_inputs(tiny_next_token, pre, tmp_path, capsys):

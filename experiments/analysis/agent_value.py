@@ -23,7 +23,6 @@ the history), and the simulator's value comes from replaying the history under t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 
 import jax
@@ -37,6 +36,7 @@ from agentsim.envs.personas import make_persona, probs_table
 from agentsim.envs.solver import solved
 from agentsim.experiments.analysis.model import LoadedModel
 from agentsim.experiments.train import arena as A
+from agentsim.experiments.train.agent_data import AgentGames, own_games
 from agentsim.experiments.train.arena import opponent_pool
 from agentsim.experiments.train.policy import make_policy
 
@@ -57,50 +57,12 @@ def exact_tree(game_name: str) -> GameTree | None:
     return game_tree(game_name)
 
 
-@dataclass(frozen=True)
-class AgentGames:
-    """Each seed's own games (leading axes: seed, game)."""
-
-    tokens: np.ndarray  # int32[S, G, T]
-    moves: np.ndarray  # int32[S, G, M]: -1 after the end
-    side: np.ndarray  # int32[S, G]: the agent's side (0 = X)
-    opponent: np.ndarray  # int32[S, G]: index into the pool
-    result: np.ndarray  # float32[S, G]: the agent's final return
-
-
-@lru_cache(maxsize=8)
-def _games_fn(graphdef, game_name: str, layout, names: tuple[str, ...], weights: tuple[float, ...], num_games: int,
-              o_fraction: float):
-    """(params_S, key) -> each seed's own games: jitted once per network shape, pool, size and share
-    of games as O (the checkpoints of a run share it)."""
-    game = make_game(game_name)
-    arena = A.Arena(game, layout, tuple(make_persona(n, game) for n in names))
-    opp_logits = A.pool_logits(np.asarray(weights))
-
-    @jax.jit
-    def play(params, key):
-        def one(p, k):
-            k_reset, k_play = jax.random.split(k)
-            envs, traj = A.play_games(arena, make_policy(graphdef, p, game.num_actions), k_reset, k_play,
-                                      num_games, opp_logits, o_prob=o_fraction)
-            return envs.tokens, envs.agent_side, envs.opponent, traj.reward.sum(0)
-
-        return jax.vmap(one)(params, jax.random.split(key, jax.tree.leaves(params)[0].shape[0]))
-
-    return play
-
-
 def agent_games(model: LoadedModel, num_games: int, seed: int = 0) -> AgentGames:
     """``num_games`` games per seed, each seed playing its own policy with its own key, as O in the
-    share of games PPO trained it as O (``ppo.o_fraction``)."""
-    cfg, layout = model.cfg, model.layout
-    names, weights = opponent_pool(cfg)
-    play = _games_fn(model.graphdef, cfg.data.game, layout, names, tuple(weights.tolist()), num_games,
-                     float(cfg.ppo.o_fraction))
-    tokens, side, opponent, result = (np.asarray(x) for x in play(model.params, jax.random.key(seed)))
-    body = tokens[..., layout.prefix_len: layout.prefix_len + layout.max_moves]
-    moves = np.where(body < layout.num_actions, body, -1).astype(np.int32)
-    return AgentGames(tokens, moves, side, opponent, result)
+    share of games PPO trained it as O (``ppo.o_fraction``): ``agent_data.own_games``, the rollout
+    a simulator of the agent (``data.source``) learns from too."""
+    keys = jax.random.split(jax.random.key(seed), model.num_seeds)
+    return own_games(model.graphdef, model.cfg, model.layout, model.params, keys, num_games)
 
 
 def _node_tokens(model: LoadedModel, tree: GameTree, nodes: np.ndarray) -> np.ndarray:

@@ -1,14 +1,20 @@
 """Claim 4: where fine-tuning changes the network, layer by layer.
 
-Three views of the same question, per seed and per layer (0 = embeddings, 1…L = blocks, and
+Views of the same question, per seed and per layer (0 = embeddings, 1…L = blocks, and
 the unembedding head), each beside a control so "changed" has a scale:
 
 - weight change ‖W_tuned − W_pre‖ / ‖W_pre‖ (Frobenius over all params of the layer);
+- the updated fraction (1 − the update sparsity of Mukherjee et al. 2025): the share of a
+  layer's parameters that moved by more than a tolerance relative to their tensor's RMS
+  (``layers.UPDATE_TOLERANCE``), at each of ``layers.UPDATE_TOLERANCES``;
 - linear and debiased CKA between the pretrained and tuned residual streams on the same
   held-out games, beside the seed floor (CKA between two *pretrained* seeds): a layer whose CKA
   to its own pretrained self falls to the floor is as different as a network trained from
   another seed;
-- the change in value-probe test R² (tuned − pretrained; probes fit separately, split by game).
+- the change in value-probe test R² (tuned − pretrained; probes fit separately, split by game);
+- cross-model activation patching (``patching``): the tuned model run with its residual after
+  layer ℓ replaced by the pretrained model's, beside a matched random residual: how much its
+  move distribution and its play change (the tuned run only).
 
 The control run is continued next-token training from the same checkpoint: it separates "RL
 changed this layer" from "any further training changes this layer".
@@ -25,11 +31,15 @@ from agentsim.experiments.analysis.heldout import HeldOut, held_out
 from agentsim.experiments.analysis.layers import (
     check_compatible,
     layer_names,
+    UPDATE_TOLERANCE,
+    UPDATE_TOLERANCES,
     layer_of,
     leaves,
+    updated_fraction,
     weight_change,
 )
 from agentsim.experiments.analysis.model import LoadedModel
+from agentsim.experiments.analysis.patching import patching
 from agentsim.experiments.statistics import game_weights
 from agentsim.models.cka import debiased_linear_cka, linear_cka, weighted_linear_cka
 
@@ -75,6 +85,9 @@ def compare(pre: LoadedModel, tuned: LoadedModel, held: HeldOut, rows: np.ndarra
     boot = [[weighted_linear_cka(pre_resid[s, l, rows], tuned_resid[s, l, rows], weights).tolist()
              for l in range(lin.shape[1])] for s in range(lin.shape[0])]
     out = {"weight_change": weight_change(pre.params, tuned.params, layers).tolist(),
+           # tolerance (as text) -> [S, layer]: share of the layer's params with |ΔW| > tol × RMS(W_pre)
+           "updated_fraction": {f"{tol:g}": updated_fraction(pre.params, tuned.params, layers, tol).tolist()
+                                for tol in UPDATE_TOLERANCES},
            "cka": lin.tolist(), "cka_debiased": deb.tolist(),
            "boot_cka": np.moveaxis(np.asarray(boot), 2, 1).tolist(),  # [seed, B, layer]
            "probe_r2": {k: v.tolist() for k, v in tuned_r2.items()},
@@ -85,9 +98,14 @@ def compare(pre: LoadedModel, tuned: LoadedModel, held: HeldOut, rows: np.ndarra
     return out
 
 
-def analyse_change(pretrained_dir, tuned_dir, control_dir=None, num_games: int = 2000, seed: int = 0) -> dict:
-    """Claim 4 by layer: the tuned run (and the continued-pretraining control) vs the pretrained."""
+def analyse_change(pretrained_dir, tuned_dir, control_dir=None, num_games: int = 2000, seed: int = 0,
+                   games_per_cell: int = 128) -> dict:
+    """Claim 4 by layer: the tuned run (and the continued-pretraining control) vs the pretrained,
+    and the tuned run patched with the pretrained residuals (``games_per_cell`` games per opponent
+    and side for each patched layer's play; 0 leaves the play out)."""
     t0 = time.perf_counter()
+    if games_per_cell < 0:
+        raise ValueError(f"games_per_cell must be >= 0, got {games_per_cell}")
     pre = LoadedModel.from_run(pretrained_dir)
     tuned = LoadedModel.from_run(tuned_dir)
     check_compatible(pre, tuned, f"{tuned_dir} vs {pretrained_dir}")
@@ -103,6 +121,7 @@ def analyse_change(pretrained_dir, tuned_dir, control_dir=None, num_games: int =
     comparisons = {"tuned": compare(pre, tuned, held, rows, pre_resid, pre_r2)}
     if control is not None:
         comparisons["control"] = compare(pre, control, held, rows, pre_resid, pre_r2)
+    init = pre.at_init()
     return {
         "runs": {"pretrained": str(pretrained_dir), "tuned": str(tuned_dir),
                  "control": None if control_dir is None else str(control_dir)},
@@ -114,8 +133,11 @@ def analyse_change(pretrained_dir, tuned_dir, control_dir=None, num_games: int =
         "num_games": num_games, "num_positions": int(held.mask.sum()), "cka_rows": len(rows),
         "pretrained_probe_r2": {k: v.tolist() for k, v in pre_r2.items()},
         # ‖W_pre − W_init‖ / ‖W_init‖: how far pretraining moved each layer, the scale for ΔW/W.
-        "pretraining_weight_change": weight_change(pre.at_init().params, pre.params, layers).tolist(),
+        "pretraining_weight_change": weight_change(init.params, pre.params, layers).tolist(),
         "seed_floor": seed_floor(pre_resid[:, :, rows]),
         "comparisons": comparisons,
+        "update_tolerance": UPDATE_TOLERANCE,  # the one claim 4 reads; updated_fraction holds every one
+        "update_tolerances": list(UPDATE_TOLERANCES),
+        "patching": patching(pre, tuned, held, games_per_cell, init, seed),
         "seconds": time.perf_counter() - t0,
     }

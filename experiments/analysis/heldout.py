@@ -164,10 +164,13 @@ _TRAIN_POSITIONS: dict[str, np.ndarray] = {}
 def training_positions(cfg: Config) -> np.ndarray:
     """int64[K], sorted: the key of every position before a move in the run's training games (the
     train split of the next-token dataset of ``cfg.data``, regenerated; once per process). A
-    pretrain_rl run read the persona games of the run it started from: that run's data config."""
+    pretrain_rl run read the persona games of the run it started from: that run's data config. A
+    ``data.source`` run read its agent's games, one set per seed: the positions of any seed's."""
     if cfg.train.regime == "pretrain_rl" and cfg.ppo.pretrained and is_run_dir(cfg.ppo.pretrained):
         cfg = read_config(cfg.ppo.pretrained)
-    key = json.dumps([asdict(cfg.data), cfg.train.eval_games], sort_keys=True)
+    # A simulator of an agent (data.source) trained each seed on its agent's games: their union.
+    key = json.dumps([asdict(cfg.data), cfg.train.eval_games, list(cfg.train.seeds) if cfg.data.source else None],
+                     sort_keys=True)
     if key not in _TRAIN_POSITIONS:
         train, _, _ = datasets(cfg)
         _TRAIN_POSITIONS.clear()  # one data config per process at a time: the keys can be large

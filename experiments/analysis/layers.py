@@ -70,6 +70,44 @@ def weight_change(pre_params, tuned_params, layers: list[str]) -> np.ndarray:
     return np.sqrt(sq_norms(diff(tuned_params, pre_params), layers) / sq_norms(pre_params, layers))
 
 
+UPDATE_TOLERANCE = 1e-3
+"""A parameter counts as updated when |w_tuned − w_pre| > UPDATE_TOLERANCE × RMS(its tensor in
+the pretrained model). Relative to the tensor's own scale, so LayerNorm gains (≈ 1), biases and
+embeddings are judged alike. 1e-3 of the RMS is below what one Adam step moves any parameter
+that gets a non-vanishing gradient (PPO's lr is 1e-3 in absolute units, and the presets'
+weights have RMS ≲ 1), so at this tolerance "updated" means "the fine-tuning gradient reached
+it at all", the count Mukherjee et al. (2025) make (they count exact bf16 equality; here the
+params are float32, and an untouched one stays bit-identical). The continued-pretraining control
+trains with AdamW weight decay, which moves every parameter a little each step, so its fraction
+at this tolerance is near 1 by construction: compare the two at the larger tolerances too."""
+
+UPDATE_TOLERANCES = (UPDATE_TOLERANCE, 1e-2, 1e-1)
+"""The tolerances every updated fraction is also reported at, so that the choice of one does
+not decide the answer: 1e-2 and 1e-1 count only the parameters that moved by a visible share of
+their tensor's scale (where the large changes are, rather than where any gradient reached)."""
+
+
+def updated_fraction(pre_params, tuned_params, layers: list[str], tol: float = UPDATE_TOLERANCE) -> np.ndarray:
+    """float64[S, len(layers)]: per seed, the fraction of each layer's parameters (every entry of
+    every tensor in it) with |w_tuned − w_pre| > tol × RMS(pretrained tensor, that seed).
+
+    1 − this is the update sparsity of Mukherjee et al. (2025). A tensor whose pretrained RMS is
+    0 counts every nonzero change; identical parameters count 0 at every tolerance."""
+    pairs = zip(leaves(pre_params), jax.tree.leaves(tuned_params), strict=True)
+    num_s = np.shape(leaves(pre_params)[0][1])[0]
+    changed, size = np.zeros((num_s, len(layers))), np.zeros(len(layers))
+    for (path, pre), tuned in pairs:
+        name = layer_of(path)
+        if name not in layers:
+            continue
+        a = np.asarray(pre, np.float64).reshape(num_s, -1)
+        d = np.abs(np.asarray(tuned, np.float64).reshape(num_s, -1) - a)
+        rms_S = np.sqrt((a ** 2).mean(1, keepdims=True))
+        changed[:, layers.index(name)] += (d > tol * rms_S).sum(1)
+        size[layers.index(name)] += a.shape[1]
+    return changed / size
+
+
 def check_compatible(a: LoadedModel, b: LoadedModel, what: str) -> None:
     """RunError unless the two models have the same architecture, token layout and seeds."""
     if a.cfg.model != b.cfg.model:

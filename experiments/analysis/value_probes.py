@@ -12,7 +12,10 @@ spread): the agent's own games (``own_games``, rows = the agent's decisions) and
 (``persona_games``, a transfer test for agents, the home ground of simulators; rows = every
 move). On each, every network is probed on the same tokens: the agent's policy trunk and its
 separate critic trunk, the simulator of the same seed, and their random-init controls; the value
-head's own output is scored as it is, without a probe.
+head's own output is scored as it is, without a probe. On the agent's own games a simulator of
+the agent (a next_token run on that agent's games, ``data.source``; seed s learnt from agent
+seed s) is probed too: it saw what the agent experienced but learnt only to predict moves, so
+whether it holds V^π as the agent does separates the data from the objective.
 
 Per network and seed: ridge probes at every layer (0 = embeddings), one per side to move (the
 side is the move parity, which every network sees), alpha chosen on validation games; the layer is chosen on validation R² among layers 1…L (never 0, never on test); test R²
@@ -33,6 +36,7 @@ positions, i.e. boards, absent from the simulator's training games; ``heldout.tr
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -293,12 +297,22 @@ def checkpoints_read(agent: LoadedModel | None, simulator: LoadedModel) -> dict:
 
 
 def measure_value(agent: LoadedModel | None, simulator: LoadedModel, num_games: int = 2000,
-                  seed: int = 0, num_rollouts: int = ROLLOUTS) -> dict:
+                  seed: int = 0, num_rollouts: int = ROLLOUTS, agent_simulator: LoadedModel | None = None) -> dict:
     """Claim 1's numbers for one agent run beside the simulator run of the same seeds (or, with
-    ``agent=None``, the simulator alone on persona games): see the module docstring."""
+    ``agent=None``, the simulator alone on persona games): see the module docstring.
+    ``agent_simulator``: a next_token run trained on this agent's own games (``data.source``),
+    probed beside the others on the agent's own games (``simulator_of_agent``)."""
     if agent is not None and list(agent.cfg.train.seeds) != list(simulator.cfg.train.seeds):
         raise ValueError(f"agent and simulator must share seeds to be paired: {agent.cfg.train.seeds} vs "
                          f"{simulator.cfg.train.seeds}")
+    if agent_simulator is not None:
+        if agent is None or list(agent_simulator.cfg.train.seeds) != list(agent.cfg.train.seeds):
+            raise ValueError("a simulator of the agent is paired with its agent by seed: give the agent, with the "
+                             "same seeds")
+        src, own = agent_simulator.cfg.data.source, agent.run_dir
+        if not src or (own is not None and Path(src).resolve() != Path(own).resolve()):
+            raise ValueError(f"{agent_simulator.run_dir} did not learn from this agent's games (data.source "
+                             f"{src!r}, agent {own})")
     num_s = simulator.num_seeds
     tree = exact_tree(simulator.cfg.data.game)
     train_positions = training_positions(simulator.cfg)
@@ -314,6 +328,10 @@ def measure_value(agent: LoadedModel | None, simulator: LoadedModel, num_games: 
         games = agent_games(agent, num_games, seed)
         rows, index = agent_rows(agent, simulator.cfg, games, tree, num_rollouts, seed, train_positions, values)
         nets = {"policy": (agent, "policy"), "simulator": (simulator, "policy"), "random_init": (control, "policy")}
+        if agent_simulator is not None:  # the same games and seeds it learnt from the agent's (other) games
+            nets["simulator_of_agent"] = (agent_simulator, "policy")
+            result["simulator_of_agent"] = str(agent_simulator.run_dir)
+            result["checkpoint_steps"]["simulator_of_agent"] = agent_simulator.step
         if agent.cfg.model.value_head == "critic":
             nets |= {"critic": (agent, "critic"), "random_init_critic": (control, "critic")}
         nets["value_head"] = (agent, "head")

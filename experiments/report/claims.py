@@ -11,9 +11,11 @@ here knows which answer is expected: the same functions give every verdict in th
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
+from agentsim.experiments.presets import depth_stage
 from agentsim.experiments.report.numbers import sig3
 from agentsim.experiments.statistics import RULE_TEXT, Interval, chosen_layer, seed_interval, verdict
 
@@ -24,10 +26,13 @@ BARS = {
     "tictactoe": {"rl": (("loss_vs_perfect", "at_most", 0.02),), "pretrain_rl": (("loss_vs_perfect", "at_most", 0.01),),
                   "rl_shared_value": (("loss_vs_perfect", "at_most", 0.02),),
                   "next_token": (("simulator_gap", "at_most", 0.02),),
-                  "next_token_mtp": (("simulator_gap", "at_most", 0.02),)},
+                  "next_token_mtp": (("simulator_gap", "at_most", 0.02),),
+                  # the simulator of the rl agent: its gap to the Bayes-optimal loss of the agent's games
+                  "next_token_of_rl": (("simulator_gap", "at_most", 0.02),)},
     "connect_four": {"rl": _C4_AGENT, "pretrain_rl": _C4_AGENT, "rl_shared_value": _C4_AGENT,
                      "next_token": (("simulator_gap", "at_most", 0.05),),
-                     "next_token_mtp": (("simulator_gap", "at_most", 0.05),)},
+                     "next_token_mtp": (("simulator_gap", "at_most", 0.05),),
+                     "next_token_of_rl": (("simulator_gap", "at_most", 0.05),)},
 }
 
 
@@ -45,6 +50,7 @@ TITLES = {
     "4": "RL fine-tuning changes mostly later layers and reuses early concepts",
     "5": "More RL makes a larger fraction of the network do agentic processing",
     "6": "Multi-token prediction raises agentic processing",
+    "D": "The layer claims hold more in deeper networks",
 }
 
 
@@ -149,7 +155,8 @@ def value_table(measure: dict, dataset: str, target: str) -> dict:
     control, fraction of the achievable gap (overall and within move number), layers."""
     entry = measure["datasets"][dataset]["targets"][target]
     nets, ceil = entry["networks"], entry["ceiling"]
-    controls = {"policy": "random_init", "simulator": "random_init", "critic": "random_init_critic"}
+    controls = {"policy": "random_init", "simulator": "random_init", "critic": "random_init_critic",
+                "simulator_of_agent": "random_init"}
     out = {"ceiling": own_games_interval(*score(ceil))}
     if has_unseen(ceil):
         out["ceiling_unseen"] = own_games_interval(*score(ceil, unseen=True))
@@ -205,6 +212,15 @@ def claim1(measures: dict[str, dict], agent: str = "rl", smallest: float = 0.05)
         if "critic" in nets:
             evidence[f"{regime}: critic trunk minus simulator (not judged: the critic is trained on the value)"] = \
                 paired(nets["critic"], nets["simulator"])
+        if "simulator_of_agent" in nets:
+            # A next_token run on this agent's own games: > 0 here means the objective, not the data,
+            # puts V^π in the policy trunk; the simulator of the agent minus the persona simulator
+            # says whether the agent's data alone does. Each by the claim's rule, neither judged.
+            for name, a, b in (("policy trunk minus simulator of the agent", "policy", "simulator_of_agent"),
+                               ("simulator of the agent minus simulator", "simulator_of_agent", "simulator")):
+                iv_ = paired(nets[a], nets[b])
+                evidence[f"{regime}: {name}"] = iv_
+                evidence[f"{regime}: {name}, rule gives"] = verdict(iv_, smallest)["verdict"]
         for ds, d in m["datasets"].items():
             for t in d["targets"]:
                 evidence[f"{regime}: {ds} / {t}"] = value_table(m, ds, t)
@@ -306,6 +322,16 @@ def claim3(results: dict, stage: str = "next_token", target: str = "board_mover"
                   (stage,), evidence)
 
 
+def change_statistic(change: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Claim 4's statistic per seed: representation change (1 − CKA to the pretrained model) at
+    the last block minus at the first, i.e. first-block CKA minus last-block CKA; and its
+    game-bootstrap replicates [seed, B]."""
+    tuned = change["comparisons"]["tuned"]
+    cka = np.asarray(tuned["cka"], float)  # [seed, resid layer]
+    boot = np.asarray(tuned["boot_cka"], float)  # [seed, B, resid layer]
+    return cka[:, 1] - cka[:, -1], boot[:, :, 1] - boot[:, :, -1]
+
+
 def claim4(results: dict, smallest: float = 0.05) -> Claim:
     """Representation change (1 − CKA to the pretrained model) at the last block minus the first."""
     ch = results["analyses"].get("change")
@@ -313,9 +339,7 @@ def claim4(results: dict, smallest: float = 0.05) -> Claim:
         return not_judged("4", "no pretrain_rl run to compare with its pretrained start")
     tuned = ch["comparisons"]["tuned"]
     cka = np.asarray(tuned["cka"], float)  # [seed, resid layer]
-    boot = np.asarray(tuned["boot_cka"], float)  # [seed, B, resid layer]
-    stat = cka[:, 1] - cka[:, -1]
-    reps = boot[:, :, 1] - boot[:, :, -1]
+    stat, reps = change_statistic(ch)
     w = np.asarray(tuned["weight_change"], float)
     evidence = {"weight change, last block minus first": seed_interval(w[:, -2] - w[:, 1]),
                 "first block CKA minus the seed floor": seed_interval(
@@ -323,9 +347,129 @@ def claim4(results: dict, smallest: float = 0.05) -> Claim:
     if "control" in ch["comparisons"]:
         control = np.asarray(ch["comparisons"]["control"]["cka"], float)
         evidence["last-block CKA drop, RL minus continued pretraining"] = seed_interval(control[:, -1] - cka[:, -1])
+    evidence.update(three_ways_evidence(ch, smallest))  # the claim read by weights and by patching too
     return judged("4", "representation change after RL (1 − linear CKA to the pretrained model on held-out games) "
                        "at the last block minus at the first block", shared_games_interval(stat, reps), smallest,
                   "figures/f4_where_rl_changes.png", ("pretrain_rl",), evidence)
+
+
+# ---------------------------------------------------------------------------------- claim 4, three ways
+
+
+class Way(NamedTuple):
+    """One measure of claim 4 read as 'mostly later layers': a per-seed statistic (last block minus
+    first block, > 0 = later layers changed more), its interval and the four-way rule's outcome."""
+
+    name: str
+    statistic: str
+    interval: Interval
+    verdict: str
+    rule_gives: str
+
+    @property
+    def later_layers(self) -> bool:
+        """Whether this measure points to 'mostly later layers': its verdict is 'supported'."""
+        return self.verdict == "supported"
+
+
+def _way(name: str, statistic: str, interval: Interval, smallest: float) -> Way:
+    v = verdict(interval, smallest)
+    return Way(name, statistic, interval, v["verdict"], v["rule_gives"])
+
+
+def three_ways(change: dict, smallest: float = 0.05) -> dict[str, Way]:
+    """Claim 4 measured three ways, each as (last block − first block) per seed, oriented so that > 0
+    means "the later layers changed more", judged by ``statistics.verdict`` with the claim's
+    smallest effect:
+
+    - ``representation``: 1 − linear CKA to the pretrained model (the claim's own statistic);
+    - ``weights``: the share of the block's parameters updated by more than
+      ``layers.UPDATE_TOLERANCE`` × their tensor's RMS (seeds only: no games involved);
+    - ``patching``: the mean total variation of the tuned model's move distribution when its
+      residual after the block is replaced by the pretrained model's (held-out games shared by
+      the seeds: their bootstrap variance added).
+
+    Beside them, not one of the three: ``patching_play``, the mean over opponents of |Δ(win −
+    loss rate)| of greedy play under the same patch (each seed plays its own games), and the
+    weights at the other tolerances. A patch at block ℓ undoes every change up to ℓ, so the
+    patching statistic is what the changes of blocks 2…L add to the first block's: ~0 when RL
+    changed only the first block, > 0 when the later blocks' changes matter. Measures the result
+    lacks (an older change.json, play left out) are left out."""
+    ways: dict[str, Way] = {}
+    cka, cka_reps = change_statistic(change)
+    ways["representation"] = _way("representation", "1 − linear CKA to the pretrained model",
+                                  shared_games_interval(cka, cka_reps), smallest)
+    tuned = change["comparisons"]["tuned"]
+    primary = f"{change.get('update_tolerance', 0):g}"
+    for tol, frac in tuned.get("updated_fraction", {}).items():
+        frac = np.asarray(frac, float)  # [seed, (emb, block1…blockL, head)]
+        key = "weights" if tol == primary else f"weights at tolerance {tol}"
+        ways[key] = _way(key, f"share of the block's parameters with |ΔW| > {tol} × RMS(W_pre)",
+                         seed_interval(frac[:, -2] - frac[:, 1]), smallest)
+    patch = change.get("patching")
+    if patch:
+        tv = np.asarray(patch["distribution"]["tv"]["pretrained"], float)  # [seed, resid layer]
+        boot = np.asarray(patch["distribution"]["boot_tv"]["pretrained"], float)  # [seed, B, resid layer]
+        ways["patching"] = _way("patching", "mean total variation of the move distribution, pretrained residual "
+                                "patched in after the block", shared_games_interval(tv[:, -1] - tv[:, 1],
+                                                                                  boot[:, :, -1] - boot[:, :, 1]),
+                                smallest)
+        if "play" in patch:
+            ch = np.asarray(patch["play"]["behaviour_change"]["pretrained"], float)
+            boot = np.asarray(patch["play"]["boot_behaviour_change"]["pretrained"], float)
+            ways["patching_play"] = _way("patching (play)", "mean over opponents of |Δ(win − loss rate)| of greedy "
+                                         "play, pretrained residual patched in after the block",
+                                         own_games_interval(ch[:, -1] - ch[:, 1], boot[:, :, -1] - boot[:, :, 1]),
+                                         smallest)
+    return ways
+
+
+THREE = ("representation", "weights", "patching")
+
+
+def agreement(ways: dict[str, Way]) -> str:
+    """One line: each of the three measures' verdict on "mostly later layers", and whether they agree
+    (the same verdict from all three; "none decides" when all three are inconclusive); with fewer
+    seeds than a verdict needs, what the intervals alone give."""
+    have = [ways[k] for k in THREE if k in ways]
+    if len(have) < len(THREE):
+        return (f"{len(have)} of the three measures present ({', '.join(w.name for w in have)}): "
+                "no agreement to read")
+    def agree(outcomes: set[str]) -> str:
+        if outcomes == {"inconclusive"}:
+            return "none decides"
+        return "they agree" if len(outcomes) == 1 else "they disagree"
+
+    n = sum(w.later_layers for w in have)
+    line = (f"{n} of 3 point to mostly later layers ({'; '.join(f'{w.name}: {w.verdict}' for w in have)}): "
+            + agree({w.verdict for w in have}))
+    if any(w.rule_gives != w.verdict for w in have):
+        line += (f"; the intervals alone give {'; '.join(f'{w.name}: {w.rule_gives}' for w in have)} ("
+                 + agree({w.rule_gives for w in have}) + ")")
+    return line
+
+
+def three_ways_evidence(change: dict, smallest: float = 0.05) -> dict:
+    """Claim 4's evidence lines for the three measures, their controls and their agreement."""
+    ways = three_ways(change, smallest)
+    out: dict = {f"three ways, {w.name} ({w.verdict}): {w.statistic}, last block minus first": w.interval
+                 for w in ways.values()}
+    comps = change["comparisons"]
+    if "control" in comps and "updated_fraction" in comps["control"] and "update_tolerance" in change:
+        tol = f"{change['update_tolerance']:g}"
+        frac = np.asarray(comps["control"]["updated_fraction"][tol], float)
+        name = (f"three ways, weights of the continued-pretraining control (AdamW's weight decay moves every "
+                f"parameter): share updated by > {tol} × RMS, last block minus first")
+        out[name] = seed_interval(frac[:, -2] - frac[:, 1])
+    patch = change.get("patching")
+    if patch:  # < 0: the pretrained residual stands in for the tuned one far better than a matched random one
+        tv = {k: np.asarray(v, float) for k, v in patch["distribution"]["tv"].items()}
+        boot = {k: np.asarray(v, float) for k, v in patch["distribution"]["boot_tv"].items()}
+        out["three ways, patching the first block: TV of the pretrained patch minus the matched random patch"] = \
+            shared_games_interval(tv["pretrained"][:, 1] - tv["random_init"][:, 1],
+                                  boot["pretrained"][:, :, 1] - boot["random_init"][:, :, 1])
+    out["three ways: agreement"] = agreement(ways)
+    return out
 
 
 def claim5(results: dict, smallest: float = 0.05) -> Claim:
@@ -369,6 +513,108 @@ def judge_all(results: dict) -> dict[str, Claim]:
     return out
 
 
+# ---------------------------------------------------------------------------------- depth
+
+
+def depth_slope(depths, values_by_depth, reps_by_depth) -> tuple[np.ndarray, np.ndarray]:
+    """Per seed, the least-squares slope of a per-seed statistic against log2(depth) (its change
+    per doubling of depth), and the same slope of its replicates. The slope is linear in the
+    statistics, so replicates that resample the same games at every depth give its game part."""
+    x = np.log2(np.asarray(depths, float))
+    w = (x - x.mean()) / np.sum((x - x.mean()) ** 2)
+    values = sum(wi * np.asarray(v, float) for wi, v in zip(w, values_by_depth))
+    reps = sum(wi * np.asarray(r, float) for wi, r in zip(w, reps_by_depth))
+    return values, reps
+
+
+def judge_depth(results: dict) -> dict[str, Claim]:
+    """The claims the depth preset repeats, on one depth's analyses."""
+    measures = results["analyses"].get("value", {}).get("agents", {})
+    return {"1": claim1(measures), "3": claim3(results), "4": claim4(results), "5": claim5(results)}
+
+
+def claim_depth(changes: dict[int, dict], claims_by_depth: dict[int, dict] | None = None,
+                smallest: float = 0.05) -> Claim:
+    """"The layer claims hold more in deeper networks", judged on claim 4 (RL changes later layers
+    more than early ones): the per-seed slope of claim 4's statistic against log2(depth), so > 0
+    means the later-minus-earlier representation change grows with each doubling of depth.
+    Seed s at every depth is read on the same held-out games (the depths share one data config
+    and the game bootstrap's draws), so the per-depth replicates combine into the slope's.
+    ``claims_by_depth``: each depth's judged claims (dicts), listed as evidence."""
+    depths = sorted(int(d) for d in changes if int(d) >= 2)  # one block has no first-to-last difference
+    if len(depths) < 2:
+        return not_judged("D", f"claim 4 measured at {len(depths)} depth(s) of 2 or more layers: a slope needs two")
+    per_depth = [change_statistic(changes[d]) for d in depths]
+    seeds = {len(v) for v, _ in per_depth}
+    if len(seeds) != 1:
+        return not_judged("D", "the depths hold different numbers of seeds")
+    slope, reps = depth_slope(depths, [v for v, _ in per_depth], [r for _, r in per_depth])
+    evidence: dict = {f"claim 4 statistic at {d} layers": shared_games_interval(v, r)
+                      for d, (v, r) in zip(depths, per_depth)}
+    for d in depths:
+        for number, c in (claims_by_depth or {}).get(d, {}).items():
+            if number != "4":
+                evidence[f"claim {number} at {d} layers ({c['verdict']})"] = c["interval"]
+    return judged("D", "slope of claim 4's statistic (representation change after RL at the last block minus the "
+                       f"first) against log2(number of layers), over depths {', '.join(map(str, depths))} (> 0: RL's "
+                       "change concentrates more in later layers as the network deepens; per doubling of depth)",
+                  shared_games_interval(slope, reps), smallest, "figures/fd_claims_by_depth.png",
+                  tuple(depth_stage(d, s) for d in depths for s in ("pretrain_rl", "next_token")), evidence)
+
+
+# ---------------------------------------------------------------------------------- look-ahead (not judged)
+
+
+def lookahead_scores(per_seed: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Per seed: a look-ahead probe's test accuracy at its own validation-chosen layer, and its
+    game-bootstrap replicates ([S], [S, B])."""
+    return (np.asarray([n["test_acc"][n["layer"]] for n in per_seed], float),
+            np.asarray([np.asarray(n["boot_acc"], float)[:, n["layer"]] for n in per_seed]))
+
+
+def lookahead_paired(a: list[dict], b: list[dict]) -> Interval:
+    """Network a minus network b on the same rows of each seed's own games, each at its own
+    validation-chosen layer (as ``paired``: the seed spread holds the game noise)."""
+    (ra, ba), (rb, bb) = lookahead_scores(a), lookahead_scores(b)
+    return own_games_interval(ra - rb, ba - bb)
+
+
+def _ceiling_interval(ceilings: list[dict], kind: str, interval) -> Interval:
+    return interval(np.asarray([c[kind] for c in ceilings], float), np.asarray([c[f"boot_{kind}"] for c in ceilings]))
+
+
+def lookahead_evidence(lookahead: dict | None) -> dict:
+    """The look-ahead probes (``analysis.lookahead``), not judged: per agent and target on its own
+    games, the agent minus the simulator (paired, same tokens and seeds), each network's accuracy at
+    its validation-chosen layer and the two ceilings; on persona games (one set shared by every
+    seed) the simulator's and the random init's accuracy and the ceilings."""
+    if not lookahead:
+        return {}
+    out: dict = {}
+    for agent, m in lookahead.get("agents", {}).items():
+        for target, e in m["targets"].items():
+            head = f"{agent}, own games / {target}"
+            nets = e["networks"]
+            out[f"{head}: agent minus simulator"] = lookahead_paired(nets["agent"], nets["simulator"])
+            for net, per_seed in nets.items():
+                out[f"{head}: {net} accuracy"] = own_games_interval(*lookahead_scores(per_seed))
+            for kind in ("majority", "bayes"):
+                out[f"{head}: {kind} ceiling accuracy"] = _ceiling_interval(e["ceiling"], kind, own_games_interval)
+            out[f"{head}: layers (agent; simulator)"] = (f"{[n['layer'] for n in nets['agent']]}; "
+                                                         f"{[n['layer'] for n in nets['simulator']]}")
+    for target, e in lookahead.get("persona_games", {}).get("targets", {}).items():
+        head = f"simulator, persona games / {target}"
+        nets = e["networks"]
+        values, reps = (np.subtract(x, y) for x, y in zip(lookahead_scores(nets["simulator"]),
+                                                           lookahead_scores(nets["random_init"])))
+        out[f"{head}: simulator minus random init"] = shared_games_interval(values, reps)
+        for net, per_seed in nets.items():
+            out[f"{head}: {net} accuracy"] = shared_games_interval(*lookahead_scores(per_seed))
+        for kind in ("majority", "bayes"):
+            out[f"{head}: {kind} ceiling accuracy"] = _ceiling_interval(e["ceiling"], kind, shared_games_interval)
+    return plain(out)
+
+
 # ---------------------------------------------------------------------------------- subjects
 
 
@@ -378,7 +624,7 @@ def quality(finals: dict[str, dict], game: str = "tictactoe") -> dict:
     it meets each of its game's bars."""
     bars = bars_for(game)
     out = {}
-    for regime, final in finals.items():
+    for regime, final in finals.items():  # a depth preset's "L4/rl" has the bars of "rl"
         m = final["matches"]
         row = {k: seed_interval(m[f"eval/{k}"]).as_dict() for k in
                ("loss_vs_random", "loss_vs_perfect", "loss_vs_greedy", "win_vs_random") if f"eval/{k}" in m}
@@ -386,7 +632,7 @@ def quality(finals: dict[str, dict], game: str = "tictactoe") -> dict:
         if final["simulator"].get("gap_unseen") is not None:
             row["simulator_gap_unseen"] = seed_interval(final["simulator"]["gap_unseen"]).as_dict()
         row["bars"] = []
-        for key, way, value in bars.get(regime, ()):
+        for key, way, value in bars.get(regime.rsplit("/", 1)[-1], ()):
             mean = row[key]["mean"] if key in row else float("nan")
             meets = bool(mean <= value) if way == "at_most" else bool(mean >= value)
             row["bars"].append({"measure": key, way: value, "mean": mean, "meets": meets,

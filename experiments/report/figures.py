@@ -1,7 +1,7 @@
 """Every figure, each drawn only from numbers in results dictionaries (never from live models).
 
-F1 timeline, F2 probe grid, F3 persona by move, F4 change, F5 layer reset, F6 steering,
-F7 RL amount, F8 MTP vs NTP, F9 behaviour, the claim-1 value figure and `compare`'s curves.
+F1 timeline, F2 probe grid, F3 persona by move, F4 change (F4b: claim 4 three ways), F5 layer reset, F6 steering,
+F7 RL amount, F8 MTP vs NTP, F9 behaviour, F10 look-ahead probes, the claim-1 value figure and `compare`'s curves.
 Lines and bars are means over seeds; bands and error bars are the 95 % t-interval of that mean
 over seeds (``statistics.seed_interval``, the interval the claims use), and every figure says
 so in its legend, which sits below the panels so that it never covers data. Every axis with
@@ -74,6 +74,7 @@ NETWORK_STYLE = {  # claim-1 networks: colour, line style, label
     "policy": ("tab:red", "-", "agent: policy trunk"),
     "critic": ("tab:orange", "-", "agent: separate critic trunk"),
     "simulator": ("tab:blue", "-", "next_token simulator (same seed)"),
+    "simulator_of_agent": ("tab:purple", "-", "next_token simulator of the agent (its games, same seed)"),
     "random_init": ("black", "--", "random init"),
     "random_init_critic": ("gray", ":", "random init (critic)"),
 }
@@ -289,6 +290,58 @@ def mtp_vs_ntp(simulators: dict[str, dict], out_dir: Path, name: str = "f8_mtp_v
     return save_figure(fig, out_dir, name)
 
 
+LOOKAHEAD_STYLE = {  # look-ahead networks: colour, line style, label
+    "agent": ("tab:red", "-", "agent: policy trunk"),
+    "simulator": ("tab:blue", "-", "next_token simulator (same seed)"),
+    "random_init": ("black", "--", "random init"),
+}
+LOOKAHEAD_TITLES = {"next_move": "the player's own move 2 plies on",
+                    "best_move": "solver's unique best move 2 plies on"}
+
+
+def lookahead(result: dict, out_dir: Path, name: str = "f10_lookahead") -> list[Path]:
+    """F10: look-ahead probes (``analysis.lookahead``): softmax-probe accuracy by layer for the move
+    two plies on (columns: the player's own next move, the solver's unique best move), on each
+    agent's own games (rows; agent, simulator and random init on the same tokens) and on persona
+    games (the simulator); the train-majority rate dashed and the exact Bayes ceiling given the
+    history dotted, seed means; each network's validation-chosen layer ringed."""
+    sets = [(f"{agent}, own games", m["targets"]) for agent, m in result.get("agents", {}).items()]
+    if result.get("persona_games"):
+        sets.append(("persona games", result["persona_games"]["targets"]))
+    targets = ("next_move", "best_move")
+    fig, axes = plt.subplots(len(sets), len(targets), figsize=(5.0 * len(targets), 3.4 * len(sets) + 1.2),
+                             squeeze=False, layout="constrained")
+    seeds = set()
+    for row, (title, by_target) in enumerate(sets):
+        for ax, target in zip(axes[row], targets):
+            entry = by_target.get(target)
+            if entry is None:
+                ax.set_visible(False)
+                continue
+            for net, per_seed in entry["networks"].items():
+                color, style, label = LOOKAHEAD_STYLE[net]
+                acc = np.asarray([r["test_acc"] for r in per_seed], float)
+                seeds.add(len(per_seed))
+                band(ax, np.arange(acc.shape[1]), acc, color, label, style)
+                layer = int(np.bincount([r["layer"] for r in per_seed]).argmax())
+                ax.plot([layer], [acc[:, layer].mean()], "o", mfc="none", mec=color, ms=10)
+            ceilings = entry["ceiling"]
+            ax.axhline(np.mean([c["majority"] for c in ceilings]), color="gray", ls="--", lw=1,
+                       label="majority: train split's commonest move")
+            bayes = np.mean([c["bayes"] for c in ceilings])
+            ax.axhline(bayes, color="green", ls=":", lw=1.2,
+                       label="ceiling: Bayes predictor given the history")
+            ax.set_title(f"{title}: {LOOKAHEAD_TITLES[target]} (ceiling {bayes:.2f})", fontsize=9)
+            layer_axis(ax)
+            ax.set_ylabel("test accuracy [fraction of positions]")
+            ax.set_ylim(0, 1)
+            ax.grid(alpha=0.3)
+    ringed = Line2D([], [], ls="none", marker="o", mfc="none", mec="black", ms=10,
+                    label="ring: layer chosen on validation (most seeds)")
+    legend_below(fig, seed_note(seeds) + "; ceilings: seed means", [ringed])
+    return save_figure(fig, out_dir, name)
+
+
 def plot_comparison(comparison, out_prefix: Path) -> list[Path]:
     """`agentsim compare`: each config group's metric against steps and wall time, with seed bands.
 
@@ -341,7 +394,8 @@ CHANGE_COLORS = {"tuned": "tab:purple", "control": "tab:blue"}
 
 def plot_change(result: dict, out_dir, target: str = "mixture_value",
                 name: str = "f4_where_rl_changes") -> list[Path]:
-    """F4: ΔW/W, CKA to the pretrained model (seed floor dashed) and Δ probe R², by layer."""
+    """F4: ΔW/W, CKA to the pretrained model (seed floor dashed) and Δ probe R², by layer; with
+    the updated fractions or the patching in ``result``, F4b beside it (``plot_change_three_ways``)."""
 
     labels = {"tuned": f"RL-tuned ({result['regimes']['tuned']})",
               "control": "continued pretraining (control)"}
@@ -367,6 +421,57 @@ def plot_change(result: dict, out_dir, target: str = "mixture_value",
     axes[2].axhline(0, color="gray", lw=0.5)
     axes[1].set_ylim(top=1.02)
     fig.suptitle("Where fine-tuning changes the network")
+    legend_below(fig, seed_note(len(result["seeds"])))
+    paths = save_figure(fig, out_dir, name)
+    if "patching" in result or any("updated_fraction" in c for c in result["comparisons"].values()):
+        paths += plot_change_three_ways(result, out_dir)
+    return paths
+
+
+TOLERANCE_STYLES = ("-", "--", ":", "-.")
+PATCH_STYLE = {"pretrained": ("tab:purple", "-", "pretrained residual patched in"),
+               "random_init": ("tab:gray", "--", "matched random residual patched in (control: random-init "
+                                             "network, rescaled to the pretrained norm)")}
+
+
+def plot_change_three_ways(result: dict, out_dir, name: str = "f4b_claim4_three_ways") -> list[Path]:
+    """F4b (claim 4 measured three ways), by layer: representation change (1 − CKA to the
+    pretrained model), the share of each layer's parameters updated beyond each tolerance (× the
+    RMS of its pretrained tensor), and cross-model patching of the RL model with the pretrained
+    model's residual after each layer (beside a matched random residual): the change of its move
+    distribution on held-out positions and of its greedy play. 'Later layers changed more' reads
+    as curves rising to the right in every panel."""
+    labels = {"tuned": f"RL-tuned ({result['regimes']['tuned']})", "control": "continued pretraining (control)"}
+    patch = result.get("patching")
+    panels = ["cka", "weights"] + (["tv"] if patch else []) + (["play"] if patch and "play" in patch else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.6), squeeze=False, layout="constrained")
+    axes = dict(zip(panels, axes[0]))
+    x_w, x_r = np.arange(len(result["layers"])), np.arange(len(result["resid_layers"]))
+    for kind, comp in result["comparisons"].items():
+        band(axes["cka"], x_r, 1 - np.asarray(comp["cka"], float), CHANGE_COLORS[kind], labels[kind])
+        for style, (tol, frac) in zip(TOLERANCE_STYLES, comp.get("updated_fraction", {}).items()):
+            band(axes["weights"], x_w, frac, CHANGE_COLORS[kind], f"{labels[kind]}: |ΔW| > {tol} × RMS(W_pre)", style)
+    for panel, key in (("tv", "distribution"), ("play", "play")):
+        if panel not in axes:
+            continue
+        values = patch[key]["tv" if key == "distribution" else "behaviour_change"]
+        for source, (color, style, label) in PATCH_STYLE.items():
+            band(axes[panel], x_r, values[source], color, label, style)
+    text = {"cka": ("representation: 1 − linear CKA to the pretrained model", "1 − CKA [unitless; 0 = same]"),
+            "weights": ("weights: share of parameters updated", "updated share [fraction of the layer's parameters]"),
+            "tv": ("patching: the RL model's move distribution", "mean total variation [probability]"),
+            "play": ("patching: the RL model's greedy play", "mean |Δ(win − loss rate)| [fraction of games]")}
+    if "play" in axes:
+        text["play"] = (f"{text['play'][0]} (vs {', '.join(patch['play']['opponents'])})", text["play"][1])
+    for panel, ax in axes.items():
+        names = result["layers"] if panel == "weights" else result["resid_layers"]
+        ax.set_xticks(x_w if panel == "weights" else x_r, names)
+        ax.set_xlabel("layer (patch: the residual after it)" if panel in ("tv", "play") else "layer")
+        ax.set_title(text[panel][0], fontsize=9)
+        ax.set_ylabel(text[panel][1])
+        ax.axhline(0, color="gray", lw=0.5)
+        ax.grid(alpha=0.3)
+    fig.suptitle("Claim 4 three ways: does RL change mostly the later layers?")
     legend_below(fig, seed_note(len(result["seeds"])))
     return save_figure(fig, out_dir, name)
 
@@ -508,3 +613,47 @@ def plot_behaviour(result: dict, out_dir: str | Path, name: str = "f9_behaviour"
         ax.grid(alpha=0.3, axis="y")
     legend_below(fig, seed_note(seeds, "bar"))
     return save_figure(fig, Path(out_dir), name)
+
+
+DEPTH_UNITS = {"1": "agent minus simulator [R²]", "3": "last minus first block [log10 steps]",
+               "4": "last minus first block [1 − CKA]", "5": "last minus first checkpoint [fraction of gap]"}
+
+
+def claims_by_depth(results: dict, out_dir: Path, name: str = "fd_claims_by_depth") -> list[Path]:
+    """FD (the depth preset): each layer claim's statistic against the number of layers, with its
+    95 % interval (the claim's own: over seeds, held-out games resampled) and its verdict at that
+    depth; the claim-4 panel carries claim D's slope over log2(depth)."""
+    by_depth = {int(d): v for d, v in results["depth"].items()}
+    depths = sorted(by_depth)
+    numbers = [n for n in ("1", "3", "4", "5") if any(n in by_depth[d]["claims"] for d in depths)]
+    fig, axes = plt.subplots(1, len(numbers), figsize=(3.6 * len(numbers), 3.6), squeeze=False, layout="constrained")
+    seeds = set()
+    for ax, number in zip(axes[0], numbers):
+        claims = [by_depth[d]["claims"].get(number) for d in depths]
+        iv = [c["interval"] if c else {} for c in claims]
+        mean = np.array([i.get("mean", np.nan) for i in iv], float)
+        low = np.array([i.get("low", np.nan) for i in iv], float)
+        high = np.array([i.get("high", np.nan) for i in iv], float)
+        seeds |= {int(i["n_seeds"]) for i in iv if i.get("n_seeds")}
+        x = np.log2(depths)  # evenly spaced doublings; a log axis fails on a panel with no finite value
+        ax.errorbar(x, mean, yerr=[mean - low, high - mean], fmt="o-", color="tab:purple", capsize=3,
+                    label="claim statistic at that depth")
+        for xi, m, c in zip(x, mean, claims):
+            if c and np.isfinite(m):
+                ax.annotate(c["verdict"], (xi, m), textcoords="offset points", xytext=(4, 4), fontsize=6)
+            elif c:
+                ax.annotate("not judged", (xi, 0), textcoords="offset points", xytext=(4, 4), fontsize=6)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xticks(x, [str(d) for d in depths])
+        ax.set_xlim(x[0] - 0.5, x[-1] + 0.5)
+        ax.set_xlabel("layers [count, log scale]")
+        ax.set_ylabel(DEPTH_UNITS[number] + "; > 0 as predicted")
+        title = f"claim {number}"
+        if number == "4" and "D" in results.get("claims", {}):
+            d_iv = results["claims"]["D"]["interval"]
+            title += (f"\nclaim D: slope per doubling {d_iv['mean']:.3g}\n[{d_iv['low']:.3g}, {d_iv['high']:.3g}], "
+                      f"{results['claims']['D']['verdict']}")
+        ax.set_title(title, fontsize=8)
+        ax.grid(alpha=0.3)
+    legend_below(fig, seed_note(seeds or {0}, mark="point"))
+    return save_figure(fig, out_dir, name)

@@ -11,7 +11,8 @@ from agentsim.experiments.statistics import RULE_TEXT
 
 NETWORK_NAMES = {"policy": "agent: policy trunk", "critic": "agent: critic trunk", "value_head": "agent: value head",
                  "simulator": "next_token simulator", "random_init": "random init (policy trunk)",
-                 "random_init_critic": "random init (critic trunk)"}
+                 "random_init_critic": "random init (critic trunk)",
+                 "simulator_of_agent": "next_token simulator of the agent (trained on its games)"}
 DATASETS = {"own_games": "the agent's own games, at its decisions", "persona_games": "persona games, every move"}
 
 
@@ -82,6 +83,30 @@ def value_tables(claim1: dict) -> list[str]:
     return lines
 
 
+def depth_lines(by_depth: dict) -> list[str]:
+    """The depth preset's table: each layer claim at each depth (statistic, interval, verdict and
+    what the interval alone gives), then the subjects each depth's claims are flagged for."""
+    depths = sorted(by_depth, key=int)
+    numbers = [n for n in ("1", "3", "4", "5") if any(n in by_depth[d]["claims"] for d in depths)]
+
+    def cell(c: dict | None) -> str:
+        if c is None:
+            return "–"
+        gives = f" (interval alone: {c['rule_gives']})" if c["rule_gives"] != c["verdict"] else ""
+        return f"{interval_text(c['interval'])}: **{c['verdict']}**{gives}"
+
+    rows = [[f"{n}. {TITLES[n]}", *(cell(by_depth[d]["claims"].get(n)) for d in depths)] for n in numbers]
+    lines = ["## The layer claims at each depth", "",
+             "The same runs as the quick preset (width 64, its seeds and training) at each number of layers; each "
+             "claim's statistic and rule as in its section above. With fewer than 5 seeds every verdict is "
+             "'inconclusive' by the rule; the cell says what the interval alone gives.", ""]
+    lines += markdown_table(["claim", *(f"{d} layers" for d in depths)], rows) + [""]
+    for d in depths:
+        for n, c in by_depth[d]["claims"].items():
+            lines += [f"- ⚠ {d} layers, claim {n}: {flag}" for flag in c.get("flags", [])]
+    return lines + [""]
+
+
 def game_line(game: dict) -> str:
     """The game and board, its size and the networks' size, for the top of the report."""
     line = f"**Game: {game['title']}**"
@@ -134,6 +159,28 @@ def subject_rows(results: dict) -> list[list[str]]:
     return rows
 
 
+def lookahead_lines(evidence: dict) -> list[str]:
+    """The look-ahead probes (not judged; ``claims.lookahead_evidence``): one line per number."""
+    if not evidence:
+        return []
+    lines = ["## Look-ahead probes (not judged)", "",
+             "Can a softmax probe on the residual at a decision read the move its player makes two plies on (after "
+             "the opponent's actual reply)? `next_move`: on an agent's own games its greedy move there, on persona "
+             "games the persona's actual move; `best_move`: the solver's optimal move there, on the positions where "
+             "it is unique. Accuracy on test games at each network's validation-chosen layer (figure "
+             "`figures/f10_lookahead.png`); agent minus simulator is paired on the same tokens and seeds. Ceilings: "
+             "the train split's most frequent move (majority) and the exact expected accuracy of the Bayes predictor "
+             "given the history (below 1: the reply is not known at the decision). Intervals: 95% t-interval over "
+             "seeds, held-out games resampled by game.", ""]
+    for name, value in evidence.items():
+        if isinstance(value, dict):
+            text = rate_text(value) if name.endswith("accuracy") else interval_text(value)
+        else:
+            text = str(value)
+        lines.append(f"- {name}: {text}")
+    return lines + [""]
+
+
 def report(results: dict) -> str:
     claims = results["claims"]
     seeds = {len(f["seeds"]) for f in results["finals"].values()}
@@ -182,6 +229,10 @@ def report(results: dict) -> str:
                       "simulator's training games (computing rather than recalling); residual: the probe's root mean "
                       "squared error on test rows.", ""]
             lines += label_lines(results)
+
+    if results.get("depth"):
+        lines += depth_lines(results["depth"])
+    lines += lookahead_lines(results.get("lookahead") or {})
 
     timings = [[stage, sig3(secs)] for stage, secs in results["timings"].items()]
     analysis_seconds = results.get("analyses", {}).get("seconds", {})

@@ -19,6 +19,7 @@ from agentsim.envs.solver import solvable, solved
 from agentsim.experiments.analysis.behaviour import analyse_behaviour
 from agentsim.experiments.analysis.change import analyse_change
 from agentsim.experiments.analysis.layer_reset import analyse_layer_reset
+from agentsim.experiments.analysis.lookahead import measure_lookahead
 from agentsim.experiments.analysis.match_ceilings import match_ceilings
 from agentsim.experiments.analysis.model import LoadedModel, parameter_count
 from agentsim.experiments.analysis.probe_suite import analyse_probes
@@ -27,9 +28,9 @@ from agentsim.experiments.analysis.steering import analyse_steering
 from agentsim.experiments.analysis.timeline import analyse_timeline
 from agentsim.experiments.analysis.value_probes import measure_value
 from agentsim.experiments.config import ConfigError, load_config
-from agentsim.experiments.presets import BASE_PRESET, PRESET_SEEDS, SIZES, STAGES
+from agentsim.experiments.presets import BASE_PRESET, DEPTHS, PRESET_SEEDS, SIZES, STAGES, depth_stage
 from agentsim.experiments.report import figures as F
-from agentsim.experiments.report.claims import flags, judge_all, quality
+from agentsim.experiments.report.claims import claim_depth, flags, judge_all, judge_depth, lookahead_evidence, quality
 from agentsim.experiments.report.report import report
 from agentsim.experiments.runs import strict_json
 from agentsim.experiments.runs.run import RunError, read_config, read_status
@@ -37,6 +38,11 @@ from agentsim.experiments.runs.wandb_log import log_analysis
 from agentsim.experiments.train.loop import train
 
 AGENTS = ("rl", "pretrain_rl", "rl_shared_value")  # the runs claim 1 measures, each beside next_token
+# Every analysis, in the order run_analyses runs them ("simulator_value": claim 6's value measure of
+# the simulators on persona games); the depth preset repeats those of claims 1, 3, 4 and 5 at each depth.
+ANALYSES = ("value", "simulator_value", "probe_suite", "lookahead", "timeline", "change", "rl_amount", "layer_reset",
+            "steering", "behaviour")
+DEPTH_ANALYSES = ("value", "timeline", "change", "rl_amount")
 
 
 def reproduce(preset: str, out: str | Path, *, force: bool = False, resume: bool = False,
@@ -83,11 +89,21 @@ def reproduce(preset: str, out: str | Path, *, force: bool = False, resume: bool
     results = {"preset": preset, "game": game_facts(game, dirs), "sizes": asdict(sizes),
                "quality": quality(finals, game), "references": match_ceilings(game), "finals": finals}
     t0 = time.time()
-    analyses, figures = run_analyses(dirs, out / "figures", sizes, on_message, root=out, value_only=value_only)
+    if preset in DEPTHS:
+        analyses, figures, by_depth = depth_analyses(dirs, out, sizes, DEPTHS[preset], on_message, results["quality"])
+        results["depth"] = by_depth
+        claims = {"D": claim_depth({d: a["change"] for d, a in analyses["depths"].items() if "change" in a},
+                                   {d: v["claims"] for d, v in by_depth.items()})}
+    else:
+        analyses, figures = run_analyses(dirs, out / "figures", sizes, on_message, root=out, value_only=value_only)
+        claims = None
     results["analyses"] = analyses
     strict_json.write(out / "analyses.json", analyses, indent=None)  # kept even if judging fails
-    claims = judge_all(results)
+    claims = claims or judge_all(results)
     results["claims"] = {k: c.as_dict() | {"flags": flags(c, results["quality"])} for k, c in claims.items()}
+    results["lookahead"] = lookahead_evidence(analyses.get("lookahead"))  # not judged: evidence in the report
+    if preset in DEPTHS:
+        figures += F.claims_by_depth(results, out / "figures")
     timings["analyses"] = round(time.time() - t0, 1)
     results.update(timings=timings, total_s=round(time.time() - started, 1),
                    figures=[str(p.relative_to(out)) for p in figures])
@@ -99,6 +115,26 @@ def reproduce(preset: str, out: str | Path, *, force: bool = False, resume: bool
                                 "quality": results["quality"], "seconds": timings},
                  mode=log.wandb, project=log.project)
     return results
+
+
+def depth_analyses(dirs: dict[str, Path], out: Path, sizes, depths: tuple[int, ...], on_message, quality_: dict):
+    """The depth preset: the analyses of claims 1, 3, 4 and 5 on each depth's runs (figures under
+    ``figures/L<depth>/``) and those claims judged at each depth, flagged by that depth's subjects."""
+    analyses: dict = {"depths": {}, "seconds": {}}
+    figures: list[Path] = []
+    by_depth: dict[int, dict] = {}
+    for d in depths:
+        prefix = depth_stage(d, "")
+        have = {name[len(prefix):]: path for name, path in dirs.items() if name.startswith(prefix)}
+        on_message(f"analyses at {d} layers")
+        a, paths = run_analyses(have, out / "figures" / f"L{d}", sizes, on_message, root=out, only=DEPTH_ANALYSES)
+        analyses["depths"][d] = a
+        analyses["seconds"].update({f"{name} at {d} layers": secs for name, secs in a.pop("seconds").items()})
+        figures += paths
+        judged_here = judge_depth({"analyses": a})
+        own = {name[len(prefix):]: q for name, q in quality_.items() if name.startswith(prefix)}
+        by_depth[d] = {"claims": {k: c.as_dict() | {"flags": flags(c, own)} for k, c in judged_here.items()}}
+    return analyses, figures, by_depth
 
 
 def wandb_group(out: Path, run_dir: Path) -> str:
@@ -158,10 +194,12 @@ def relative_paths(obj, root: Path):
 
 
 def run_analyses(dirs: dict[str, Path], fig_dir: Path, sizes, on_message=print, root: Path | None = None,
-                 value_only: bool = False) -> tuple[dict, list[Path]]:
+                 value_only: bool = False, only: tuple[str, ...] | None = None) -> tuple[dict, list[Path]]:
     """Every analysis of the preset in order, each figure drawn as its numbers arrive.
-    ``sizes``: the preset's ``AnalysisSizes``; ``root``: run paths are reported relative to it."""
+    ``sizes``: the preset's ``AnalysisSizes``; ``root``: run paths are reported relative to it;
+    ``only``: the analyses to run (names as in ``ANALYSES``), all by default."""
     root = Path(root or fig_dir.parent)
+    only = ("value",) if value_only else ANALYSES if only is None else only
     have = dict(dirs)
     results: dict = {}
     paths: list[Path] = []
@@ -183,49 +221,62 @@ def run_analyses(dirs: dict[str, Path], fig_dir: Path, sizes, on_message=print, 
         simulator = model("next_token")
         for agent in AGENTS:
             if agent in have:
+                # A next_token run on this agent's own games (stage next_token_of_<agent>), where the preset has one.
+                of_agent = model(f"next_token_of_{agent}") if f"next_token_of_{agent}" in have else None
                 value["agents"][agent] = relative_paths(
-                    measure_value(model(agent), simulator, sizes.value_games, num_rollouts=sizes.value_rollouts), root)
+                    measure_value(model(agent), simulator, sizes.value_games, num_rollouts=sizes.value_rollouts,
+                                  agent_simulator=of_agent), root)
         for name in ("next_token", "next_token_mtp"):
-            if name in have and not value_only:
+            if name in have and "simulator_value" in only:
                 value["simulators"][name] = relative_paths(measure_value(None, model(name), sizes.value_games), root)
     results["value"] = value
     if value["agents"]:
         paths += F.value_where_it_lives(value["agents"], fig_dir)
     lap("value")
-    if value_only:
-        results["seconds"] = seconds
-        return results, paths
 
     # WHAT AND WHERE: the probe suite on the main regimes (F2, F3) and F8.
     suites = {name: analyse_probes(have[name], num_games=sizes.probe_games) for name in ("next_token", "rl", "pretrain_rl")
-              if name in have}
-    results["probe_suite"] = suites
-    paths += F.probe_grid(suites, fig_dir)
-    paths += F.persona_by_move({k: suites[k] for k in ("next_token", "pretrain_rl") if k in suites}, fig_dir)
+              if name in have and "probe_suite" in only}
+    if suites:
+        results["probe_suite"] = suites
+        paths += F.probe_grid(suites, fig_dir)
+        paths += F.persona_by_move({k: suites[k] for k in ("next_token", "pretrain_rl") if k in suites}, fig_dir)
+        lap("probe_suite")
+    if "next_token" in have and "lookahead" in only:
+        # LOOK-AHEAD (F10): the move two plies on, on each agent's own games and on persona games.
+        results["lookahead"] = relative_paths(measure_lookahead(
+            {a: model(a) for a in AGENTS if a in have}, model("next_token"),
+            model("random_init") if "random_init" in have else None, num_games=sizes.value_games,
+            persona_games=sizes.probe_games), root)
+        paths += F.lookahead(results["lookahead"], fig_dir)
+        lap("lookahead")
     if value["simulators"].keys() >= {"next_token", "next_token_mtp"}:
         paths += F.mtp_vs_ntp(value["simulators"], fig_dir)
-    lap("probe_suite")
 
     # WHEN: probes at every checkpoint (F1; claim 3 reads the board probe of next_token).
     timelines = {k: analyse_timeline(have[k], num_games=sizes.probe_games) for k in ("next_token", "rl", "pretrain_rl")
-                 if k in have}
-    results["timeline"] = timelines
-    paths += F.timeline(timelines, fig_dir, target="board_mover", name="f1_probe_layer_by_checkpoint")
-    paths += F.timeline(timelines, fig_dir, target="value_mover", name="f1b_value_probe_layer_by_checkpoint")
-    lap("timeline")
+                 if k in have and "timeline" in only}
+    if timelines:
+        results["timeline"] = timelines
+        paths += F.timeline(timelines, fig_dir, target="board_mover", name="f1_probe_layer_by_checkpoint")
+        paths += F.timeline(timelines, fig_dir, target="value_mover", name="f1b_value_probe_layer_by_checkpoint")
+        lap("timeline")
 
-    if "pretrain_rl" in have and "next_token" in have:
-        # WHERE RL CHANGES THE NETWORK (F4) and how that grows with RL (F7).
+    if "pretrain_rl" in have and "next_token" in have and "change" in only:
+        # WHERE RL CHANGES THE NETWORK (F4, F4b: weights, representation, patching) and how that grows with RL (F7).
         results["change"] = analyse_change(have["next_token"], have["pretrain_rl"],
-                                           control_dir=have.get("continued_next_token"), num_games=sizes.probe_games)
+                                           control_dir=have.get("continued_next_token"), num_games=sizes.probe_games,
+                                           games_per_cell=sizes.games_per_cell)
         paths += F.plot_change(results["change"], fig_dir)
         lap("change")
+    if "pretrain_rl" in have and "next_token" in have and "rl_amount" in only:
         amount = analyse_rl_amount(have["next_token"], have["pretrain_rl"])
         amount["value"] = value_over_checkpoints(have["pretrain_rl"], sizes.value_games // 2, sizes.rl_checkpoints,
                                                  num_rollouts=sizes.value_rollouts)
         results["rl_amount"] = amount
         paths += F.rl_amount(amount, fig_dir)
         lap("rl_amount")
+    if "pretrain_rl" in have and "next_token" in have and "layer_reset" in only:
         # LAYER RESET (F5).
         results["layer_reset"] = analyse_layer_reset(have["next_token"], have["pretrain_rl"],
                                                      num_games=sizes.probe_games, games_per_cell=sizes.games_per_cell)
@@ -234,17 +285,19 @@ def run_analyses(dirs: dict[str, Path], fig_dir: Path, sizes, on_message=print, 
 
     # STEERING (F6) and BEHAVIOUR (F9).
     # The grid is the preset's: the CLI's full one (9 strengths, 3 random directions) takes minutes per run.
-    results["steering"] = {k: relative_paths(analyse_steering(
-        have[k], alphas=sizes.steer_alphas, num_games=min(sizes.probe_games, 1000),
-        games_per_cell=sizes.steer_games_per_cell, num_random=sizes.steer_random), root)
-        for k in sizes.steer_runs if k in have}
-    for stage, res in results["steering"].items():
-        paths += F.plot_steering(res, fig_dir, name=f"f6_steering_{stage}")
-    lap("steering")
-    results["behaviour"] = analyse_behaviour(
-        {k: str(v) for k, v in have.items()}, pretrained_dir=str(have["next_token"]) if "next_token" in have else None,
-        num_games=sizes.probe_games, games_per_cell=sizes.games_per_cell)
-    paths += F.plot_behaviour(results["behaviour"], fig_dir)
-    lap("behaviour")
+    if "steering" in only:
+        results["steering"] = {k: relative_paths(analyse_steering(
+            have[k], alphas=sizes.steer_alphas, num_games=min(sizes.probe_games, 1000),
+            games_per_cell=sizes.steer_games_per_cell, num_random=sizes.steer_random), root)
+            for k in sizes.steer_runs if k in have}
+        for stage, res in results["steering"].items():
+            paths += F.plot_steering(res, fig_dir, name=f"f6_steering_{stage}")
+        lap("steering")
+    if "behaviour" in only:
+        results["behaviour"] = analyse_behaviour(
+            {k: str(v) for k, v in have.items()}, pretrained_dir=str(have["next_token"]) if "next_token" in have else None,
+            num_games=sizes.probe_games, games_per_cell=sizes.games_per_cell)
+        paths += F.plot_behaviour(results["behaviour"], fig_dir)
+        lap("behaviour")
     results["seconds"] = seconds
     return relative_paths(results, root), paths

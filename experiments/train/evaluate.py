@@ -18,6 +18,7 @@ from agentsim.envs.tokens import Layout
 from agentsim.experiments.config import Config, held_out_data
 from agentsim.experiments.runs.run import to_host
 from agentsim.experiments.train import arena as A
+from agentsim.experiments.train.agent_data import SeedDatasets, label_games, open_source, play_source
 from agentsim.experiments.train.devices import shard_seeds
 from agentsim.experiments.train.next_token import move_nll
 from agentsim.experiments.train.policy import NEG, Policy, make_policy
@@ -150,6 +151,9 @@ def final_evaluation(cfg: Config, layout: Layout, graphdef, params, train_positi
     matches = make_match_eval(cfg, layout, graphdef, evaluation_personas(cfg.data.game),
                               cfg.train.final_games_per_cell)(params)
     matches = {k: np.asarray(v).tolist() for k, v in to_host(matches).items()}
+    if cfg.data.source:
+        return {"seeds": list(cfg.train.seeds), "matches": matches,
+                "simulator": agent_simulator_loss(cfg, layout, graphdef, params, train_positions)}
     held_out = generate(held_out_data(cfg, cfg.train.eval_games), labels=False)
     nll = np.asarray(jax.jit(jax.vmap(lambda p: move_nll(graphdef, p, layout, jnp.asarray(held_out["tokens"]))))(params))
     mask = held_out["move_mask"]
@@ -166,3 +170,44 @@ def final_evaluation(cfg: Config, layout: Layout, graphdef, params, train_positi
         simulator["gap_unseen"] = (((nll * new).sum((1, 2)) + (best * new).sum()) / n).tolist() if new.any() else \
             [float("nan")] * len(loss)
     return {"seeds": list(cfg.train.seeds), "matches": matches, "simulator": simulator}
+
+
+def agent_simulator_loss(cfg: Config, layout: Layout, graphdef, params, train_positions=None) -> dict:
+    """A simulator of an agent (``data.source``) on fresh games of its agent (``train.eval_games``
+    per seed, each seed on its own agent's, under a data seed no run trains on): its next-move
+    loss per seed beside the Bayes-optimal loss of those games (``gap``, as a persona
+    simulator's), and split by mover, each beside the floor given which side is the agent: on the
+    agent's moves the entropy of its policy, on the opponent's the posterior mixture over its pool
+    (a simulator that does not know the side can only approach these). ``train_positions``: per
+    seed, the sorted position keys of that seed's training games (``gap_unseen``)."""
+    src = open_source(cfg)
+    held = held_out_data(cfg, cfg.train.eval_games)
+    games = play_source(src, cfg.train.seeds, held.num_games, held.seed)
+    data = SeedDatasets(tuple(label_games(cfg, src, games.moves, games.side, games.opponent)))
+    tokens = shard_seeds(jnp.asarray(data["tokens"]))
+    nll = np.asarray(jax.jit(jax.vmap(lambda p, tok: move_nll(graphdef, p, layout, tok)))(shard_seeds(params), tokens))
+    mask, mine = data["move_mask"], data.agent_moves()
+    theirs = mask & ~mine
+
+    def mean(x, where):  # per seed
+        return (np.where(where, x, 0.0).sum((1, 2)) / np.maximum(where.sum((1, 2)), 1)).astype(np.float64)
+
+    loss, bayes = mean(nll, mask), data.bayes_optimal_loss()
+    out = {"data": f"the agent's own games ({cfg.data.source})", "move_loss": loss.tolist(),
+           "bayes_optimal_loss": bayes.tolist(), "gap": (loss - bayes).tolist(), "moves": mask.sum((1, 2)).tolist()}
+    for name, where, floor_name, floor in (
+            ("agent_moves", mine, "policy_entropy", mean(data["agent_entropy"], mine)),
+            ("opponent_moves", theirs, "pool_posterior_loss", mean(-data["known_side_logp"], theirs))):
+        part = mean(nll, where)
+        out[name] = {"move_loss": part.tolist(), floor_name: floor.tolist(), "gap": (part - floor).tolist(),
+                     "moves": where.sum((1, 2)).tolist()}
+    if train_positions is not None:
+        best = data["bayes_logp"]
+        unseen, gaps = [], []
+        for s, keys in enumerate(train_positions):
+            i = np.clip(np.searchsorted(keys, data.per_seed[s]["position"]), 0, max(len(keys) - 1, 0))
+            new = mask[s] & ~(keys[i] == data.per_seed[s]["position"] if len(keys) else False)
+            unseen.append(int(new.sum()))
+            gaps.append(float((nll[s][new] + best[s][new]).sum() / new.sum()) if new.any() else float("nan"))
+        out.update(unseen_moves=unseen, gap_unseen=gaps)
+    return out

@@ -18,6 +18,7 @@ from agentsim.envs.tokens import Layout
 from agentsim.experiments.config import Config, ConfigError, seed_keys
 from agentsim.experiments.runs import checkpoints, strict_json
 from agentsim.experiments.runs.run import Run, is_run_dir, read_config, to_host
+from agentsim.experiments.train.agent_data import AGENT_GAMES, save_games
 from agentsim.experiments.train.devices import shard_seeds
 from agentsim.experiments.train.evaluate import final_evaluation
 from agentsim.experiments.train.regimes import datasets, make_trainer
@@ -57,9 +58,13 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
     t = cfg.train
     layout = Layout.for_config(cfg.data)
     # Build everything that can fail on bad input before the run directory is touched.
-    train_set, val_set, _ = datasets(cfg) if t.regime == "next_token" else (None, None, None)
+    # A simulator of an agent (data.source) reads back the games it started on when resumed.
+    stored = Path(out) / AGENT_GAMES if resume and cfg.data.source else None
+    train_set, val_set, full_set = datasets(cfg, stored) if t.regime == "next_token" else (None, None, None)
     trainer = make_trainer(cfg, layout, train_set, val_set)
     run = Run(out, cfg, resume=resume, force=force, wandb_group=wandb_group)
+    if cfg.data.source and not (run.path / AGENT_GAMES).exists():
+        save_games(run.path / AGENT_GAMES, full_set)
     keys = seed_keys(cfg)
     state = trainer.init(keys)
     step = 0
@@ -115,6 +120,8 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
             progress.update(task, completed=max(total, 1))
         # The simulator gap on never-seen positions needs the training games: a next_token run has them.
         seen = None if train_set is None else np.unique(train_set["position"][train_set["move_mask"]])
+        if cfg.data.source:  # a simulator of an agent: each seed saw its own agent's games
+            seen = [np.unique(d["position"][d["move_mask"]]) for d in train_set.per_seed]
         final = final_evaluation(cfg, layout, trainer.graphdef, state["params"], seen)
         strict_json.write(run.path / "final.json", final)
         run.summarize_wandb(final)

@@ -1,10 +1,13 @@
-"""The simulator regime: next-token prediction on persona-mixture games.
+"""The simulator regime: next-token prediction on persona-mixture games (or, with ``data.source``,
+on an agent's own games, one dataset per seed).
 
 ``make_next_token`` returns pure functions; the seed axis is vmapped inside one jitted chunk of
 ``lax.scan``-ed AdamW updates (warm-up + cosine schedule) and split over the local devices.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +16,7 @@ import optax
 from agentsim.envs.dataset import Dataset
 from agentsim.envs.tokens import Layout
 from agentsim.experiments.config import Config
-from agentsim.experiments.train.devices import jit_seeds
+from agentsim.experiments.train.devices import jit_seeds, shard_seeds
 from agentsim.experiments.train.trainer import Trainer, traced_at_most
 from agentsim.models.transformer import apply, init_params
 
@@ -67,11 +70,14 @@ def make_next_token(cfg: Config, layout: Layout, train: Dataset | None, val: Dat
                      optax.adamw(schedule, weight_decay=t.weight_decay))
     keys0 = jax.random.split(jax.random.key(0), len(t.seeds))
     graphdef, _ = init_params(m, layout.vocab_size, layout.seq_len, keys0[:1])
+    num_s = len(t.seeds)
+    per_seed = False  # one dataset per seed (data.source: each seed its agent's games), seed axis first
     if train is not None:
         train_tokens = jnp.asarray(train["tokens"])
         val_tokens = jnp.asarray(val["tokens"])
         val_mask = jnp.asarray(val["move_mask"])
         val_bayes = val.bayes_optimal_loss()
+        per_seed = train_tokens.ndim == 3
 
     def init(keys):
         _, params = init_params(m, layout.vocab_size, layout.seq_len, keys)
@@ -81,12 +87,12 @@ def make_next_token(cfg: Config, layout: Layout, train: Dataset | None, val: Dat
         return {"params": params, "opt": jax.vmap(tx.init)(params), "key": data_keys,
                 "step": jnp.zeros(len(keys), jnp.int32)}
 
-    def update(state, _):
+    def update(tokens_NxT, state, _):
         key = jax.random.wrap_key_data(state["key"])
         key, k_batch = jax.random.split(key)
-        idx = jax.random.randint(k_batch, (t.batch_size,), 0, train_tokens.shape[0])
+        idx = jax.random.randint(k_batch, (t.batch_size,), 0, tokens_NxT.shape[0])
         (loss, per_head), grads = jax.value_and_grad(
-            lambda p: lm_loss(graphdef, p, layout, train_tokens[idx], m.mtp_heads), has_aux=True
+            lambda p: lm_loss(graphdef, p, layout, tokens_NxT[idx], m.mtp_heads), has_aux=True
         )(state["params"])
         updates, opt = tx.update(grads, state["opt"], state["params"])
         params = optax.apply_updates(state["params"], updates)
@@ -96,22 +102,39 @@ def make_next_token(cfg: Config, layout: Layout, train: Dataset | None, val: Dat
         new = {"params": params, "opt": opt, "key": jax.random.key_data(key), "step": state["step"] + 1}
         return new, metrics
 
+    def one_seed(s, tokens_NxT):
+        s, metrics = jax.lax.scan(partial(update, tokens_NxT), s, None, length=t.chunk)
+        return s, jax.tree.map(jnp.mean, metrics)
+
+    def one_eval(params, tokens_NxT, mask_NxM, bayes):
+        nll = move_nll(graphdef, params, layout, tokens_NxT)
+        loss = jnp.sum(nll * mask_NxM) / mask_NxM.sum()
+        return {"eval/move_loss": loss, "eval/simulator_gap": loss - bayes}
+
+    # The seed axis of the state, the metrics and the evaluation is split over the devices; so are
+    # per-seed datasets, passed as arguments (a shared dataset is a constant of the chunk).
+    if per_seed:
+        @traced_at_most(1)  # a second trace would mean a silent recompile every chunk
+        def chunk_per_seed(state, tokens_SxNxT):
+            return jax.vmap(one_seed)(state, tokens_SxNxT)
+
+        @traced_at_most(1)
+        def evaluate_per_seed(state, tokens_SxNxT, mask_SxNxM, bayes_S):
+            return jax.vmap(one_eval)(state["params"], tokens_SxNxT, mask_SxNxM, bayes_S)
+
+        train_s = shard_seeds(train_tokens, num_s)
+        val_s = shard_seeds((val_tokens, val_mask, jnp.asarray(val_bayes, jnp.float32)), num_s)
+        jchunk, jeval = jit_seeds(chunk_per_seed, num_s), jit_seeds(evaluate_per_seed, num_s)
+        return Trainer(graphdef, init, lambda state: jchunk(state, train_s), lambda state: jeval(state, *val_s),
+                       t.chunk)
+
     @traced_at_most(1)  # a second trace would mean a silent recompile every chunk
     def chunk(state):
-        def one_seed(s):
-            s, metrics = jax.lax.scan(update, s, None, length=t.chunk)
-            return s, jax.tree.map(jnp.mean, metrics)
-
-        return jax.vmap(one_seed)(state)
+        return jax.vmap(one_seed, (0, None))(state, train_tokens)
 
     @traced_at_most(1)
     def evaluate(state):
-        def one_seed(params):
-            nll = move_nll(graphdef, params, layout, val_tokens)
-            loss = jnp.sum(nll * val_mask) / val_mask.sum()
-            return {"eval/move_loss": loss, "eval/simulator_gap": loss - val_bayes}
-
-        return jax.vmap(one_seed)(state["params"])
+        return jax.vmap(one_eval, (0, None, None, None))(state["params"], val_tokens, val_mask, val_bayes)
 
     # The seed axis of the state, the metrics and the evaluation is split over the devices.
     return Trainer(graphdef, init, jit_seeds(chunk, len(t.seeds)), jit_seeds(evaluate, len(t.seeds)), t.chunk)

@@ -7,19 +7,24 @@ continued pretraining) open that run's checkpoint, never its trainer.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from agentsim.envs.dataset import Dataset, generate, split_by_game
 from agentsim.envs.tokens import Layout
 from agentsim.experiments.config import Config, ConfigError, seed_keys
 from agentsim.experiments.runs.restore import open_checkpoint
+from agentsim.experiments.train.agent_data import agent_datasets
 from agentsim.experiments.train.next_token import make_next_token
 from agentsim.experiments.train.trainer import Trainer
 from agentsim.models.transformer import init_params
 
 
-def datasets(cfg: Config) -> tuple[Dataset, Dataset, Dataset]:
+def datasets(cfg: Config, stored: Path | None = None) -> tuple[Dataset, Dataset, Dataset]:
     """(train, val, full) splits of the run's dataset, split by whole games (without the labels
-    that need the solver's table: training reads tokens and the Bayes-optimal loss only)."""
-    data = generate(cfg.data, labels=False)
+    that need the solver's table: training reads tokens and the Bayes-optimal loss only). With
+    ``data.source`` one dataset per seed of the agent's games (``agent_data.SeedDatasets``, the
+    same split for every seed), read from ``stored`` (a run's ``AGENT_GAMES``) where it exists."""
+    data = agent_datasets(cfg, stored) if cfg.data.source else generate(cfg.data, labels=False)
     n_val = min(cfg.train.eval_games, len(data) // 5)
     val_idx, train_idx = split_by_game(len(data), (n_val / len(data), 1 - n_val / len(data)), cfg.data.seed)
     return data.subset(train_idx), data.subset(val_idx), data
