@@ -124,6 +124,10 @@ def cmd_data(args) -> int:
     # name `perfect`, which needs the table, even when --mix does not).
     extra = ["ppo.opponents={'random': 1.0}"] + ([f"data.mixture={mixture!r}"] if mixture else [])
     cfg = _config(args, extra).data
+    if cfg.source:
+        raise UserError(f"agentsim data writes persona games; an agent's own games (data.source={cfg.source!r}) are "
+                        "played by `agentsim train --regime next_token --set data.source=RUN`, which keeps them in "
+                        "its run directory as agent_games.npz")
     cfg = replace(cfg, num_games=args.games, seed=args.seed, persona_prompt=args.persona_prompt,
                   outcome_token=args.outcome_token)
     try:
@@ -525,6 +529,31 @@ def cmd_cost(args) -> int:
     return 0
 
 
+def cmd_scaling(args) -> int:
+    from dataclasses import asdict
+
+    from agentsim.experiments.report.figures import scaling
+    from agentsim.experiments.scaling import MEASURES, compute_to_reach, read_point
+
+    if args.measure not in MEASURES:
+        raise UserError(f"unknown --measure {args.measure!r}; known: {', '.join(MEASURES)}")
+    _require_runs(*args.runs)
+    points = sorted((read_point(r, args.measure) for r in args.runs), key=lambda p: p.flops)
+    higher = args.measure.startswith("win")
+    reach = compute_to_reach(points, args.target, higher_is_better=higher)
+    out = _output(args.out, Path(f"scaling_{args.measure}.json"))
+    print(f"{'run':40s} {'TFLOP/seed':>11s} {args.measure:>22s}  per seed")
+    for p in points:
+        print(f"{p.run[-40:]:40s} {p.flops / 1e12:11.3f} {p.mean:22.4f}  " + ", ".join(f"{v:.4f}" for v in p.values))
+    if reach["fit"]:
+        print(f"power law over the finals: {args.measure} ∝ FLOPs^{reach['fit']['slope']:.3f}")
+    print(f"bar {'≥' if higher else '≤'} {args.target:g}: {reach['note']}"
+          + (f" ({reach['needed_flops'] / 1e12:.3g} TFLOP per seed)" if reach["needed_flops"] else ""))
+    result = {"measure": args.measure, "points": [asdict(p) | {"mean": p.mean} for p in points], "reach": reach}
+    _save_analysis(result, out, lambda r, d: scaling(points, reach, args.measure, d, name=out.stem))
+    return 0
+
+
 def cmd_bench(args) -> int:
     import dataclasses
 
@@ -553,9 +582,9 @@ def cmd_config(args) -> int:
     from agentsim.experiments.config import Config, field_docs, load_config
     from agentsim.experiments.presets import BASE_PRESET, PRESET_SEEDS, PRESETS, STAGES
 
-    if args.preset in STAGES and args.preset not in PRESETS:
-        # A preset only `reproduce` knows (paper): its runs start from another preset's config, with
-        # its own seeds and each stage's overrides on top.
+    if args.preset in STAGES:
+        # A reproduce preset: its runs start from its own config (or, for one only `reproduce` knows,
+        # another preset's), with its seeds and each stage's overrides on top.
         base, seeds = BASE_PRESET.get(args.preset, args.preset), PRESET_SEEDS[args.preset]
         cfg = load_config(base, args.config, ([f"train.seeds={seeds}"] if seeds else []) + list(args.overrides))
         print(f"# reproduce --preset {args.preset}: every run starts from preset {base}"
@@ -607,7 +636,8 @@ def _at_least(minimum: int):
 
 
 def _config_args(default_preset: str | None = None) -> list[tuple]:
-    return [_arg("--preset", default=default_preset, help="named base config (quick, tiny, c4-quick, c4, c4-tiny)"),
+    return [_arg("--preset", default=default_preset,
+                 help="named base config (quick, paper, tiny, c4-quick, c4, c4-tiny, long, c4-long)"),
             _arg("--config", metavar="FILE", help="TOML file with [data], [model], [train], [ppo], [log] tables"),
             _arg("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                  help="override one config field (repeatable)")]
@@ -797,9 +827,21 @@ COMMANDS = (
                      "paper-long, c4-long, ...)"),
                 _arg("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                      help="override a config field in every stage"))),
+    Command("scaling", cmd_scaling, "a measure against training compute over runs, and the compute a bar needs",
+            "For finished runs of one regime trained for different lengths (or sizes): each run's training model "
+            "FLOPs per seed (as `agentsim cost` counts them) and its final measure (final.json, mean over seeds); a "
+            "power law fitted over the runs' finals; and, if no run meets the bar, the compute where the fit "
+            "crosses it, marked as an extrapolation. Writes a JSON and a log-log figure with each run's validation "
+            "curve. Example: agentsim scaling runs/s250 runs/s500 runs/s1000 --measure simulator_gap --target 0.02", (
+                _arg("runs", nargs="+", help="run directories (finished)"),
+                _arg("--measure", default="simulator_gap",
+                     help="simulator_gap, simulator_gap_unseen, loss_vs_perfect, loss_vs_random, loss_vs_greedy or "
+                     "win_vs_random (the report's subjects table)"),
+                _arg("--target", type=float, required=True, help="the bar, e.g. 0.02 (gap) or 0.01 (loss rate)"),
+                _arg("--out", help="JSON path; the figure goes beside it (default scaling_MEASURE.json)"))),
     Command("config", cmd_config, "print the resolved config with every field documented", None, (
-        _arg("--preset", default="quick", help="named base config (quick, tiny, c4-quick, c4, c4-tiny) or a "
-             "preset only reproduce knows (paper: its base config and stages)"),
+        _arg("--preset", default="quick", help="named base config (quick, tiny, paper, c4-quick, c4, c4-tiny, long, "
+             "c4-long) or a preset only reproduce knows (depth: its base config and stages)"),
         *_config_args()[1:])),
 )
 

@@ -16,7 +16,8 @@ LAYERS = [  # lowest first; a module may import its own layer and those below
     ("agentsim.experiments.train",),
     ("agentsim.experiments.analysis",),
     ("agentsim.experiments.report",),
-    ("agentsim.experiments.cli", "agentsim.experiments.bench", "agentsim.experiments.cost"),
+    ("agentsim.experiments.cli", "agentsim.experiments.bench", "agentsim.experiments.cost",
+     "agentsim.experiments.scaling"),
 ]
 
 

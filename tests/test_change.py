@@ -16,6 +16,7 @@ from agentsim.experiments.analysis import change
 from agentsim.experiments.analysis.heldout import held_out
 from agentsim.experiments.analysis.layers import check_compatible, layer_of, weight_change
 from agentsim.experiments.analysis.model import LoadedModel
+from agentsim.experiments.report.tables import change_table
 from agentsim.experiments.runs.run import RunError
 
 
@@ -80,7 +81,7 @@ def test_weight_change_matches_hand_norm(pre):
 
 
 @pytest.mark.slow  # trains or analyses the shared tiny pretrain_rl run end to end
-def test_analyse_change_and_cli(tiny_next_token, tiny_pretrain_rl, tmp_path):
+def test_analyse_change_and_cli(tiny_next_token, tiny_pretrain_rl, tmp_path, capsys):
     out = tmp_path / "change.json"
     assert cli.main(["change", str(tiny_next_token), str(tiny_pretrain_rl), "--control", str(tiny_next_token),
                      "--out", str(out), "--games", "60", "--games-per-cell", "2"]) == 0
@@ -106,6 +107,16 @@ def test_analyse_change_and_cli(tiny_next_token, tiny_pretrain_rl, tmp_path):
         assert np.shape(patch["play"]["behaviour_change"][source]) == (s, r)
         assert np.shape(patch["play"]["patched"][source]["loss"]) == (s, r, 2)
     assert patch["play"]["games_per_cell"] == 2
+    # The printed table shows all three measures: the control (itself) updated nothing anywhere.
+    table = change_table(res).splitlines()
+    assert table[0] in capsys.readouterr().out
+    head = table[0].split()
+    for column in ("tuned", "upd>0.001", "control", "pretrained", "Δplay", "random_init"):
+        assert column in head
+    assert len(table) == 1 + len(res["layers"])
+    emb = table[1].split()
+    assert emb[0] == "emb" and float(emb[1]) > 0 and float(emb[2]) > 0  # tuned: ΔW/W, updated fraction
+    assert float(emb[5]) == 0.0 and float(emb[6]) == 0.0  # the control's
 
 
 def test_bad_inputs(tiny_next_token, pre, tmp_path, capsys):

@@ -67,6 +67,13 @@ def test_data_existing_output_is_not_overwritten(capsys, tmp_path):
     assert out.read_bytes() == b"precious"
 
 
+def test_data_refuses_an_agent_source(capsys, tmp_path):
+    """An agent's games are played by the run that learns from them, not written by `data`."""
+    out = tmp_path / "g.npz"
+    run_bad(capsys, ["data", "--out", out, "--games", "10", "--set", f"data.source='{tmp_path}'"], "agent_games.npz")
+    assert not out.exists()
+
+
 def test_data_missing_output_dir(capsys, tmp_path):
     run_bad(capsys, ["data", "--out", tmp_path / "nope" / "g.npz", "--games", "10"], "does not exist")
 
@@ -296,12 +303,16 @@ def test_config_knows_every_preset_reproduce_knows(capsys, preset):
     assert "[train]" in out
 
 
-def test_config_of_a_reproduce_only_preset_names_its_base_and_stages(capsys):
+def test_config_of_a_reproduce_preset_names_its_base_and_stages(capsys):
     assert cli.main(["config", "--preset", "paper"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("# reproduce --preset paper: every run starts from preset quick "
-                          "with train.seeds=[0, 1, 2, 3, 4]")
+    assert out.startswith("# reproduce --preset paper: every run starts from preset paper, then")
     assert "#   rl_shared_value: train.regime='rl'" in out and "seeds = [0, 1, 2, 3, 4]" in out
+    assert "num_layers = 4" in out
+    assert cli.main(["config", "--preset", "depth"]) == 0  # one only reproduce knows
+    out = capsys.readouterr().out
+    assert out.startswith("# reproduce --preset depth: every run starts from preset quick, then")
+    assert "#   L8/rl: train.regime='rl'" in out
 
 
 def test_config_into_a_closed_pipe_ends_quietly(capsys, monkeypatch):

@@ -61,3 +61,35 @@ def test_report_rounds_clips_rates_and_drops_empty_columns():
     assert "[0, " in rl and CLIPPED_MARK in rl and "clipped to [0, 1]" in subjects
     assert "- accuracy: 0.980 [0.950, 1.00]" + CLIPPED_MARK in text and "- bayes_ceiling: 0.988" in text
     assert "| rl | 2190 |" in text and "| next_token | 12.3 |" in text and "total 2200 s" in text
+
+
+TARGETS = {"wall_minutes": 40, "runs": {"rl": (("loss_vs_perfect", "at_most", 0.01), ("win_vs_random", "at_least", 0.95)),
+                                        "next_token": (("simulator_gap", "at_most", 0.02),),
+                                        "next_token_mtp": (("simulator_gap", "at_most", 0.02),)}}
+
+
+def test_preset_targets_come_out_met_and_missed():
+    q = _results()["quality"]  # rl: loss vs perfect 0.00333, win vs random 0.921; next_token gap 0.0133
+    t = claims.targets_met(TARGETS, q, total_s=2202.8)
+    met = {(b["run"], b["measure"]): b["meets"] for b in t["bars"]}
+    assert met == {("rl", "loss_vs_perfect"): True, ("rl", "win_vs_random"): False,
+                   ("next_token", "simulator_gap"): True, ("next_token_mtp", "simulator_gap"): False}  # no such run
+    assert t["wall"]["meets"] and t["wall"]["minutes"] == pytest.approx(36.71, abs=0.01)
+    assert not claims.targets_met(TARGETS, q, total_s=2401)["wall"]["meets"]
+    strict = {**TARGETS, "runs": {"rl": (("loss_vs_perfect", "at_most", 0.003),)}}
+    assert not claims.targets_met(strict, q, total_s=10)["bars"][0]["meets"]
+    assert claims.targets_met(None, q, total_s=10) == {}
+
+
+def test_report_states_targets_and_the_machine():
+    res = _results()
+    res["targets"] = claims.targets_met(TARGETS, res["quality"], res["total_s"])
+    res["machine"] = {"cpu": "Test CPU", "cpus": 2, "backend": "cpu", "device": "cpu", "jax": "0.0",
+                      "load_average_start": 0.1, "load_average_end": 1.9}
+    text = report(res)
+    section = text[text.index("## The `synthetic` preset's targets"):]
+    assert "| `rl` | win vs random ≥ 0.95 | 0.921 | **no** |" in section
+    assert "| `next_token` | simulator gap ≤ 0.02 | 0.0133 | yes |" in section
+    assert "| reproduce | wall ≤ 40 min | 36.7 min | yes |" in section
+    assert "2 × Test CPU" in section and "1.9 at the end" in section
+    assert "preset's targets" not in report(_results())  # none given, no section

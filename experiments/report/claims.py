@@ -641,6 +641,25 @@ def quality(finals: dict[str, dict], game: str = "tictactoe") -> dict:
     return out
 
 
+def targets_met(targets: dict | None, quality_: dict, total_s: float | None) -> dict:
+    """A preset's targets (``presets.TARGETS``) against its subjects table and wall time: each bar
+    with the measured seed mean and whether it is met (a run or measure the reproduction lacks is
+    missed, with a nan mean), and the wall time against its limit."""
+    if not targets:
+        return {}
+    rows = []
+    for run, bars in targets["runs"].items():
+        for key, way, value in bars:
+            cell = quality_.get(run, {}).get(key)
+            mean = float(cell["mean"]) if cell else float("nan")
+            meets = bool(mean <= value) if way == "at_most" else bool(mean >= value)  # nan meets nothing
+            rows.append({"run": run, "measure": key, way: value, "mean": mean, "meets": meets,
+                         "text": bar_text(key, way, value)})
+    wall = {"minutes": None if total_s is None else total_s / 60, "limit_minutes": targets["wall_minutes"]}
+    wall["meets"] = wall["minutes"] is not None and wall["minutes"] <= wall["limit_minutes"]
+    return {"bars": rows, "wall": wall}
+
+
 def flags(claim: Claim, quality_: dict) -> list[str]:
     """The subjects of a claim that miss a quality bar, as sentences for the report."""
     out = []

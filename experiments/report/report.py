@@ -159,6 +159,25 @@ def subject_rows(results: dict) -> list[list[str]]:
     return rows
 
 
+def target_lines(targets: dict | None, machine: dict | None, preset: str) -> list[str]:
+    """The preset's own targets (``presets.TARGETS``): each bar met or missed, and the wall time on
+    the machine that measured it."""
+    if not targets:
+        return []
+    rows = [[f"`{b['run']}`", b["text"], sig3(b["mean"]), "yes" if b["meets"] else "**no**"] for b in targets["bars"]]
+    wall = targets["wall"]
+    rows.append(["reproduce", f"wall ≤ {wall['limit_minutes']} min",
+                 "–" if wall["minutes"] is None else f"{sig3(wall['minutes'])} min", "yes" if wall["meets"] else "**no**"])
+    lines = [f"## The `{preset}` preset's targets", ""] + markdown_table(["run", "target", "measured (seed mean)", "met"], rows)
+    if machine:
+        lines += ["", f"Measured on {machine['cpus']} × {machine['cpu']} ({machine['backend']}, {machine['device']}, "
+                  f"JAX {machine['jax']}); load average {machine['load_average_start']} at the start, "
+                  f"{machine['load_average_end']} at the end. The wall time is `reproduce`'s own (training, evaluation "
+                  "and analyses; not the install). A missed target is a fact about these subjects, not a reason to "
+                  "measure them less."]
+    return lines + [""]
+
+
 def lookahead_lines(evidence: dict) -> list[str]:
     """The look-ahead probes (not judged; ``claims.lookahead_evidence``): one line per number."""
     if not evidence:
@@ -213,6 +232,7 @@ def report(results: dict) -> str:
               "(each column's own optimum, a best response to that persona). Bars: "
               + ", ".join(f"{k} {'; '.join(bar_text(*bar) for bar in bars)}" for k, bars in bars_for(game).items())
               + ".", ""]
+    lines += target_lines(results.get("targets"), results.get("machine"), results["preset"])
 
     for number, c in claims.items():
         lines += _claim_lines(number, c)

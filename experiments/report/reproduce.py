@@ -9,10 +9,14 @@ unless the runs' ``log.wandb`` is disabled, the figures as one wandb run under `
 from __future__ import annotations
 
 import json
+import os
+import platform
 import shutil
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
+
+import jax
 
 from agentsim.envs import make_game
 from agentsim.envs.solver import solvable, solved
@@ -28,9 +32,10 @@ from agentsim.experiments.analysis.steering import analyse_steering
 from agentsim.experiments.analysis.timeline import analyse_timeline
 from agentsim.experiments.analysis.value_probes import measure_value
 from agentsim.experiments.config import ConfigError, load_config
-from agentsim.experiments.presets import BASE_PRESET, DEPTHS, PRESET_SEEDS, SIZES, STAGES, depth_stage
+from agentsim.experiments.presets import BASE_PRESET, DEPTHS, PRESET_SEEDS, SIZES, STAGES, TARGETS, depth_stage
 from agentsim.experiments.report import figures as F
-from agentsim.experiments.report.claims import claim_depth, flags, judge_all, judge_depth, lookahead_evidence, quality
+from agentsim.experiments.report.claims import (claim_depth, flags, judge_all, judge_depth, lookahead_evidence, quality,
+                                                targets_met)
 from agentsim.experiments.report.report import report
 from agentsim.experiments.runs import strict_json
 from agentsim.experiments.runs.run import RunError, read_config, read_status
@@ -71,7 +76,7 @@ def reproduce(preset: str, out: str | Path, *, force: bool = False, resume: bool
     if not solvable(make_game(game)):  # before any training: the claims need exact values
         raise ConfigError(f"reproduce needs exact values on {game}, which has too many positions to solve here "
                           "(claims 1, 2, 5 and 6 read the solver's table); use a board of at most 6x4 or 5x5")
-    started = time.time()
+    started, started_load = time.time(), os.getloadavg()[0]
     timings, finals, dirs = {}, {}, {}
     for name, stage in STAGES[preset]:
         run_dir = out / "runs" / name
@@ -106,7 +111,8 @@ def reproduce(preset: str, out: str | Path, *, force: bool = False, resume: bool
         figures += F.claims_by_depth(results, out / "figures")
     timings["analyses"] = round(time.time() - t0, 1)
     results.update(timings=timings, total_s=round(time.time() - started, 1),
-                   figures=[str(p.relative_to(out)) for p in figures])
+                   figures=[str(p.relative_to(out)) for p in figures], machine=machine(started_load))
+    results["targets"] = targets_met(TARGETS.get(preset), results["quality"], results["total_s"])
     strict_json.write(out / "results.json", results)
     (out / "REPORT.md").write_text(report(results))
     log = read_config(dirs[next(iter(dirs))]).log  # the runs' own setting (tests: disabled)
@@ -115,6 +121,23 @@ def reproduce(preset: str, out: str | Path, *, force: bool = False, resume: bool
                                 "quality": results["quality"], "seconds": timings},
                  mode=log.wandb, project=log.project)
     return results
+
+
+def machine(load_at_start: float) -> dict:
+    """Where the wall time was measured: CPU model and cores, JAX's backend and device, and the
+    1-minute load average at the start and end (other work on the machine slows a reproduction)."""
+    cpu = next((line.split(":", 1)[1].strip() for line in _read_lines("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor() or platform.machine())
+    return {"cpu": cpu, "cpus": os.cpu_count(), "backend": jax.default_backend(),
+            "device": jax.devices()[0].device_kind, "jax": jax.__version__,
+            "load_average_start": round(load_at_start, 2), "load_average_end": round(os.getloadavg()[0], 2)}
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        return Path(path).read_text().splitlines()
+    except OSError:
+        return []
 
 
 def depth_analyses(dirs: dict[str, Path], out: Path, sizes, depths: tuple[int, ...], on_message, quality_: dict):

@@ -8,20 +8,37 @@ from agentsim.experiments.report.figures import PANELS
 
 
 def change_table(result: dict, target: str = "mixture_value") -> str:
-    """Seed means per layer, one row per layer."""
+    """Seed means per layer, one row per layer: claim 4's three measures (weights: relative change
+    and the updated fraction at the rule's tolerance; representation: CKA and the probe change;
+    patching: the move distribution's and play's change with the pretrained residual patched in,
+    beside the matched random-init control)."""
     comps = result["comparisons"]
-    head = f"{'layer':7s}" + "".join(f" {k + ' ΔW/W':>14s} {k + ' CKA':>12s} {k + ' ΔR²':>12s}" for k in comps)
-    lines = [head + f" {'seed floor':>11s}"]
+    tol = f"{result.get('update_tolerance', 1e-3):g}"
+    patch = result.get("patching") or {}
+    sources = list(patch.get("distribution", {}).get("tv", {}))
+    play = patch.get("play", {}).get("behaviour_change", {})
+    head = f"{'layer':7s}" + "".join(f" {k + ' ΔW/W':>14s} {k + ' upd>' + tol:>16s} {k + ' CKA':>12s} {k + ' ΔR²':>12s}"
+                                     for k in comps)
+    head += f" {'seed floor':>11s}" + "".join(f" {'TV ' + s:>15s}" for s in sources)
+    head += "".join(f" {'Δplay ' + s:>18s}" for s in play)
+    lines = [head]
     floor = np.asarray(result["seed_floor"]["cka"], float)
+
+    def cell(values, r, width, fmt):
+        return f"{np.mean(np.asarray(values)[:, r]):{width}{fmt}}" if r is not None else f"{'':{width}s}"
+
     for i, name in enumerate(result["layers"]):
         r = result["resid_layers"].index(name) if name in result["resid_layers"] else None
         row = f"{name:7s}"
         for c in comps.values():
-            cka = f"{np.mean(np.asarray(c['cka'])[:, r]):12.3f}" if r is not None else f"{'':12s}"
-            dr2 = f"{np.mean(np.asarray(c['delta_probe_r2'][target])[:, r]):+12.3f}" if r is not None else f"{'':12s}"
-            row += f" {np.mean(np.asarray(c['weight_change'])[:, i]):14.4f} {cka} {dr2}"
-        row += f" {floor[:, r].mean():11.3f}" if r is not None and len(floor) else ""
-        lines.append(row)
+            upd = c.get("updated_fraction", {}).get(tol)
+            row += f" {np.mean(np.asarray(c['weight_change'])[:, i]):14.4f}"
+            row += f" {np.mean(np.asarray(upd)[:, i]):16.3f}" if upd is not None else f" {'':16s}"
+            row += f" {cell(c['cka'], r, 12, '.3f')} {cell(c['delta_probe_r2'][target], r, 12, '+.3f')}"
+        row += f" {cell(floor, r, 11, '.3f')}" if len(floor) else f" {'':11s}"
+        row += "".join(f" {cell(patch['distribution']['tv'][s], r, 15, '.3f')}" for s in sources)
+        row += "".join(f" {cell(play[s], r, 18, '.3f')}" for s in play)
+        lines.append(row.rstrip())
     return "\n".join(lines)
 
 
