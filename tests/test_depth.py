@@ -60,6 +60,14 @@ def test_claim_depth_needs_two_depths_with_a_first_and_a_last_block():
     one_block = {1: change(np.zeros(5), 1), 2: change(SEEDS5, 2)}
     assert claims.claim_depth(one_block).note.startswith("claim 4 measured at 1 depth")
     assert claims.claim_depth({2: change(SEEDS5, 2)}).verdict == "inconclusive"
+    c4 = claims.claim4({"analyses": {"change": change(np.zeros(5), 1)}})
+    assert c4.verdict == "inconclusive" and "one block" in c4.note  # not 'negligible' on a statistic that is 0 by construction
+
+
+def test_claim_depth_reads_depths_back_from_json():
+    changes = {d: change(0.1 + 0.2 * SEEDS5 * k, d, noise=0.002, rng=d) for k, d in enumerate((2, 4, 8))}
+    from_json = json.loads(json.dumps(changes))  # keys become "2", "4", "8"
+    assert claims.claim_depth(from_json).interval == claims.claim_depth(changes).interval
 
 
 def test_depth_stages_point_at_their_own_depth():

@@ -10,6 +10,7 @@ here knows which answer is expected: the same functions give every verdict in th
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
@@ -126,12 +127,23 @@ def has_unseen(net: list[dict]) -> bool:
 
 def own_games_interval(values_S, reps_SxB) -> Interval:
     """Each seed measured on its own games: the seed spread holds the game noise."""
-    return seed_interval(values_S, np.nanvar(reps_SxB, axis=1), shared_games=False)
+    return seed_interval(values_S, quiet_nanvar(reps_SxB, axis=1), shared_games=False)
 
 
 def shared_games_interval(values_S, reps_SxB) -> Interval:
     """Every seed measured on the same games: add the sampling variance of the seed mean."""
-    return seed_interval(values_S, np.nanvar(np.nanmean(reps_SxB, axis=0)), shared_games=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a score measured on no rows: nan, said in the report
+        game_mean = np.nanmean(reps_SxB, axis=0)
+    return seed_interval(values_S, quiet_nanvar(game_mean), shared_games=True)
+
+
+def quiet_nanvar(x, axis=None):
+    """``np.nanvar`` that returns nan without a warning where no replicate is finite (a score on
+    positions a game does not have, such as never-seen ones)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanvar(np.asarray(x, float), axis=axis)
 
 
 def plain(obj):
@@ -338,6 +350,8 @@ def claim4(results: dict, smallest: float = 0.05) -> Claim:
     if ch is None:
         return not_judged("4", "no pretrain_rl run to compare with its pretrained start")
     tuned = ch["comparisons"]["tuned"]
+    if np.shape(tuned["cka"])[1] < 3:  # the embeddings and one block: the first block is the last
+        return not_judged("4", "one block: no first-to-last difference")
     cka = np.asarray(tuned["cka"], float)  # [seed, resid layer]
     stat, reps = change_statistic(ch)
     w = np.asarray(tuned["weight_change"], float)
@@ -540,8 +554,12 @@ def claim_depth(changes: dict[int, dict], claims_by_depth: dict[int, dict] | Non
     means the later-minus-earlier representation change grows with each doubling of depth.
     Seed s at every depth is read on the same held-out games (the depths share one data config
     and the game bootstrap's draws), so the per-depth replicates combine into the slope's.
-    ``claims_by_depth``: each depth's judged claims (dicts), listed as evidence."""
-    depths = sorted(int(d) for d in changes if int(d) >= 2)  # one block has no first-to-last difference
+    ``claims_by_depth``: each depth's judged claims (dicts), listed as evidence. With depths evenly
+    spaced in log2 (2, 4, 8) the least-squares slope weighs the ends only: (value at 8 − value at
+    2) / 2; the middle depth is shown beside it, not in it."""
+    changes = {int(d): c for d, c in changes.items()}  # keys read back from JSON are text
+    claims_by_depth = {int(d): c for d, c in (claims_by_depth or {}).items()}
+    depths = sorted(d for d in changes if d >= 2)  # one block has no first-to-last difference
     if len(depths) < 2:
         return not_judged("D", f"claim 4 measured at {len(depths)} depth(s) of 2 or more layers: a slope needs two")
     per_depth = [change_statistic(changes[d]) for d in depths]
