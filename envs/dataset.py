@@ -98,6 +98,16 @@ class Dataset:
         mask = self["move_mask"]
         return float(-self[key][mask].mean())
 
+    def no_inference_loss(self) -> float:
+        """Nats per move of a predictor that knows the position but never infers who is playing:
+        the personas' move distributions mixed at their prior weights, at every move. The
+        distance from it down to ``bayes_optimal_loss`` is what inferring the personas from the
+        history is worth, the reference a simulator's gap is read against."""
+        names = self.layout.persona_names
+        w = np.array([self.config.mixture[n] for n in names], np.float64)
+        logq = np.logaddexp.reduce(np.log(w / w.sum()) + self["persona_loglik"].astype(np.float64), axis=-1)
+        return float(-logq[self["move_mask"]].mean())
+
     def summary(self) -> dict:
         out = self["outcome_x"]
         mask = self["move_mask"]
@@ -117,6 +127,7 @@ class Dataset:
             "persona_share_x": {n: float((px == i).mean()) for i, n in enumerate(names)},
             "persona_share_o": {n: float((po == i).mean()) for i, n in enumerate(names)},
             "bayes_optimal_loss": self.bayes_optimal_loss(),
+            "no_inference_loss": self.no_inference_loss(),
             "true_persona_loss": float(-self["persona_logp"][mask].mean()),
             "single_persona_loss": single,
         }

@@ -106,6 +106,14 @@ def test_bayes_optimal_loss_beats_every_fixed_predictor(ds, prior):
     s = ds.summary()
     assert s["bayes_optimal_loss"] == pytest.approx(bayes)
     assert all(v > bayes for v in s["single_persona_loss"].values())
+    # The no-inference reference is the prior mixture worked out by hand above.
+    assert ds.no_inference_loss() == pytest.approx(no_update, rel=1e-6) == s["no_inference_loss"]
+
+
+def test_no_inference_loss_equals_bayes_with_one_persona():
+    """Nothing to infer: the reference and the floor coincide."""
+    one = generate(DataConfig(game="tictactoe", num_games=200, mixture={"greedy": 1.0}), labels=False)
+    assert one.no_inference_loss() == pytest.approx(one.bayes_optimal_loss(), abs=1e-6)
 
 
 def test_posterior_by_hand(ds, sg, tables, prior):

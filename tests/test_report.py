@@ -38,7 +38,7 @@ def _results() -> dict:
                                                       "eval/loss_vs_perfect": [0.0, 0.01, 0.0]},
                      "simulator": {"gap": [0.1234567, 0.2, 0.3]}},
               "next_token": {"seeds": [0, 1, 2], "matches": {"eval/loss_vs_random": [0.1, 0.12, 0.11]},
-                             "simulator": {"gap": [0.0123456, 0.0134, 0.0141]}}}
+                             "simulator": {"gap": [0.0123456, 0.0134, 0.0141], "no_inference_gap": 0.04}}}
     judged = claims.judged("2", "persona probe minus random init", Interval(0.0243219, 0.0021987, 0.0464321, 5,
                                                                             0.0212345, 0.00712345),
                            0.02, "figures/f3.png", evidence={"accuracy": Interval(0.98, 0.95, 1.013, 5, 0.01, 0.0),
@@ -93,3 +93,13 @@ def test_report_states_targets_and_the_machine():
     assert "| reproduce | wall ≤ 40 min | 36.7 min | yes |" in section
     assert "2 × Test CPU" in section and "1.9 at the end" in section
     assert "preset's targets" not in report(_results())  # none given, no section
+
+
+def test_report_reads_the_gap_against_the_no_inference_reference():
+    res = _results()
+    learnt = res["quality"]["next_token"]["inference_learnt"]
+    assert learnt["mean"] == pytest.approx(1 - 0.0132819 / 0.04, abs=1e-6)
+    assert "inference_learnt" in res["quality"]["rl"] or "no_inference_gap" not in res["finals"]["rl"]["simulator"]
+    text = report(res)
+    assert "has a gap of 0.0400 nats/move" in text and "`next_token` 0.668 [" in text
+    assert "`rl` " not in text[text.index("Persona inference"):text.index("Persona inference") + 400]  # no gap bar

@@ -159,6 +159,20 @@ def subject_rows(results: dict) -> list[list[str]]:
     return rows
 
 
+def inference_lines(quality_: dict, bars: dict) -> list[str]:
+    """How much of the persona inference each simulator (a run with a gap bar) has learnt: its gap
+    against that of a predictor that knows the position but never infers who is playing."""
+    rows = [(name, q) for name, q in quality_.items() if "inference_learnt" in q
+            and any(b[0] == "simulator_gap" for b in bars.get(name.rsplit("/", 1)[-1], ()))]
+    if not rows:
+        return []
+    ref = rows[0][1]["no_inference_gap"]
+    return ["Persona inference: a predictor that knows the position but never infers who is playing (the personas "
+            f"mixed at their prior weights) has a gap of {sig3(ref)} nats/move. Share of that gap each simulator "
+            "has closed (1 − gap / that gap; 0: it predicts by position alone, 1: Bayes-optimal): "
+            + "; ".join(f"`{name}` {interval_text(q['inference_learnt'])}" for name, q in rows) + ".", ""]
+
+
 def target_lines(targets: dict | None, machine: dict | None, preset: str) -> list[str]:
     """The preset's own targets (``presets.TARGETS``): each bar met or missed, and the wall time on
     the machine that measured it."""
@@ -170,8 +184,8 @@ def target_lines(targets: dict | None, machine: dict | None, preset: str) -> lis
                  "–" if wall["minutes"] is None else f"{sig3(wall['minutes'])} min", "yes" if wall["meets"] else "**no**"])
     lines = [f"## The `{preset}` preset's targets", ""] + markdown_table(["run", "target", "measured (seed mean)", "met"], rows)
     if machine:
-        lines += ["", f"Measured on {machine['cpus']} × {machine['cpu']} ({machine['backend']}, {machine['device']}, "
-                  f"JAX {machine['jax']}); load average {machine['load_average_start']} at the start, "
+        device = machine["backend"] + ("" if machine["device"] == machine["backend"] else f", {machine['device']}")
+        lines += ["", f"Measured on {machine['cpus']} × {machine['cpu']} ({device}, JAX {machine['jax']}); load average {machine['load_average_start']} at the start, "
                   f"{machine['load_average_end']} at the end. The wall time is `reproduce`'s own (training, evaluation "
                   "and analyses; not the install). A missed target is a fact about these subjects, not a reason to "
                   "measure them less."]
@@ -232,6 +246,7 @@ def report(results: dict) -> str:
               "(each column's own optimum, a best response to that persona). Bars: "
               + ", ".join(f"{k} {'; '.join(bar_text(*bar) for bar in bars)}" for k, bars in bars_for(game).items())
               + ".", ""]
+    lines += inference_lines(results["quality"], bars_for(game))
     lines += target_lines(results.get("targets"), results.get("machine"), results["preset"])
 
     for number, c in claims.items():

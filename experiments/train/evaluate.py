@@ -160,6 +160,8 @@ def final_evaluation(cfg: Config, layout: Layout, graphdef, params, train_positi
     loss = (nll * mask).sum((1, 2)) / mask.sum()
     bayes = held_out.bayes_optimal_loss()
     simulator = {"move_loss": loss.tolist(), "bayes_optimal_loss": bayes, "gap": (loss - bayes).tolist()}
+    if not held_out.config.persona_prompt:  # the reference: the gap of a predictor that never infers the personas
+        simulator["no_inference_gap"] = held_out.no_inference_loss() - bayes
     if train_positions is not None:
         i = np.clip(np.searchsorted(train_positions, held_out["position"]), 0, max(len(train_positions) - 1, 0))
         new = mask & ~(train_positions[i] == held_out["position"] if len(train_positions) else False)
