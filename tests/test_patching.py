@@ -246,6 +246,20 @@ def test_three_ways_do_not_point_to_later_layers_when_built_the_other_way():
     assert line.startswith("0 of 3") and line.endswith("they disagree")
 
 
+def test_saturated_weights_do_not_count_in_the_agreement():
+    """PPO with Adam moves every parameter beyond a small tolerance: a difference of two fractions
+    at 1 is 0 by construction, which must not read 'negligible' or count against the others."""
+    change = synthetic_change("later")
+    for tol in change["comparisons"]["tuned"]["updated_fraction"]:
+        change["comparisons"]["tuned"]["updated_fraction"][tol] = np.full((5, 4), 0.998).tolist()
+    ways = claims.three_ways(change)
+    assert ways["weights"].verdict == ways["weights"].rule_gives == "saturated" and not ways["weights"].later_layers
+    line = claims.agreement(ways)
+    assert line.startswith("2 of 3") and "they agree among the 2 that are not saturated" in line
+    change["comparisons"]["tuned"]["updated_fraction"]["0.001"] = np.full((5, 4), 0.98).tolist()  # below the mark
+    assert claims.three_ways(change)["weights"].verdict == "negligible"
+
+
 def test_three_ways_inconclusive_with_few_seeds_or_wide_intervals():
     few = claims.three_ways(synthetic_change("later", seeds=3))
     assert {w.verdict for w in few.values()} == {"inconclusive"}

@@ -391,6 +391,12 @@ def _way(name: str, statistic: str, interval: Interval, smallest: float) -> Way:
     return Way(name, statistic, interval, v["verdict"], v["rule_gives"])
 
 
+SATURATED = 0.99
+"""An updated fraction this close to 1 in both compared blocks (seed mean) says every parameter
+moved beyond the tolerance: their difference is 0 by saturation, not a finding, so the measure
+reads 'saturated' and does not count in the agreement (the larger tolerances are listed beside)."""
+
+
 def three_ways(change: dict, smallest: float = 0.05) -> dict[str, Way]:
     """Claim 4 measured three ways, each as (last block − first block) per seed, oriented so that > 0
     means "the later layers changed more", judged by ``statistics.verdict`` with the claim's
@@ -420,6 +426,8 @@ def three_ways(change: dict, smallest: float = 0.05) -> dict[str, Way]:
         key = "weights" if tol == primary else f"weights at tolerance {tol}"
         ways[key] = _way(key, f"share of the block's parameters with |ΔW| > {tol} × RMS(W_pre)",
                          seed_interval(frac[:, -2] - frac[:, 1]), smallest)
+        if min(frac[:, -2].mean(), frac[:, 1].mean()) >= SATURATED:
+            ways[key] = ways[key]._replace(verdict="saturated", rule_gives="saturated")
     patch = change.get("patching")
     if patch:
         tv = np.asarray(patch["distribution"]["tv"]["pretrained"], float)  # [seed, resid layer]
@@ -455,11 +463,14 @@ def agreement(ways: dict[str, Way]) -> str:
         return "they agree" if len(outcomes) == 1 else "they disagree"
 
     n = sum(w.later_layers for w in have)
+    counted = [w for w in have if w.verdict != "saturated"]  # a saturated measure cannot say where
     line = (f"{n} of 3 point to mostly later layers ({'; '.join(f'{w.name}: {w.verdict}' for w in have)}): "
-            + agree({w.verdict for w in have}))
-    if any(w.rule_gives != w.verdict for w in have):
-        line += (f"; the intervals alone give {'; '.join(f'{w.name}: {w.rule_gives}' for w in have)} ("
-                 + agree({w.rule_gives for w in have}) + ")")
+            + (agree({w.verdict for w in counted}) if len(counted) > 1 else "too few measures to agree"))
+    if len(counted) < len(have):
+        line += f" among the {len(counted)} that are not saturated"
+    if any(w.rule_gives != w.verdict for w in counted):
+        line += (f"; the intervals alone give {'; '.join(f'{w.name}: {w.rule_gives}' for w in counted)} ("
+                 + agree({w.rule_gives for w in counted}) + ")")
     return line
 
 
