@@ -228,6 +228,8 @@ def test_lookahead_end_to_end_on_c4_tiny(tmp_path):
 
     evidence = lookahead_evidence(res)
     assert "rl, own games / next_move: agent minus simulator" in evidence
+    assert {"rl, own games / best_move: agent minus random init",
+            "rl, own games / best_move: simulator minus random init"} <= set(evidence)
     lines = lookahead_lines(evidence)
     assert any(line.startswith("- rl, own games / best_move: agent minus simulator") for line in lines)
     paths = lookahead(res, tmp_path)

@@ -625,6 +625,9 @@ def lookahead_evidence(lookahead: dict | None) -> dict:
             head = f"{agent}, own games / {target}"
             nets = e["networks"]
             out[f"{head}: agent minus simulator"] = lookahead_paired(nets["agent"], nets["simulator"])
+            if "random_init" in nets:  # what training added over untrained features, for each of the two
+                out[f"{head}: agent minus random init"] = lookahead_paired(nets["agent"], nets["random_init"])
+                out[f"{head}: simulator minus random init"] = lookahead_paired(nets["simulator"], nets["random_init"])
             for net, per_seed in nets.items():
                 out[f"{head}: {net} accuracy"] = own_games_interval(*lookahead_scores(per_seed))
             for kind in ("majority", "bayes"):
