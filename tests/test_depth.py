@@ -61,7 +61,7 @@ def test_claim_depth_needs_two_depths_with_a_first_and_a_last_block():
     assert claims.claim_depth(one_block).note.startswith("claim 4 measured at 1 depth")
     assert claims.claim_depth({2: change(SEEDS5, 2)}).verdict == "inconclusive"
     c4 = claims.claim4({"analyses": {"change": change(np.zeros(5), 1)}})
-    assert c4.verdict == "inconclusive" and "one block" in c4.note  # not 'negligible' on a statistic that is 0 by construction
+    assert c4.verdict == "inconclusive" and "one block" in c4.note  # not 'negligible' on a 0 by construction
 
 
 def test_claim_depth_reads_depths_back_from_json():

@@ -22,7 +22,8 @@ def fake_run(path, steps: int, gaps: list[float], losses=None):
     (path / "status.json").write_text(json.dumps({"status": "finished", "step": steps}))
     matches = {"eval/loss_vs_perfect": losses or [0.5, 0.5, 0.5]}
     (path / "final.json").write_text(json.dumps({"simulator": {"gap": gaps}, "matches": matches}))
-    rows = [{"step": s, "seed": i, "eval/simulator_gap": g * 2} for s in (steps // 2, steps) for i, g in enumerate(gaps)]
+    rows = [{"step": s, "seed": i, "eval/simulator_gap": g * 2}
+            for s in (steps // 2, steps) for i, g in enumerate(gaps)]
     (path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     return path, stage_cost("x", cfg).flops / 3
 

@@ -666,7 +666,8 @@ def quality(finals: dict[str, dict], game: str = "tictactoe") -> dict:
         reference = final["simulator"].get("no_inference_gap")
         if reference:  # the share of what inferring the personas is worth that the network has learnt
             row["no_inference_gap"] = reference
-            row["inference_learnt"] = seed_interval(1 - np.asarray(final["simulator"]["gap"], float) / reference).as_dict()
+            gap = np.asarray(final["simulator"]["gap"], float)
+            row["inference_learnt"] = seed_interval(1 - gap / reference).as_dict()
         row["bars"] = []
         for key, way, value in bars.get(regime.rsplit("/", 1)[-1], ()):
             mean = row[key]["mean"] if key in row else float("nan")

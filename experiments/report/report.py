@@ -178,14 +178,20 @@ def target_lines(targets: dict | None, machine: dict | None, preset: str) -> lis
     the machine that measured it."""
     if not targets:
         return []
-    rows = [[f"`{b['run']}`", b["text"], sig3(b["mean"]), "yes" if b["meets"] else "**no**"] for b in targets["bars"]]
+
+    def met(ok: bool) -> str:
+        return "yes" if ok else "**no**"
+
+    rows = [[f"`{b['run']}`", b["text"], sig3(b["mean"]), met(b["meets"])] for b in targets["bars"]]
     wall = targets["wall"]
     rows.append(["reproduce", f"wall ≤ {wall['limit_minutes']} min",
-                 "–" if wall["minutes"] is None else f"{sig3(wall['minutes'])} min", "yes" if wall["meets"] else "**no**"])
-    lines = [f"## The `{preset}` preset's targets", ""] + markdown_table(["run", "target", "measured (seed mean)", "met"], rows)
+                 "–" if wall["minutes"] is None else f"{sig3(wall['minutes'])} min", met(wall["meets"])])
+    lines = [f"## The `{preset}` preset's targets", ""]
+    lines += markdown_table(["run", "target", "measured (seed mean)", "met"], rows)
     if machine:
         device = machine["backend"] + ("" if machine["device"] == machine["backend"] else f", {machine['device']}")
-        lines += ["", f"Measured on {machine['cpus']} × {machine['cpu']} ({device}, JAX {machine['jax']}); load average {machine['load_average_start']} at the start, "
+        lines += ["", f"Measured on {machine['cpus']} × {machine['cpu']} ({device}, JAX {machine['jax']}); load "
+                  f"average {machine['load_average_start']} at the start, "
                   f"{machine['load_average_end']} at the end. The wall time is `reproduce`'s own (training, evaluation "
                   "and analyses; not the install). A missed target is a fact about these subjects, not a reason to "
                   "measure them less."]

@@ -126,8 +126,8 @@ def reproduce(preset: str, out: str | Path, *, force: bool = False, resume: bool
 def machine(load_at_start: float) -> dict:
     """Where the wall time was measured: CPU model and cores, JAX's backend and device, and the
     1-minute load average at the start and end (other work on the machine slows a reproduction)."""
-    cpu = next((line.split(":", 1)[1].strip() for line in _read_lines("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor() or platform.machine())
+    names = [line.split(":", 1)[1].strip() for line in _read_lines("/proc/cpuinfo") if line.startswith("model name")]
+    cpu = names[0] if names else platform.processor() or platform.machine()
     return {"cpu": cpu, "cpus": os.cpu_count(), "backend": jax.default_backend(),
             "device": jax.devices()[0].device_kind, "jax": jax.__version__,
             "load_average_start": round(load_at_start, 2), "load_average_end": round(os.getloadavg()[0], 2)}

@@ -17,8 +17,8 @@ def change_table(result: dict, target: str = "mixture_value") -> str:
     patch = result.get("patching") or {}
     sources = list(patch.get("distribution", {}).get("tv", {}))
     play = patch.get("play", {}).get("behaviour_change", {})
-    head = f"{'layer':7s}" + "".join(f" {k + ' ΔW/W':>14s} {k + ' upd>' + tol:>16s} {k + ' CKA':>12s} {k + ' ΔR²':>12s}"
-                                     for k in comps)
+    head = f"{'layer':7s}" + "".join(
+        f" {k + ' ΔW/W':>14s} {k + ' upd>' + tol:>16s} {k + ' CKA':>12s} {k + ' ΔR²':>12s}" for k in comps)
     head += f" {'seed floor':>11s}" + "".join(f" {'TV ' + s:>15s}" for s in sources)
     head += "".join(f" {'Δplay ' + s:>18s}" for s in play)
     lines = [head]
