@@ -24,8 +24,9 @@ def change_table(result: dict, target: str = "mixture_value") -> str:
     lines = [head]
     floor = np.asarray(result["seed_floor"]["cka"], float)
 
-    def cell(values, r, width, fmt):
-        return f"{np.mean(np.asarray(values)[:, r]):{width}{fmt}}" if r is not None else f"{'':{width}s}"
+    def cell(values, r, width, fmt):  # fmt: "+.3f" puts the sign before the width, as Python wants
+        sign, rest = ("+", fmt[1:]) if fmt.startswith("+") else ("", fmt)
+        return f"{np.mean(np.asarray(values)[:, r]):{sign}{width}{rest}}" if r is not None else f"{'':{width}s}"
 
     for i, name in enumerate(result["layers"]):
         r = result["resid_layers"].index(name) if name in result["resid_layers"] else None
