@@ -12,14 +12,14 @@ says so: it holds only while the fall goes on as measured.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from agentsim.experiments.cost import stage_cost
-from agentsim.experiments.runs.run import RunError, read_config
+from agentsim.experiments.runs.run import RunError, read_config, read_metrics
+from agentsim.experiments.runs.store import FINAL, final_metrics
 
 MEASURES = ("simulator_gap", "simulator_gap_unseen", "loss_vs_perfect", "loss_vs_random", "loss_vs_greedy",
             "win_vs_random")
@@ -40,48 +40,30 @@ class Point:
         return float(np.mean(self.values))
 
 
-def final_values(final: dict, measure: str) -> list[float]:
-    """Per-seed values of a subjects-table measure in a run's final.json (KeyError if absent)."""
-    if measure.startswith("simulator_gap"):
-        values = final["simulator"]["gap" + measure[len("simulator_gap"):]]
-    else:
-        values = final["matches"][f"eval/{measure}"]
-    if values is None or any(v is None for v in values):
-        raise KeyError(measure)
-    return [float(v) for v in values]
-
-
 def read_point(run_dir: str | Path, measure: str) -> Point:
     """One finished run's point; a RunError says what is missing."""
     run_dir = Path(run_dir)
     if measure not in MEASURES:
         raise RunError(f"unknown measure {measure!r}; known: {', '.join(MEASURES)}")
     cfg = read_config(run_dir)
-    try:
-        final = json.loads((run_dir / "final.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        raise RunError(f"{run_dir} has no readable final.json (is the run finished?)") from None
-    try:
-        values = final_values(final, measure)
-    except KeyError:
-        raise RunError(f"{run_dir} ({cfg.train.regime}) has no final {measure}") from None
-    seeds, steps = len(cfg.train.seeds), cfg.train.steps
-    flops = stage_cost(run_dir.name, cfg).flops / seeds
-    return Point(str(run_dir), flops, tuple(values), tuple(validation_curve(run_dir, measure, flops / max(steps, 1))))
+    if not (run_dir / "final.json").exists():
+        raise RunError(f"{run_dir} has no final.json (is the run finished?)")
+    problems: list[str] = []
+    values = final_metrics(run_dir, on_problem=problems.append).get(FINAL + measure)
+    if problems:
+        raise RunError(problems[0])
+    if values is None or any(v is None for v in values):
+        raise RunError(f"{run_dir} ({cfg.train.regime}) has no final {measure}")
+    flops = stage_cost(run_dir.name, cfg).flops / len(cfg.train.seeds)
+    return Point(str(run_dir), flops, tuple(map(float, values)),
+                 tuple(validation_curve(run_dir, measure, flops / max(cfg.train.steps, 1))))
 
 
 def validation_curve(run_dir: Path, measure: str, flops_per_step: float) -> list[tuple[float, float]]:
     """(FLOPs so far, seed mean) of the measure as logged during training (eval/<measure>), for
     the figure; empty where the run logged none."""
     by_step: dict[int, list[float]] = {}
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:  # a run killed mid-line
-            continue
+    for row in read_metrics(run_dir):
         value = row.get(f"eval/{measure}")
         if value is not None and np.isfinite(value):
             by_step.setdefault(int(row["step"]), []).append(float(value))

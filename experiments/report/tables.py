@@ -24,9 +24,9 @@ def change_table(result: dict, target: str = "mixture_value") -> str:
     lines = [head]
     floor = np.asarray(result["seed_floor"]["cka"], float)
 
-    def cell(values, r, width, fmt):  # fmt: "+.3f" puts the sign before the width, as Python wants
-        sign, rest = ("+", fmt[1:]) if fmt.startswith("+") else ("", fmt)
-        return f"{np.mean(np.asarray(values)[:, r]):{sign}{width}{rest}}" if r is not None else f"{'':{width}s}"
+    def cell(values, r, spec):  # spec: a format with its width, e.g. "+12.3f"; blank where r is None
+        width = int("".join(c for c in spec.split(".")[0] if c.isdigit()))
+        return f"{np.mean(np.asarray(values)[:, r]):{spec}}" if r is not None else " " * width
 
     for i, name in enumerate(result["layers"]):
         r = result["resid_layers"].index(name) if name in result["resid_layers"] else None
@@ -35,10 +35,10 @@ def change_table(result: dict, target: str = "mixture_value") -> str:
             upd = c.get("updated_fraction", {}).get(tol)
             row += f" {np.mean(np.asarray(c['weight_change'])[:, i]):14.4f}"
             row += f" {np.mean(np.asarray(upd)[:, i]):16.3f}" if upd is not None else f" {'':16s}"
-            row += f" {cell(c['cka'], r, 12, '.3f')} {cell(c['delta_probe_r2'][target], r, 12, '+.3f')}"
-        row += f" {cell(floor, r, 11, '.3f')}" if len(floor) else f" {'':11s}"
-        row += "".join(f" {cell(patch['distribution']['tv'][s], r, 15, '.3f')}" for s in sources)
-        row += "".join(f" {cell(play[s], r, 18, '.3f')}" for s in play)
+            row += f" {cell(c['cka'], r, '12.3f')} {cell(c['delta_probe_r2'][target], r, '+12.3f')}"
+        row += f" {cell(floor, r, '11.3f')}" if len(floor) else f" {'':11s}"
+        row += "".join(f" {cell(patch['distribution']['tv'][s], r, '15.3f')}" for s in sources)
+        row += "".join(f" {cell(play[s], r, '18.3f')}" for s in play)
         lines.append(row.rstrip())
     return "\n".join(lines)
 
