@@ -237,19 +237,49 @@ def fit_probe_stack(x_BxNxD, y, train_idx, val_idx, test_idx, classes: int = 0, 
         y_mu, y_sd = y2[tr].mean(0), np.where(y2[tr].std(0) > 1e-12, y2[tr].std(0), 1.0)
         targets = ((y2 - y_mu) / y_sd).astype(np.float32)
     k = y2.shape[1]
-    batch_size = int(np.clip(len(tr) // 16, 32, batch_size))  # at least 16 steps per epoch on small sets
-    fit = _stack_fit(k, classes, hidden, epochs, batch_size, max(len(tr) // batch_size, 1), lr, weight_decay)
-    best, val_loss, best_epoch = fit(jnp.asarray(xs[:, tr]), jnp.asarray(targets[tr]), jnp.asarray(xs[:, va]),
-                                     jnp.asarray(targets[va]), jax.random.key(seed))
-    out = np.asarray(jax.vmap(_stack_forward)(best, jnp.asarray(xs[:, te])), np.float64)
+    # Rows are padded to a few sizes (``_bucket``), so that probes on differently sized row sets
+    # share one compiled fit: the padding is masked out of every loss and never sampled.
+    n_tr, n_va = len(tr), len(va)
+    lo_tr = _bucket(n_tr, down=True)
+    batch_size = int(np.clip(lo_tr // 16, 32, batch_size))  # at least 16 steps per epoch on small sets
+    fit = _stack_fit(k, classes, hidden, epochs, batch_size, max(lo_tr // batch_size, 1), lr, weight_decay)
+    best, val_loss, best_epoch = fit(*_padded(xs[:, tr], targets[tr], _bucket(n_tr)),
+                                     *_padded(xs[:, va], targets[va], _bucket(n_va)), jax.random.key(seed))
+    best = {name: np.asarray(v, np.float64) for name, v in best.items()}
+    out = _stack_forward_np(best, xs[:, te].astype(np.float64))
     if classes:
         pred = out.reshape(len(x), len(te), k, classes).argmax(-1)
         score = (pred == y2[te]).mean((1, 2))
     else:
         pred = out * y_sd + y_mu
         score = _nanmean_last(_r2_per_output(y2[te], pred))
-    params = {name: np.asarray(v, np.float64) for name, v in best.items()}
-    return ProbeStack(score, np.asarray(val_loss), np.asarray(best_epoch), pred, params, std)
+    return ProbeStack(score, np.asarray(val_loss), np.asarray(best_epoch), pred, best, std)
+
+
+def _bucket(n: int, down: bool = False) -> int:
+    """The size n rows are padded to: the next of 32, 48, 64, 96, 128, 192, ... (ratio at most
+    1.5), or with ``down`` the one at or below n (an epoch's sample, so every sampled row is real).
+    Below 32 rows, n itself."""
+    if n < 32:
+        return n
+    ladder = [b for e in range(5, 40) for b in (2 ** e, 3 * 2 ** (e - 1))]
+    return max(b for b in ladder if b <= n) if down else min(b for b in ladder if b >= n)
+
+
+def _padded(x_BxNxD: np.ndarray, y_NxK: np.ndarray, size: int):
+    """Features and targets padded with zero rows to ``size``, and the mask of real rows."""
+    n = x_BxNxD.shape[1]
+    x = np.zeros((x_BxNxD.shape[0], size, x_BxNxD.shape[2]), np.float32)
+    y = np.zeros((size,) + y_NxK.shape[1:], y_NxK.dtype)
+    x[:, :n], y[:n] = x_BxNxD, y_NxK
+    return jnp.asarray(x), jnp.asarray(y), jnp.asarray(np.arange(size) < n)
+
+
+def _stack_forward_np(params, x_BxNxD):
+    """``_stack_forward`` over the B sets in numpy: test rows of any count need no compile."""
+    if "w1" in params:
+        x_BxNxD = np.maximum(x_BxNxD @ params["w1"] + params["b1"][:, None], 0.0)
+    return x_BxNxD @ params["w2"] + params["b2"][:, None]
 
 
 def _stack_forward(params, x_NxD):
@@ -264,13 +294,17 @@ def _stack_fit(k: int, classes: int, hidden: int, epochs: int, batch_size: int, 
     opt = optax.adamw(lr, weight_decay=weight_decay)
     width = k * max(classes, 1)
 
-    def loss(params, x, y):
+    def loss(params, x, y, mask=None):
         out = _stack_forward(params, x)
         if classes:
-            return optax.softmax_cross_entropy_with_integer_labels(out.reshape(len(x), k, classes), y).mean()
-        return ((out - y) ** 2).mean()
+            per_row = optax.softmax_cross_entropy_with_integer_labels(out.reshape(len(x), k, classes), y).mean(-1)
+        else:
+            per_row = ((out - y) ** 2).mean(-1)
+        if mask is None:
+            return per_row.mean()
+        return jnp.sum(per_row * mask) / jnp.maximum(mask.sum(), 1)
 
-    def one(x_tr, y_tr, x_va, y_va, key):
+    def one(x_tr, y_tr, real_tr, x_va, y_va, real_va, key):
         d = x_tr.shape[-1]
         k1, k2, key = jax.random.split(key, 3)
         if hidden:
@@ -282,7 +316,9 @@ def _stack_fit(k: int, classes: int, hidden: int, epochs: int, batch_size: int, 
 
         def epoch(carry, key):
             params, state, best, best_loss, best_epoch, e = carry
-            order = jax.random.permutation(key, len(x_tr))[: num_batches * size].reshape(num_batches, size)
+            # A random order of the real rows (padding sorts last and is never reached).
+            u = jnp.where(real_tr, jax.random.uniform(key, (len(x_tr),)), 2.0)
+            order = jnp.argsort(u)[: num_batches * size].reshape(num_batches, size)
 
             def step(c, idx):
                 p, s = c
@@ -290,7 +326,7 @@ def _stack_fit(k: int, classes: int, hidden: int, epochs: int, batch_size: int, 
                 return (optax.apply_updates(p, updates), s), None
 
             (params, state), _ = jax.lax.scan(step, (params, state), order)
-            v = loss(params, x_va, y_va)
+            v = loss(params, x_va, y_va, real_va)
             better = v < best_loss
             best = jax.tree.map(lambda new, old: jnp.where(better, new, old), params, best)
             return (params, state, best, jnp.where(better, v, best_loss), jnp.where(better, e, best_epoch),
@@ -300,4 +336,4 @@ def _stack_fit(k: int, classes: int, hidden: int, epochs: int, batch_size: int, 
         (_, _, best, best_loss, best_epoch, _), _ = jax.lax.scan(epoch, init, jax.random.split(key, epochs))
         return best, best_loss, best_epoch
 
-    return jax.jit(jax.vmap(one, in_axes=(0, None, 0, None, None)))
+    return jax.jit(jax.vmap(one, in_axes=(0, None, None, 0, None, None, None)))

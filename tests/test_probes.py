@@ -186,3 +186,44 @@ def test_linear_stack_direction_matches_the_planted_class_contrast():
     assert fit.test_score[0] > bayes - 0.03, (fit.test_score[0], bayes)
     with pytest.raises(ValueError, match="hidden=0"):
         fit_probe_stack(x[None], y, tr, va, te, classes=2, hidden=8).direction()
+
+
+def test_probe_stack_padding_is_never_read_and_row_counts_share_a_compile():
+    """Row sets are padded to a few sizes so that probes on slightly different row counts share
+    one compiled fit; what the padding holds must not change the fit (it is masked out of every
+    loss and never sampled), and two row counts of one size class compile once."""
+    import jax
+    import jax.numpy as jnp
+
+    from agentsim.models.probes import _bucket, _padded, _stack_fit
+
+    assert [_bucket(n) for n in (5, 32, 33, 48, 49, 1000)] == [5, 32, 48, 48, 64, 1024]
+    assert [_bucket(n, down=True) for n in (5, 33, 63, 64, 1000)] == [5, 32, 48, 64, 768]
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 40, 4)).astype(np.float32)
+    y = (x[0, :, :1] > 0).astype(np.int32)
+    fit = _stack_fit(1, 2, 0, 4, 32, 1, 1e-2, 0.0)
+    clean = _padded(x, y, 48) + _padded(x[:, :35], y[:35], 48)
+    dirty = list(clean)
+    dirty[0] = dirty[0].at[:, 40:].set(1e3)  # garbage in the padded training rows
+    dirty[1] = dirty[1].at[40:].set(1)
+    dirty[3] = dirty[3].at[:, 35:].set(-1e3)  # and in the padded validation rows
+    dirty[4] = dirty[4].at[35:].set(1)
+    a, b = fit(*clean, jax.random.key(0)), fit(*dirty, jax.random.key(0))
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+    sizes = fit._cache_size()
+    fit(*_padded(x[:, :37], y[:37], 48), *_padded(x[:, :33], y[:33], 48), jax.random.key(1))
+    assert fit._cache_size() == sizes  # 37 rows pad to 48 like 40: no new compile
+    assert jnp.all(_padded(x, y, 48)[2] == (np.arange(48) < 40))
+
+
+def test_probe_stack_scores_the_same_task_alike_at_any_row_count():
+    """Row counts inside one size class and in the next both recover a planted feature: the
+    bucketed epoch (a random subset of the real rows) does not lose the signal."""
+    rng = np.random.default_rng(4)
+    for n in (700, 1000, 1500):
+        x = rng.normal(size=(1, n, 8)).astype(np.float32)
+        y = x[0] @ rng.normal(size=8)
+        tr, va, te = np.split(np.arange(n), [int(0.6 * n), int(0.8 * n)])
+        assert fit_probe_stack(x, y, tr, va, te, hidden=0).test_score[0] > 0.95

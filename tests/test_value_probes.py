@@ -5,6 +5,7 @@ and the whole measure on the shared tiny runs."""
 from pathlib import Path
 from types import SimpleNamespace
 
+import jax
 import numpy as np
 import pytest
 
@@ -49,6 +50,31 @@ def test_tree_policy_is_the_networks_own_move_distribution(agent, tree):
     expected = np.exp(z - z.max(-1, keepdims=True))
     expected /= expected.sum(-1, keepdims=True)
     np.testing.assert_allclose(probs[:, nodes], expected, atol=1e-5)
+
+
+def test_tree_policy_over_the_cache_equals_reading_whole_histories(agent, tree):
+    """The cached expansion (one token per history on its parent's cache, in chunks smaller than
+    a level, so chunks of children of several parent chunks) against the reference that reads
+    whole histories: every node, both seeds."""
+    assert agent.cfg.model.value_head == "critic"  # the critic the cached path drops is there
+    cached = AV.tree_policy(agent, tree, batch=1000)
+    reference = AV.tree_policy(agent, tree, cache=False)
+    np.testing.assert_allclose(cached, reference, atol=2e-5)
+    live = ~tree.terminal
+    np.testing.assert_allclose(cached[:, live].sum(-1), 1.0, atol=1e-5)
+
+
+def test_agent_values_are_computed_once_per_params(agent, tree):
+    """Claims 1 and 5 read the same checkpoint's V^π from separate loads: the second read is the
+    first's array; other params (the same architecture at other seeds) are computed afresh."""
+    first = AV.agent_values(agent, tree)
+    again = LoadedModel(agent.cfg, agent.layout, agent.graphdef, jax.tree.map(np.array, agent.params))
+    assert AV.agent_values(again, tree) is first
+    _, params = init_params(agent.cfg.model, agent.layout.vocab_size, agent.layout.seq_len,
+                            jax.random.split(jax.random.key(9), agent.num_seeds))
+    fresh = AV.agent_values(agent.with_params(params), tree)
+    assert fresh is not first and not np.allclose(fresh, first)
+    assert not first.flags.writeable
 
 
 def test_exact_value_agrees_with_monte_carlo_play_of_the_agent(agent, tree):

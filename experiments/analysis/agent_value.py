@@ -6,8 +6,10 @@ training pushes it to represent is its own expected return given what it has see
 - ``agent_games``: each seed's own games, played exactly as in training (the masked softmax
   sampled, opponent drawn per game from the PPO pool, the agent O in ``ppo.o_fraction`` of
   the games), through ``arena.play_games``;
-- ``tree_policy``: the network's move distribution after every history of the game tree, read
-  from the fewest sequences a causal network needs (``GameTree.covering``);
+- ``tree_policy``: the network's move distribution after every history of the game tree, each
+  history one token appended to its parent's key/value cache (``models.transformer.extend``),
+  or, as the reference, from the fewest whole sequences a causal network needs
+  (``GameTree.covering``);
 - ``agent_values``: V^π at every node for each seed (``envs.game_tree.policy_value``), given the
   history, so weighted by the posterior over the opponent it faces;
 - ``mixture_values``: what a *simulator* of the persona mixture would predict for the same
@@ -23,7 +25,8 @@ the history), and the simulator's value comes from replaying the history under t
 
 from __future__ import annotations
 
-from functools import lru_cache
+import hashlib
+from functools import lru_cache, partial
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +42,7 @@ from agentsim.experiments.train import arena as A
 from agentsim.experiments.train.agent_data import AgentGames, own_games
 from agentsim.experiments.train.arena import opponent_pool
 from agentsim.experiments.train.policy import make_policy
+from agentsim.models.transformer import Cache, extend, init_cache, prefill
 
 
 @lru_cache(maxsize=4)
@@ -74,16 +78,21 @@ def _node_tokens(model: LoadedModel, tree: GameTree, nodes: np.ndarray) -> np.nd
     return tokens
 
 
-def tree_policy(model: LoadedModel, tree: GameTree, batch: int = 4096) -> np.ndarray:
+def tree_policy(model: LoadedModel, tree: GameTree, batch: int = 4096, cache: bool = True) -> np.ndarray:
     """float32[S, N, A]: each seed's move distribution (softmax over legal moves, as it samples in
     play) after every live history; zeros at terminal nodes. Only nodes with a choice are read
-    from the network (a forced move has probability 1 whatever the logits), from the fewest and
-    shortest histories that contain them all."""
+    from the network (a forced move has probability 1 whatever the logits). ``cache``: each
+    history is its parent's key/value cache plus one token, so every read node costs one token
+    (a quarter of the tokens of ``cache=False``, the reference path, which reads the fewest and
+    shortest whole histories that contain them all)."""
     num_a = tree.solved.game.num_actions
     out = np.zeros((model.num_seeds, tree.num_nodes, num_a), np.float32)
     legal_all = tree.solved.children[tree.state] >= 0
     forced = ~tree.terminal & ~tree.choices
     out[:, forced] = legal_all[forced]
+    if cache:
+        _tree_policy_cached(model, tree, batch, out, legal_all)
+        return out
     front, cover = tree.covering(tree.choices)
     live = np.flatnonzero(cover >= 0)
     row, depth = cover[live], tree.depth[live]
@@ -95,21 +104,107 @@ def tree_policy(model: LoadedModel, tree: GameTree, batch: int = 4096) -> np.nda
     for b, i in enumerate(range(0, len(front), batch)):
         sel = order[starts[b]:starts[b + 1]]
         logits = model.logits(_node_tokens(model, tree, front[i:i + batch])[:, :length], batch=batch)  # [S, B, T, V]
-        z = logits[:, row[sel] - i, pos[sel], :num_a]
-        z = np.where(legal[sel][None], z, -np.inf)
-        z = np.exp(z - z.max(-1, keepdims=True))
-        out[:, live[sel]] = z / z.sum(-1, keepdims=True)
+        out[:, live[sel]] = _masked_softmax(logits[:, row[sel] - i, pos[sel], :num_a], legal[sel])
     return out
 
 
+def _masked_softmax(z_SxBxA: np.ndarray, legal_BxA: np.ndarray) -> np.ndarray:
+    z = np.where(legal_BxA[None], z_SxBxA, -np.inf)
+    z = np.exp(z - z.max(-1, keepdims=True))
+    return z / z.sum(-1, keepdims=True)
+
+
+@partial(jax.jit, static_argnums=(0, 3))
+def _root_cache(graphdef, params, tokens_1xP, capacity: int):
+    """Each seed's cache after the prefix (the root history) and the output there, [S, V]."""
+    def one(p):
+        out, cache = prefill(graphdef, p, tokens_1xP, capacity=capacity)
+        return out.logits_KxBxTxV[0, 0, -1], cache.policy, cache.length_B
+    return jax.vmap(one)(params)
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _children(graphdef, cfg, params, policy_kvs, length_B, parent_B, token_B):
+    """Each seed's output and cache after appending ``token_B[b]`` to the history in row
+    ``parent_B[b]`` of the parents' caches. The critic is not needed: its cache is empty and
+    its outputs are dropped, so XLA removes it."""
+    def one(p, kvs, length):
+        kvs = jax.tree.map(lambda a: a[parent_B], kvs)
+        capacity = kvs[0].k_BxHxSxE.shape[2]
+        empty = init_cache(cfg, len(parent_B), capacity, kvs[0].k_BxHxSxE.dtype)
+        out, cache = extend(graphdef, p, token_B[:, None], Cache(kvs, empty.critic, length[parent_B]))
+        return out.logits_KxBxTxV[0, :, 0], cache.policy, cache.length_B
+    return jax.vmap(one)(params, policy_kvs, length_B)
+
+
+def _tree_policy_cached(model: LoadedModel, tree: GameTree, batch: int, out: np.ndarray, legal_all) -> None:
+    """Breadth-first within depth-first chunks: the children of a chunk of parents are read in
+    chunks of ``batch`` (one compiled shape), each chunk's caches kept only while its own
+    children are read, so memory is about depth × batch caches whatever the tree's size."""
+    num_a = tree.solved.game.num_actions
+    choices, live_kid = tree.choices, tree.children >= 0
+    wanted = choices.copy()  # read at choice nodes; a node is visited if it or a descendant is read
+    for d in range(int(tree.depth.max()), 0, -1):
+        rows = np.flatnonzero(wanted & (tree.depth == d))
+        wanted[tree.parent[rows]] = True
+    kids_all = np.where(tree.children >= 0, tree.children, 0)
+    layout, params = model.layout, model._seed_params()
+    capacity = layout.prefix_len + int(tree.depth[choices].max())
+    root = np.flatnonzero(tree.depth == 0)
+    logits, kvs, length = _root_cache(model.graphdef, params, jnp.asarray(_node_tokens(model, tree, root)
+                                      [:, :layout.prefix_len]), capacity)
+    if choices[root[0]]:
+        out[:, root] = _masked_softmax(np.asarray(logits)[:, None, :num_a], legal_all[root])
+
+    def expand(parents: np.ndarray, kvs, length) -> None:
+        kids = kids_all[parents]  # [P, A]
+        is_kid = live_kid[parents] & wanted[kids]
+        parent_row, _ = np.nonzero(is_kid)
+        kids = kids[is_kid]
+        for i in range(0, len(kids), batch):
+            nodes, rows = kids[i:i + batch], parent_row[i:i + batch]
+            pad = batch - len(nodes)
+            logits, kids_kvs, kids_len = _children(
+                model.graphdef, model.cfg.model, params, kvs, length, jnp.asarray(np.pad(rows, (0, pad)), jnp.int32),
+                jnp.asarray(np.pad(tree.move[nodes], (0, pad)), jnp.int32))
+            read = choices[nodes]
+            if read.any():
+                z = np.asarray(logits)[:, :len(nodes)][:, read, :num_a]
+                out[:, nodes[read]] = _masked_softmax(z, legal_all[nodes[read]])
+            if (wanted[kids_all[nodes]] & live_kid[nodes]).any():
+                expand(nodes, kids_kvs, kids_len)
+
+    expand(root, kvs, length)
+
+
+_VALUES: dict = {}  # (fingerprint of the params, game, opponent pool) -> agent_values, the last two
+
+
+def _fingerprint(params) -> str:
+    digest = hashlib.sha1()
+    for leaf in jax.tree.leaves(params):
+        digest.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+    return digest.hexdigest()
+
+
 def agent_values(model: LoadedModel, tree: GameTree | None = None) -> np.ndarray:
-    """float64[S, N, 2]: each seed's exact V^π at every history, for the agent as X and as O."""
+    """float64[S, N, 2]: each seed's exact V^π at every history, for the agent as X and as O.
+    The same params are computed once per process (claims 1 and 5 both read the final RL
+    checkpoint's values, each from its own load of it)."""
     tree = tree or game_tree(model.cfg.data.game)
-    game = tree.solved.game
     names, weights = opponent_pool(model.cfg)
+    key = (_fingerprint(model.params), model.cfg.data.game, tree.num_nodes, names, tuple(weights.tolist()))
+    if key in _VALUES:
+        return _VALUES[key]
+    game = tree.solved.game
     opp = np.stack([probs_table(make_persona(n, game), game) for n in names])
     probs = tree_policy(model, tree)
-    return np.stack([policy_value(tree, probs[s], opp, weights) for s in range(model.num_seeds)])
+    values = np.stack([policy_value(tree, probs[s], opp, weights) for s in range(model.num_seeds)])
+    while len(_VALUES) >= 2:
+        _VALUES.pop(next(iter(_VALUES)))
+    values.flags.writeable = False  # shared between callers
+    _VALUES[key] = values
+    return values
 
 
 def mixture_values(tree: GameTree, data_cfg) -> np.ndarray:
