@@ -177,8 +177,22 @@ def stacked_probs(personas: tuple[Persona, ...], state: GameState) -> jax.Array:
 PROBS_CHUNK = 1 << 16  # states per jitted call when tabulating a persona on a big board
 
 
+_TABLES: dict[tuple[str, str], np.ndarray] = {}
+
+
 def probs_table(persona: Persona, game: Game) -> np.ndarray:
-    """float32[N, A]: the persona's distribution at every reachable state (solver order)."""
+    """float32[N, A]: the persona's distribution at every reachable state (solver order). Once
+    per process per persona and game (a persona is its name, a game its name, as in ``solved``);
+    the table is read-only."""
+    key = (persona.name, game.name)
+    if key not in _TABLES:
+        table = _tabulate(persona, game)
+        table.flags.writeable = False
+        _TABLES[key] = table
+    return _TABLES[key]
+
+
+def _tabulate(persona: Persona, game: Game) -> np.ndarray:
     sg = solved(game)
     table = jax.jit(jax.vmap(persona.probs))
     if sg.num_states <= PROBS_CHUNK:

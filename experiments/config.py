@@ -51,6 +51,8 @@ class TrainConfig:
     """AdamW weight decay (next_token)."""
     checkpoint_every: int = 5
     """Save a checkpoint every this many chunks (and always at the end)."""
+    eval_every: int = 1
+    """Evaluate (validation loss, or RL matches) every this many chunks, and always at a checkpoint and at the end."""
     eval_games: int = 2000
     """Held-out games for the simulator loss, during training (validation) and at the end (a fresh set)."""
     eval_games_per_cell: int = 128
@@ -280,7 +282,8 @@ def validate(cfg: Config) -> None:
     if len(set(t.seeds)) != len(t.seeds):
         raise ConfigError(f"train.seeds has duplicates: {t.seeds}")
     positive = {"train.steps": t.steps, "train.chunk": t.chunk, "train.batch_size": t.batch_size,
-                "train.checkpoint_every": t.checkpoint_every, "train.eval_games": t.eval_games,
+                "train.checkpoint_every": t.checkpoint_every, "train.eval_every": t.eval_every,
+                "train.eval_games": t.eval_games,
                 "train.eval_games_per_cell": t.eval_games_per_cell,
                 "train.final_games_per_cell": t.final_games_per_cell,
                 "ppo.num_envs": p.num_envs, "ppo.epochs": p.epochs,

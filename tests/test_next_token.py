@@ -12,6 +12,7 @@ import pytest
 from agentsim.envs.dataset import DataConfig, generate
 from agentsim.envs.tokens import Layout
 from agentsim.experiments.config import load_config, seed_keys
+from agentsim.experiments.runs.run import read_metrics
 from agentsim.experiments.train.loop import train
 from agentsim.experiments.train.next_token import lm_loss, make_next_token, move_nll, target_mask
 from agentsim.experiments.train.regimes import datasets
@@ -162,3 +163,22 @@ def test_identical_runs_are_bit_identical(tiny_cfg, tmp_path):
     assert ma == mb
     assert (tmp_path / "a" / "final.json").read_bytes() == (tmp_path / "b" / "final.json").read_bytes()
     assert not (tmp_path / "a" / "wandb").exists()  # log.wandb='disabled'
+
+
+def test_eval_every_skips_evaluations_but_not_training_checkpoints_or_the_end(tmp_path):
+    """train.eval_every=3: the validation loss is logged every third chunk and at every
+    checkpoint (checkpoint_every=2) and the last chunk, and training is the same as evaluating
+    every chunk (evaluation only reads the params)."""
+    sets = ["log.wandb='disabled'", "train.steps=7", "train.chunk=1", "train.checkpoint_every=2",
+            "train.eval_games=50", "train.final_games_per_cell=4", "data.num_games=300"]
+    every = train(load_config("tiny", overrides=sets), tmp_path / "every", on_message=lambda m: None)
+    sparse = train(load_config("tiny", overrides=sets + ["train.eval_every=3"]), tmp_path / "sparse",
+                   on_message=lambda m: None)
+    rows = read_metrics(tmp_path / "sparse")
+    evaluated = sorted({r["step"] for r in rows if "eval/simulator_gap" in r})
+    assert evaluated == [2, 3, 4, 6, 7]  # checkpoints 2, 4, 6; every third chunk 3, 6; the end 7
+    assert {r["step"] for r in rows} == set(range(1, 8))  # training metrics at every chunk
+    full = [r for r in read_metrics(tmp_path / "every") if r["step"] in evaluated]
+    assert [r["eval/simulator_gap"] for r in full] == [r["eval/simulator_gap"] for r in rows if r["step"] in evaluated]
+    for a, b in zip(jax.tree.leaves(every.state["params"]), jax.tree.leaves(sparse.state["params"])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -423,3 +423,26 @@ def test_which_checkpoints_are_kept_does_not_split_a_config():
     kept = {**base, "train.seeds": [1], "train.log_checkpoints": 3, "train.checkpoint_every": 40}
     assert group_key(base) == group_key(kept)
     assert group_key(base) != group_key({**base, "train.steps": 60})
+
+
+def test_a_simulator_stores_its_training_positions_and_analyses_read_them(tiny_next_token, tiny_pretrain_rl, tmp_path):
+    """Training writes the keys of its training positions; ``training_positions`` reads them
+    (for pretrain_rl, the keys of the run it started from) instead of regenerating the dataset,
+    and regenerates where a run has none or they are unreadable."""
+    import shutil
+
+    from agentsim.experiments.analysis.heldout import training_positions
+    from agentsim.experiments.runs.run import TRAIN_POSITIONS, read_config, read_positions, write_positions
+    from agentsim.experiments.train.regimes import datasets
+
+    cfg = read_config(tiny_next_token)
+    train, _, _ = datasets(cfg)
+    stored = read_positions(tiny_next_token)
+    np.testing.assert_array_equal(stored, np.unique(train["position"][train["move_mask"]]))
+    run = tmp_path / "copy"
+    shutil.copytree(tiny_next_token, run)
+    write_positions(run, np.array([3, 5, 7], np.int64))  # planted: the file is what is read
+    np.testing.assert_array_equal(training_positions(cfg, run), [3, 5, 7])
+    (run / TRAIN_POSITIONS).write_bytes(b"not an array")
+    np.testing.assert_array_equal(training_positions(cfg, run), stored)  # regenerated
+    np.testing.assert_array_equal(training_positions(read_config(tiny_pretrain_rl), tiny_pretrain_rl), stored)

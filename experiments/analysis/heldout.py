@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from functools import partial
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +29,7 @@ from agentsim.envs import make_game
 from agentsim.envs.dataset import Dataset, generate, split_by_game
 from agentsim.envs.personas import make_persona, stacked_probs
 from agentsim.experiments.config import Config, held_out_data
-from agentsim.experiments.runs.run import is_run_dir, read_config
+from agentsim.experiments.runs.run import is_run_dir, read_config, read_positions
 from agentsim.experiments.statistics import game_weights
 from agentsim.experiments.train.regimes import datasets
 from agentsim.models.probes import probe_layers
@@ -148,26 +149,33 @@ class HeldOut:
                 for t in range(self.mask.shape[1])]
 
 
-def held_out(cfg: Config, num_games: int, seed: int = 0, mark_seen: bool = False) -> HeldOut:
+def held_out(cfg: Config, num_games: int, seed: int = 0, mark_seen: bool = False,
+             run_dir: str | Path | None = None) -> HeldOut:
     """The run's game distribution under a data seed no training run uses, split by game; with
-    ``mark_seen`` its rows marked seen or never seen in the run's training games (which
-    regenerates them, once per process)."""
+    ``mark_seen`` its rows marked seen or never seen in the run's training games
+    (``training_positions``, read from ``run_dir`` where stored)."""
     if num_games < 10:
         raise ValueError(f"num_games must be at least 10, got {num_games}")
     return HeldOut.from_data(generate(held_out_data(cfg, num_games)), seed,
-                             training_positions(cfg) if mark_seen else None)
+                             training_positions(cfg, run_dir) if mark_seen else None)
 
 
 _TRAIN_POSITIONS: dict[str, np.ndarray] = {}
 
 
-def training_positions(cfg: Config) -> np.ndarray:
+def training_positions(cfg: Config, run_dir: str | Path | None = None) -> np.ndarray:
     """int64[K], sorted: the key of every position before a move in the run's training games (the
-    train split of the next-token dataset of ``cfg.data``, regenerated; once per process). A
-    pretrain_rl run read the persona games of the run it started from: that run's data config. A
-    ``data.source`` run read its agent's games, one set per seed: the positions of any seed's."""
+    train split of the next-token dataset of ``cfg.data``). A pretrain_rl run read the persona
+    games of the run it started from: that run's. A ``data.source`` run read its agent's games,
+    one set per seed: the positions of any seed's. Read from the run directory where training
+    stored them (``runs.run.write_positions``), else regenerated, once per process."""
     if cfg.train.regime == "pretrain_rl" and cfg.ppo.pretrained and is_run_dir(cfg.ppo.pretrained):
-        cfg = read_config(cfg.ppo.pretrained)
+        run_dir = cfg.ppo.pretrained
+        cfg = read_config(run_dir)
+    if run_dir is not None and cfg.train.regime == "next_token":
+        stored = read_positions(run_dir)
+        if stored is not None:
+            return stored
     # A simulator of an agent (data.source) trained each seed on its agent's games: their union.
     key = json.dumps([asdict(cfg.data), cfg.train.eval_games, list(cfg.train.seeds) if cfg.data.source else None],
                      sort_keys=True)

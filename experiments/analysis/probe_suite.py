@@ -145,7 +145,7 @@ def analyse_probes(run_dir: str | Path, num_games: int = 2000, targets=REGRESSIO
                    mlp_targets=MLP_TARGETS) -> dict:
     """The suite on a run's final checkpoint with every control."""
     model = LoadedModel.from_run(run_dir)
-    rows = held_out(model.cfg, num_games, mark_seen=True)
+    rows = held_out(model.cfg, num_games, mark_seen=True, run_dir=run_dir)
     controls = {"random_init": model.at_init()}
     if model.cfg.train.regime == "pretrain_rl" or model.cfg.train.init_from:
         # The first checkpoint of a run that starts from another run's params is that run (for

@@ -315,7 +315,7 @@ def measure_value(agent: LoadedModel | None, simulator: LoadedModel, num_games: 
                              f"{src!r}, agent {own})")
     num_s = simulator.num_seeds
     tree = exact_tree(simulator.cfg.data.game)
-    train_positions = training_positions(simulator.cfg)
+    train_positions = training_positions(simulator.cfg, simulator.run_dir)
     result: dict = {"seeds": list(simulator.cfg.train.seeds), "num_games": num_games, "targets": TARGETS,
                     **checkpoints_read(agent, simulator),
                     "regime": agent.cfg.train.regime if agent else simulator.cfg.train.regime, "datasets": {}}

@@ -129,6 +129,28 @@ class Run:
         checkpoints.save(self.checkpoint_dir, step, state)
 
 
+TRAIN_POSITIONS = "train_positions.npy"  # a next_token run's training positions (``write_positions``)
+
+
+def write_positions(path: str | Path, keys: np.ndarray) -> None:
+    """The sorted unique keys of the positions before a move in the run's training games, so
+    that analyses can mark positions never seen in training without regenerating the dataset."""
+    tmp = Path(path) / (TRAIN_POSITIONS + ".tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, np.asarray(keys, np.int64))
+    os.replace(tmp, Path(path) / TRAIN_POSITIONS)
+
+
+def read_positions(path: str | Path) -> np.ndarray | None:
+    """The keys ``write_positions`` stored, or None where there are none or they are unreadable
+    (a run from before they were stored: the caller regenerates them)."""
+    try:
+        keys = np.load(Path(path) / TRAIN_POSITIONS)
+    except (OSError, ValueError):
+        return None
+    return keys if keys.ndim == 1 and keys.dtype == np.int64 else None
+
+
 def is_run_dir(path: str | Path) -> bool:
     """A directory ``Run`` made: its config and its status file (a lone config.json is not a run)."""
     return (Path(path) / "config.json").is_file() and (Path(path) / "status.json").is_file()

@@ -115,7 +115,7 @@ def group_key(flat: dict) -> str:
     """The config minus what does not change the experiment (seeds, logging, which checkpoints are
     kept, pretrained path): a study run and a reproduction's stage of one config pool."""
     skip = ("train.seeds", "log.", "ppo.pretrained", "train.init_from", "train.log_checkpoints",
-            "train.checkpoint_every")
+            "train.checkpoint_every", "train.eval_every")
     return json.dumps({k: v for k, v in sorted(flat.items()) if not k.startswith(skip)}, sort_keys=True)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from agentsim.envs.tokens import Layout
 from agentsim.experiments.config import Config, ConfigError, seed_keys
 from agentsim.experiments.runs import checkpoints, strict_json
-from agentsim.experiments.runs.run import Run, is_run_dir, read_config, to_host
+from agentsim.experiments.runs.run import TRAIN_POSITIONS, Run, is_run_dir, read_config, to_host, write_positions
 from agentsim.experiments.train.agent_data import AGENT_GAMES, save_games
 from agentsim.experiments.train.devices import shard_seeds
 from agentsim.experiments.train.evaluate import final_evaluation
@@ -65,6 +65,8 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
     run = Run(out, cfg, resume=resume, force=force, wandb_group=wandb_group)
     if cfg.data.source and not (run.path / AGENT_GAMES).exists():
         save_games(run.path / AGENT_GAMES, full_set)
+    if train_set is not None and not (run.path / TRAIN_POSITIONS).exists():
+        write_positions(run.path, np.unique(train_set["position"][train_set["move_mask"]]))
     keys = seed_keys(cfg)
     state = trainer.init(keys)
     step = 0
@@ -97,7 +99,11 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
             if n != trainer.updates_per_chunk:
                 raise ConfigError(f"train.chunk ({t.chunk}) must divide train.steps ({t.steps})")
             new_state, metrics = trainer.chunk(state)
-            metrics = {**to_host(metrics), **to_host(trainer.evaluate(new_state))}
+            save = ((chunks_done + 1) % t.checkpoint_every == 0 or step + n == total or stop["sigint"]
+                    or step + n in log_steps)
+            metrics = to_host(metrics)
+            if save or (chunks_done + 1) % t.eval_every == 0:  # every checkpoint has its evaluation
+                metrics |= to_host(trainer.evaluate(new_state))
             if not _finite(metrics):
                 bad = sorted(k for k, v in metrics.items() if not np.all(np.isfinite(v)))
                 run.set_status("failed", step=step, reason=f"non-finite {', '.join(bad)}")
@@ -109,8 +115,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
             run.log(step, metrics)
             if progress:
                 progress.update(task, completed=step)
-            if (chunks_done % t.checkpoint_every == 0 or step == total or stop["sigint"]
-                    or step in log_steps):
+            if save or stop["sigint"]:
                 run.save_checkpoint(step, state)
             if stop["sigint"] and step < total:
                 run.set_status("interrupted", step=step)
