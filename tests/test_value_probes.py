@@ -64,6 +64,24 @@ def test_tree_policy_over_the_cache_equals_reading_whole_histories(agent, tree):
     np.testing.assert_allclose(cached[:, live].sum(-1), 1.0, atol=1e-5)
 
 
+def test_forward_pads_short_sets_and_drops_the_padding(agent, tree):
+    """Sets of any size run on a few padded shapes; every output row is its own history's, in
+    order, whatever the set around it (split 70 rows 35 + 35, and 70 rows in batches of 32)."""
+    tokens = AV._node_tokens(agent, tree, np.arange(1, 71))
+    names = ("resid", "critic_resid", "value")
+    whole = agent.run_with_cache(tokens, names)
+    halves = [agent.run_with_cache(tokens[i:i + 35], names) for i in (0, 35)]
+    batched = agent.run_with_cache(tokens, names, batch=32)
+    for k in names:
+        axis = 1 if k == "value" else 2
+        assert whole[k].shape[axis] == 70
+        np.testing.assert_allclose(np.concatenate([h[k] for h in halves], axis), whole[k], atol=1e-5)
+        np.testing.assert_allclose(batched[k], whole[k], atol=1e-5)
+    logits = agent.logits(tokens, batch=32)
+    assert logits.shape[1] == 70
+    np.testing.assert_allclose(logits, agent.logits(tokens), atol=1e-5)
+
+
 def test_agent_values_are_computed_once_per_params(agent, tree):
     """Claims 1 and 5 read the same checkpoint's V^π from separate loads: the second read is the
     first's array; other params (the same architecture at other seeds) are computed afresh."""

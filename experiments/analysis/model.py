@@ -94,8 +94,22 @@ class LoadedModel:
         per_seed = tokens.ndim == 3
         n = tokens.shape[-2]
         params = self._seed_params()
-        return np.concatenate([np.asarray(_forward(self.graphdef, params, self._tokens(tokens[..., i:i + batch, :]),
-                                                   (), per_seed)[1]) for i in range(0, n, batch)], axis=1)
+        return np.concatenate([np.asarray(_forward(self.graphdef, params, self._tokens(self._rows(tokens, i, batch)),
+                                                   (), per_seed)[1])[:, :min(batch, n - i)] for i in range(0, n, batch)],
+                              axis=1)
+
+    def _rows(self, tokens: np.ndarray, start: int, batch: int) -> np.ndarray:
+        """Rows start … start+batch of ``tokens``, padded (with padding tokens) to one of a few
+        sizes: a full batch, or a power of two for a short set, so that calls on sets of many
+        sizes share a few compiled forwards. The caller drops the padded rows' outputs."""
+        rows = tokens[..., start:start + batch, :]
+        n = rows.shape[-2]
+        size = batch if tokens.shape[-2] - start >= batch else min(batch, max(64, 1 << (n - 1).bit_length()))
+        if size == n:
+            return rows
+        pad = [(0, 0)] * rows.ndim
+        pad[-2] = (0, size - n)
+        return np.pad(rows, pad, constant_values=self.layout.pad)
 
     def run_with_cache(self, tokens: np.ndarray, names: tuple[str, ...] = NAMES, positions: str = "moves",
                        batch: int = 1024, cache: bool = False) -> dict[str, np.ndarray]:
@@ -112,10 +126,13 @@ class LoadedModel:
         per_seed = tokens.ndim == 3
         chunks: dict[str, list] = {k: [] for k in names}
         params = self._seed_params()
-        for i in range(0, tokens.shape[-2], batch):
-            acts, _ = _forward(self.graphdef, params, self._tokens(tokens[..., i:i + batch, :]), tuple(names), per_seed)
+        n = tokens.shape[-2]
+        for i in range(0, n, batch):
+            acts, _ = _forward(self.graphdef, params, self._tokens(self._rows(tokens, i, batch)), tuple(names), per_seed)
+            real = min(batch, n - i)
             for k in names:
                 a = np.asarray(acts[k])
+                a = a[:, :real] if k == "value" else a[:, :, :real]  # [S, N, T] or [S, L, N, T, D]
                 chunks[k].append(a[..., pos] if k == "value" else a[..., pos, :])
         out = {k: np.concatenate(v, axis=1 if k == "value" else 2) for k, v in chunks.items()}
         if path is not None:

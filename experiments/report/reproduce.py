@@ -294,7 +294,8 @@ def run_analyses(dirs: dict[str, Path], fig_dir: Path, sizes, on_message=print, 
         lap("change")
     if "pretrain_rl" in have and "next_token" in have and "rl_amount" in only:
         amount = analyse_rl_amount(have["next_token"], have["pretrain_rl"])
-        amount["value"] = value_over_checkpoints(have["pretrain_rl"], sizes.value_games // 2, sizes.rl_checkpoints,
+        # As many games as claim 1's (one compiled rollout for both; the games cost little beside V^π).
+        amount["value"] = value_over_checkpoints(have["pretrain_rl"], sizes.value_games, sizes.rl_checkpoints,
                                                  num_rollouts=sizes.value_rollouts)
         results["rl_amount"] = amount
         paths += F.rl_amount(amount, fig_dir)
