@@ -70,8 +70,8 @@ PAPER_PPO = ["ppo.num_envs=512", "ppo.epochs=4", "ppo.minibatches=8", "ppo.lr=0.
 # an earlier stage's run directory as {run:NAME}. Stages run in order.
 STAGES = {
     # Every figure but F8 (no multi-token run) at reduced size, F6 for the simulator only, in about
-    # nine minutes on 2 cores (533 s inside `reproduce`, 604 s with the install, fresh clone, cold caches, idle
-    # machine, 2026-12-06; the target, TARGETS["quick"], is 6).
+    # ten minutes on 2 cores (572 s inside `reproduce`, 651 s with the install, fresh clone, empty XLA
+    # cache, idle machine, 2026-12-07; the target, TARGETS["quick"], is 6).
     "quick": [
         # 2500 steps: the simulator's gap falls as a power of compute (STUDIES.md, "How far the
         # simulator falls with training": 0.038 at 1000 steps, 0.030 at 2000, 0.023 at 4000).

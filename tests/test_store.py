@@ -425,10 +425,12 @@ def test_which_checkpoints_are_kept_does_not_split_a_config():
     assert group_key(base) != group_key({**base, "train.steps": 60})
 
 
-def test_a_simulator_stores_its_training_positions_and_analyses_read_them(tiny_next_token, tiny_pretrain_rl, tmp_path):
+def test_a_simulator_stores_its_training_positions_and_analyses_read_them(tiny_next_token, tiny_pretrain_rl, tiny_rl,
+                                                                         tmp_path):
     """Training writes the keys of its training positions; ``training_positions`` reads them
     (for pretrain_rl, the keys of the run it started from) instead of regenerating the dataset,
-    and regenerates where a run has none or they are unreadable."""
+    and regenerates where a run has none or they are unreadable. An rl run read no dataset:
+    it has no training positions (not those of the persona games its config describes)."""
     import shutil
 
     from agentsim.experiments.analysis.heldout import training_positions
@@ -446,3 +448,4 @@ def test_a_simulator_stores_its_training_positions_and_analyses_read_them(tiny_n
     (run / TRAIN_POSITIONS).write_bytes(b"not an array")
     np.testing.assert_array_equal(training_positions(cfg, run), stored)  # regenerated
     np.testing.assert_array_equal(training_positions(read_config(tiny_pretrain_rl), tiny_pretrain_rl), stored)
+    assert training_positions(read_config(tiny_rl), tiny_rl) is None

@@ -163,16 +163,20 @@ def held_out(cfg: Config, num_games: int, seed: int = 0, mark_seen: bool = False
 _TRAIN_POSITIONS: dict[str, np.ndarray] = {}
 
 
-def training_positions(cfg: Config, run_dir: str | Path | None = None) -> np.ndarray:
+def training_positions(cfg: Config, run_dir: str | Path | None = None) -> np.ndarray | None:
     """int64[K], sorted: the key of every position before a move in the run's training games (the
     train split of the next-token dataset of ``cfg.data``). A pretrain_rl run read the persona
     games of the run it started from: that run's. A ``data.source`` run read its agent's games,
     one set per seed: the positions of any seed's. Read from the run directory where training
-    stored them (``runs.run.write_positions``), else regenerated, once per process."""
+    stored them (``runs.run.write_positions``), else regenerated, once per process. None for a
+    run that read no dataset (rl from scratch, random init): its ``data`` section describes games
+    it never saw, and calling their positions "seen" would be false."""
     if cfg.train.regime == "pretrain_rl" and cfg.ppo.pretrained and is_run_dir(cfg.ppo.pretrained):
         run_dir = cfg.ppo.pretrained
         cfg = read_config(run_dir)
-    if run_dir is not None and cfg.train.regime == "next_token":
+    if cfg.train.regime != "next_token":
+        return None
+    if run_dir is not None:
         stored = read_positions(run_dir)
         if stored is not None:
             return stored
