@@ -12,7 +12,8 @@ import pytest
 from agentsim.envs.dataset import DataConfig, generate
 from agentsim.envs.tokens import Layout
 from agentsim.experiments.config import load_config, seed_keys
-from agentsim.experiments.runs.run import read_metrics
+from agentsim.experiments.analysis.heldout import training_positions
+from agentsim.experiments.runs.run import read_metrics, read_positions, write_positions
 from agentsim.experiments.train.loop import train
 from agentsim.experiments.train.next_token import lm_loss, make_next_token, move_nll, target_mask
 from agentsim.experiments.train.regimes import datasets
@@ -168,7 +169,7 @@ def test_identical_runs_are_bit_identical(tiny_cfg, tmp_path):
 def test_eval_every_skips_evaluations_but_not_training_checkpoints_or_the_end(tmp_path):
     """train.eval_every=3: the validation loss is logged every third chunk and at every
     checkpoint (checkpoint_every=2) and the last chunk, and training is the same as evaluating
-    every chunk (evaluation only reads the params)."""
+    every chunk (evaluation only reads the params). The runs store their training positions."""
     sets = ["log.wandb='disabled'", "train.steps=7", "train.chunk=1", "train.checkpoint_every=2",
             "train.eval_games=50", "train.final_games_per_cell=4", "data.num_games=300"]
     every = train(load_config("tiny", overrides=sets), tmp_path / "every", on_message=lambda m: None)
@@ -182,3 +183,12 @@ def test_eval_every_skips_evaluations_but_not_training_checkpoints_or_the_end(tm
     assert [r["eval/simulator_gap"] for r in full] == [r["eval/simulator_gap"] for r in rows if r["step"] in evaluated]
     for a, b in zip(jax.tree.leaves(every.state["params"]), jax.tree.leaves(sparse.state["params"])):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # The run stored its training positions; analyses read them, not a regenerated dataset.
+    cfg = load_config("tiny", overrides=sets)
+    train_set, _, _ = datasets(cfg)
+    keys = np.unique(train_set["position"][train_set["move_mask"]])
+    np.testing.assert_array_equal(read_positions(tmp_path / "every"), keys)
+    write_positions(tmp_path / "sparse", keys[:3])  # planted: the file is what is read
+    np.testing.assert_array_equal(training_positions(cfg, tmp_path / "sparse"), keys[:3])
+    rl = load_config("tiny", overrides=["train.regime='rl'"])
+    assert training_positions(rl) is None  # an rl run read no dataset: nothing was seen

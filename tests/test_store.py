@@ -425,6 +425,7 @@ def test_which_checkpoints_are_kept_does_not_split_a_config():
     assert group_key(base) != group_key({**base, "train.steps": 60})
 
 
+@pytest.mark.slow  # trains the shared tiny runs; the fast suite checks the stored keys in test_next_token
 def test_a_simulator_stores_its_training_positions_and_analyses_read_them(tiny_next_token, tiny_pretrain_rl, tiny_rl,
                                                                          tmp_path):
     """Training writes the keys of its training positions; ``training_positions`` reads them
