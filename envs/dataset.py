@@ -92,6 +92,11 @@ class Dataset:
     def subset(self, idx: np.ndarray) -> "Dataset":
         return Dataset(self.config, self.layout, {k: v[idx] for k, v in self.arrays.items()})
 
+    def position_keys(self) -> np.ndarray:
+        """int64[K], sorted: the key of every position before a move in these games (what a
+        network trained on them has seen; analyses mark the positions it never saw)."""
+        return np.unique(self["position"][self["move_mask"]])
+
     def bayes_optimal_loss(self) -> float:
         """Nats per move of a perfect simulator of the mixture (knows the prompt if present)."""
         key = "persona_logp" if self.config.persona_prompt else "bayes_logp"

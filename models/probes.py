@@ -246,7 +246,7 @@ def fit_probe_stack(x_BxNxD, y, train_idx, val_idx, test_idx, classes: int = 0, 
     best, val_loss, best_epoch = fit(*_padded(xs[:, tr], targets[tr], _bucket(n_tr)),
                                      *_padded(xs[:, va], targets[va], _bucket(n_va)), jax.random.key(seed))
     best = {name: np.asarray(v, np.float64) for name, v in best.items()}
-    out = _stack_forward_np(best, xs[:, te].astype(np.float64))
+    out = _stack_forward(best, xs[:, te].astype(np.float64))
     if classes:
         pred = out.reshape(len(x), len(te), k, classes).argmax(-1)
         score = (pred == y2[te]).mean((1, 2))
@@ -275,17 +275,13 @@ def _padded(x_BxNxD: np.ndarray, y_NxK: np.ndarray, size: int):
     return jnp.asarray(x), jnp.asarray(y), jnp.asarray(np.arange(size) < n)
 
 
-def _stack_forward_np(params, x_BxNxD):
-    """``_stack_forward`` over the B sets in numpy: test rows of any count need no compile."""
-    if "w1" in params:
-        x_BxNxD = np.maximum(x_BxNxD @ params["w1"] + params["b1"][:, None], 0.0)
-    return x_BxNxD @ params["w2"] + params["b2"][:, None]
-
-
 def _stack_forward(params, x_NxD):
+    """The probe on rows x: one set's params inside the jitted fit, or numpy params with a leading
+    set axis on [B, N, D] (test rows of any count, no compile); operators only, so either works."""
     if "w1" in params:
-        x_NxD = jax.nn.relu(x_NxD @ params["w1"] + params["b1"])
-    return x_NxD @ params["w2"] + params["b2"]
+        x_NxD = x_NxD @ params["w1"] + params["b1"][..., None, :]
+        x_NxD = x_NxD * (x_NxD > 0)  # ReLU
+    return x_NxD @ params["w2"] + params["b2"][..., None, :]
 
 
 @functools.cache

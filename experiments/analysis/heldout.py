@@ -186,7 +186,7 @@ def training_positions(cfg: Config, run_dir: str | Path | None = None) -> np.nda
     if key not in _TRAIN_POSITIONS:
         train, _, _ = datasets(cfg)
         _TRAIN_POSITIONS.clear()  # one data config per process at a time: the keys can be large
-        _TRAIN_POSITIONS[key] = np.unique(train["position"][train["move_mask"]])
+        _TRAIN_POSITIONS[key] = train.position_keys()
     return _TRAIN_POSITIONS[key]
 
 

@@ -25,8 +25,7 @@ def change_table(result: dict, target: str = "mixture_value") -> str:
     floor = np.asarray(result["seed_floor"]["cka"], float)
 
     def cell(values, r, spec):  # spec: a format with its width, e.g. "+12.3f"; blank where r is None
-        width = int("".join(c for c in spec.split(".")[0] if c.isdigit()))
-        return f"{np.mean(np.asarray(values)[:, r]):{spec}}" if r is not None else " " * width
+        return f"{np.mean(np.asarray(values)[:, r]):{spec}}" if r is not None else " " * len(f"{0.0:{spec}}")
 
     for i, name in enumerate(result["layers"]):
         r = result["resid_layers"].index(name) if name in result["resid_layers"] else None

@@ -285,6 +285,10 @@ class SeedDatasets:
     def subset(self, idx: np.ndarray) -> "SeedDatasets":
         return SeedDatasets(tuple(d.subset(idx) for d in self.per_seed), self.meta)
 
+    def position_keys(self) -> np.ndarray:
+        """The positions any seed's games reach (``Dataset.position_keys``, over every seed)."""
+        return np.unique(np.concatenate([d.position_keys() for d in self.per_seed]))
+
     def bayes_optimal_loss(self) -> np.ndarray:
         """float64[S]: each seed's floor (``Dataset.bayes_optimal_loss``)."""
         return np.asarray([d.bayes_optimal_loss() for d in self.per_seed])

@@ -65,8 +65,9 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
     run = Run(out, cfg, resume=resume, force=force, wandb_group=wandb_group)
     if cfg.data.source and not (run.path / AGENT_GAMES).exists():
         save_games(run.path / AGENT_GAMES, full_set)
-    if train_set is not None and not (run.path / TRAIN_POSITIONS).exists():
-        write_positions(run.path, np.unique(train_set["position"][train_set["move_mask"]]))
+    train_keys = None if train_set is None else train_set.position_keys()
+    if train_keys is not None and not (run.path / TRAIN_POSITIONS).exists():
+        write_positions(run.path, train_keys)
     keys = seed_keys(cfg)
     state = trainer.init(keys)
     step = 0
@@ -124,9 +125,9 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
         if progress:
             progress.update(task, completed=max(total, 1))
         # The simulator gap on never-seen positions needs the training games: a next_token run has them.
-        seen = None if train_set is None else np.unique(train_set["position"][train_set["move_mask"]])
+        seen = train_keys
         if cfg.data.source:  # a simulator of an agent: each seed saw its own agent's games
-            seen = [np.unique(d["position"][d["move_mask"]]) for d in train_set.per_seed]
+            seen = [d.position_keys() for d in train_set.per_seed]
         final = final_evaluation(cfg, layout, trainer.graphdef, state["params"], seen)
         strict_json.write(run.path / "final.json", final)
         run.summarize_wandb(final)
