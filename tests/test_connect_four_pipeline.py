@@ -246,7 +246,7 @@ def test_histories_are_counted_without_building_the_tree():
 
 
 def test_connect_four_presets():
-    """c4-quick: 3 seeds on 5×4, every regime; c4: 5 seeds and every stage of the paper preset;
+    """c4-quick: 3 seeds on 5×4, every regime; c4: 5 seeds, 4 layers and every stage of the paper preset;
     the networks are far smaller than the board's 3,945,711 positions; every run of a preset
     reads the same persona games (so "seen in training" is one set)."""
     from agentsim.experiments.presets import PRESET_SEEDS, PRESETS, SIZES, STAGES
@@ -260,6 +260,7 @@ def test_connect_four_presets():
         d, layers = preset["model"]["d_model"], preset["model"]["num_layers"]
         assert 2 * layers * 12 * d * d < 3_945_711 / 10  # both trunks' blocks, well under a tenth
     assert {n for n, _ in STAGES["c4"]} == {n for n, _ in STAGES["paper"]}
+    assert PRESETS["c4"]["model"]["num_layers"] == PRESETS["paper"]["model"]["num_layers"] == 4  # claim 4 has 4 blocks
     assert {"next_token", "random_init", "rl", "pretrain_rl"} <= {n for n, _ in STAGES["c4-quick"]}
 
 
