@@ -73,7 +73,7 @@ PAPER_PPO = ["ppo.num_envs=512", "ppo.epochs=4", "ppo.minibatches=8", "ppo.lr=0.
 # an earlier stage's run directory as {run:NAME}. Stages run in order.
 STAGES = {
     # Every figure but F8 (no multi-token run) at reduced size, F6 for the simulator only, in about
-    # ten minutes on 2 cores (572 s inside `reproduce`, 651 s with the install, fresh clone, empty XLA
+    # ten minutes on 2 cores (486–572 s inside `reproduce`, 552–651 s with the install, fresh clone, empty XLA
     # cache, idle machine, 2026-12-07; the target, TARGETS["quick"], is 6).
     "quick": [
         # 2500 steps: the simulator's gap falls as a power of compute (STUDIES.md, "How far the
