@@ -501,3 +501,25 @@ def test_checkpoint_round_trip_and_save_time(tmp_path, tmp_path_factory):
         if jax.dtypes.issubdtype(np.asarray(x).dtype, jax.dtypes.prng_key):
             continue
         assert np.array_equal(np.asarray(x), np.asarray(y))
+
+
+# --------------------------------------------------------------------------------------------
+# Opened checkpoints are kept, keyed by their files
+
+
+def test_an_opened_checkpoint_is_reused_until_its_files_change(tiny_next_token, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_next_token, run)
+    first = open_checkpoint(run)
+    assert open_checkpoint(run) is first  # the analyses' many reopenings read nothing
+    leaf = jax.tree.leaves(first.params)[0]
+    with pytest.raises(ValueError, match="read-only"):
+        leaf[...] = 0  # shared between callers: nobody may change it in place
+    newest, older = _ckpt_steps(run)[-1], _ckpt_steps(run)[-2]
+    assert open_checkpoint(run, newest) is not first and open_checkpoint(run, newest).step == newest
+    _corrupt_dir(run / "checkpoints" / f"step_{newest}")  # the same names, other contents
+    assert open_checkpoint(run).step == older
+    shutil.rmtree(run / "checkpoints" / f"step_{newest}")
+    assert open_checkpoint(run).step == older
+    with pytest.raises(RunError, match=f"no checkpoint at step {newest}"):
+        open_checkpoint(run, newest)

@@ -6,6 +6,7 @@ import pytest
 from agentsim.experiments.report import claims
 from agentsim.experiments.report.numbers import CLIPPED_MARK, interval_text, rate_text, sig3
 from agentsim.experiments.report.report import report
+from agentsim.experiments.report.reproduce import relative_paths
 from agentsim.experiments.report.tables import markdown_table
 from agentsim.experiments.statistics import Interval
 
@@ -103,3 +104,13 @@ def test_report_reads_the_gap_against_the_no_inference_reference():
     text = report(res)
     assert "has a gap of 0.0400 nats/move" in text and "`next_token` 0.668 [" in text
     assert "`rl` " not in text[text.index("Persona inference"):text.index("Persona inference") + 400]  # no gap bar
+
+
+def test_relative_paths_rewrites_paths_under_the_root_only(tmp_path, monkeypatch):
+    root = tmp_path / "out"
+    (root / "runs").mkdir(parents=True)
+    monkeypatch.chdir(root / "runs")  # a bare name is never read as a path, wherever one stands
+    obj = {"run": str(root / "runs" / "rl"), "other": str(tmp_path / "elsewhere"), "persona": "perfect",
+           "rows": [[0.5, 1], {"dir": "rl/checkpoints"}], "n": 3}
+    assert relative_paths(obj, root) == {"run": "runs/rl", "other": str(tmp_path / "elsewhere"), "persona": "perfect",
+                                         "rows": [[0.5, 1], {"dir": "runs/rl/checkpoints"}], "n": 3}

@@ -392,7 +392,7 @@ def _measure(networks: dict[str, np.ndarray], targets_by_seed: list[dict[str, Ta
             scores = {n: fits[name][(n, s)] for n in networks} if shared else \
                 score_networks({n: r[s][:, g, t] for n, r in networks.items()}, tg.y, tg.rows, classes)
             for n, sc in scores.items():
-                entry["networks"].setdefault(n, []).append(asdict(sc))
+                entry["networks"].setdefault(n, []).append(dict(vars(sc)))  # asdict would deep-copy each list
             entry["ceiling"].append(asdict(ceiling(tg)))
             entry["rows"].append(int(len(tg.y)))
             entry["test_games"].append(int(len(np.unique(g[tg.rows.splits[2]]))))

@@ -285,7 +285,7 @@ def _measure(networks: dict[str, tuple[LoadedModel, str]], tokens_SxNxT, rows_by
                     continue
                 scores = score_output(x, rows.y[target], rows) if which == "head" else \
                     score_layers(x, rows.y[target], rows)
-                out[target].setdefault(name, []).append(asdict(scores))
+                out[target].setdefault(name, []).append(dict(vars(scores)))  # asdict would deep-copy each list
     return out
 
 

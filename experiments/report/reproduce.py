@@ -205,15 +205,22 @@ def _resolve(override: str, out: Path) -> str:
 
 def relative_paths(obj, root: Path):
     """``obj`` with every string naming a path under ``root`` made relative to it: results and
-    figures name runs as the reader's copy of the folder has them, never a temporary path."""
-    prefix = str(Path(root).absolute()) + "/"
-    if isinstance(obj, dict):
-        return {k: relative_paths(v, root) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [relative_paths(v, root) for v in obj]
-    if isinstance(obj, str) and str(Path(obj).absolute()).startswith(prefix):
-        return str(Path(obj).absolute())[len(prefix):]
-    return obj
+    figures name runs as the reader's copy of the folder has them, never a temporary path. Only
+    strings with a separator are paths here (a bare name such as a persona's stays as it is),
+    and the walk builds no ``Path`` for anything else: analyses hold millions of numbers."""
+    prefix = str(Path(root).absolute()) + os.sep
+
+    def walk(obj):
+        if isinstance(obj, dict):
+            return {k: walk(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [walk(v) for v in obj]
+        if isinstance(obj, str) and os.sep in obj:
+            path = str(Path(obj).absolute())
+            return path[len(prefix):] if path.startswith(prefix) else obj
+        return obj
+
+    return walk(obj)
 
 
 def run_analyses(dirs: dict[str, Path], fig_dir: Path, sizes, on_message=print, root: Path | None = None,
