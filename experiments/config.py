@@ -103,6 +103,13 @@ class PPOConfig:
     """pretrain_rl: weight of KL(policy || frozen pretrained policy), the RLHF-style tie."""
     pretrained: str = ""
     """pretrain_rl: run directory of a next_token run to start from."""
+    league: float = 0.0
+    """Sampling weight, beside the personas', of the agent's own past selves as training
+    opponents (0: the personas only). Evaluation and the analyses play the personas only."""
+    league_size: int = 4
+    """Past selves kept: the newest, taken every ``league_every`` iterations, replaces the oldest."""
+    league_every: int = 10
+    """Iterations between two snapshots of the agent into the league (the start is the first)."""
 
 
 @dataclass(frozen=True)
@@ -287,16 +294,20 @@ def validate(cfg: Config) -> None:
                 "train.eval_games_per_cell": t.eval_games_per_cell,
                 "train.final_games_per_cell": t.final_games_per_cell,
                 "ppo.num_envs": p.num_envs, "ppo.epochs": p.epochs,
-                "ppo.minibatches": p.minibatches}
+                "ppo.minibatches": p.minibatches, "ppo.league_size": p.league_size,
+                "ppo.league_every": p.league_every}
     for name, v in positive.items():
         if v <= 0:
             raise ConfigError(f"{name} must be positive, got {v}")
     nonneg = {"train.lr": t.lr, "train.warmup": t.warmup, "train.weight_decay": t.weight_decay,
               "ppo.lr": p.lr, "ppo.ent_coef": p.ent_coef, "ppo.vf_coef": p.vf_coef,
-              "ppo.kl_coef": p.kl_coef, "ppo.max_grad_norm": p.max_grad_norm, "ppo.clip": p.clip}
+              "ppo.kl_coef": p.kl_coef, "ppo.max_grad_norm": p.max_grad_norm, "ppo.clip": p.clip,
+              "ppo.league": p.league}
     for name, v in nonneg.items():
         if not v >= 0:
             raise ConfigError(f"{name} must be >= 0, got {v}")
+    if not math.isfinite(p.league):
+        raise ConfigError(f"ppo.league must be a finite weight, got {p.league}")
     for name, v in {"ppo.gamma": p.gamma, "ppo.gae_lambda": p.gae_lambda, "ppo.o_fraction": p.o_fraction}.items():
         if not 0 <= v <= 1:
             raise ConfigError(f"{name} must lie in [0, 1], got {v}")

@@ -78,6 +78,23 @@ def test_opponent_reply_that_ends_the_game_is_the_agents_loss():
     assert int(env.tokens[LAYOUT.prefix_len + 4]) == 2 and int(env.game.winner) == 0
 
 
+def test_the_net_opponent_plays_beyond_the_personas():
+    """Index len(personas) is the arena's net (PPO's league); the personas keep theirs."""
+    def lowest_legal(env):  # a net that always plays the lowest legal square
+        legal = GAME.legal_mask(env.game)
+        return jax.nn.one_hot(jnp.argmax(legal), GAME.num_actions)
+
+    arena = _arena("random")._replace(net=lowest_legal)
+    env = A.reset(arena, jax.random.key(0), jnp.zeros(2), side=1, opponent=1)  # the net opens as X
+    assert int(env.tokens[LAYOUT.prefix_len]) == 0
+    env, _, _ = A.step(arena, env, jnp.int32(4), jax.random.key(1))
+    assert [int(t) for t in env.tokens[LAYOUT.prefix_len:LAYOUT.prefix_len + 3]] == [0, 4, 1]
+    # The random persona, at index 0, does not follow the net: over many openings it plays all nine.
+    openings = jax.vmap(lambda k: A.reset(arena, k, jnp.zeros(2), side=1, opponent=0).tokens[LAYOUT.prefix_len])(
+        jax.random.split(jax.random.key(2), 200))
+    assert len(np.unique(np.asarray(openings))) == 9
+
+
 @pytest.fixture(scope="module")
 def playout():
     return partial(make_playout, "tictactoe", LAYOUT)

@@ -248,6 +248,32 @@ def test_kl_to_pretrained_starts_at_zero_and_grows(pick_start, pick_layout):
 # ---------------------------------------------------------------------------------- options
 
 
+@pytest.mark.slow  # a PPO compile: ~15 s
+def test_the_league_keeps_the_agents_past_selves_and_plays_them(pick_game, pick_layout):
+    cfg = load_config("tiny", overrides=PICK_OVERRIDES + [
+        "ppo.league=1.0", "ppo.league_size=2", "ppo.league_every=2", "train.steps=6", "train.chunk=1"])
+    trainer = make_ppo(cfg, pick_layout)
+    state = trainer.init(seed_keys(cfg))
+
+    def kernel(params):
+        return np.asarray(params["trunk"]["blocks"][0]["up"]["kernel"].value)
+
+    start = kernel(state["params"])
+    np.testing.assert_array_equal(kernel(state["league"])[:, 0], start)  # every slot starts as the agent
+    np.testing.assert_array_equal(kernel(state["league"])[:, 1], start)
+    params_at = {0: start}
+    for step in range(1, 7):
+        state, metrics = trainer.chunk(state)
+        params_at[step] = kernel(state["params"])
+        assert np.all(np.isfinite(np.asarray(metrics["charts/return_vs_league"])))
+    # A snapshot every 2 iterations into 2 slots: step 2's agent into slot 1, step 4's into slot 0
+    # (replacing the start), step 6's into slot 1.
+    league = kernel(state["league"])
+    np.testing.assert_array_equal(league[:, 0], params_at[4])
+    np.testing.assert_array_equal(league[:, 1], params_at[6])
+    assert not np.allclose(params_at[4], params_at[6])
+
+
 def test_o_fraction_sets_the_share_of_games_played_as_o():
     from agentsim.envs.personas import make_persona
     from agentsim.experiments.train import arena as A

@@ -8,6 +8,7 @@ replies happen inside ``step``, so from the agent's point of view it is a single
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -31,17 +32,20 @@ def pool_logits(weights: np.ndarray) -> jax.Array:
     return jnp.log(jnp.asarray(weights / weights.sum(), jnp.float32))
 
 
-class Arena(NamedTuple):
-    game: Game
-    layout: Layout
-    opponents: tuple[Persona, ...]
-
-
 class EnvState(NamedTuple):
     game: GameState
     tokens: jax.Array  # int32[T]
     agent_side: jax.Array  # int32: 0 = X, 1 = O
     opponent: jax.Array  # int32 index into the arena's opponents
+
+
+class Arena(NamedTuple):
+    game: Game
+    layout: Layout
+    opponents: tuple[Persona, ...]
+    net: Callable[[EnvState], jax.Array] | None = None
+    """An opponent beyond the personas, at index ``len(opponents)``: a game's move distribution
+    from its environment (PPO's league: a past self of the agent reading the token history)."""
 
 
 class Obs(NamedTuple):
@@ -58,7 +62,10 @@ def _play(arena: Arena, env: EnvState, action: jax.Array) -> EnvState:
 
 
 def _opponent_moves(arena: Arena, env: EnvState, key: jax.Array) -> EnvState:
-    probs = stacked_probs(arena.opponents, env.game)[env.opponent]
+    probs = stacked_probs(arena.opponents, env.game)
+    if arena.net is not None:
+        probs = jnp.concatenate([probs, arena.net(env)[None]])
+    probs = probs[env.opponent]
     action = jax.random.categorical(key, jnp.log(probs))
     moved = _play(arena, env, action)
     theirs = (~env.game.done) & (env.game.player != env.agent_side)

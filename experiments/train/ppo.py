@@ -4,14 +4,18 @@ PureJaxRL's skeleton: one jitted chunk = ``scan`` over iterations, each = ``scan
 rollout steps (games vmapped, same-step autoreset) then ``scan`` over epochs ⊃ minibatches;
 seeds are vmapped around it. The policy is the transformer's next-move head masked to legal
 moves; the value comes from the separate critic (default) or the shared head. ``pretrain_rl``
-may add ``kl_coef × KL(π ‖ π_pretrained)`` to the loss (the RLHF analogue).
+may add ``kl_coef × KL(π ‖ π_pretrained)`` to the loss (the RLHF analogue). With ``ppo.league``
+the pool also holds the agent's past selves (snapshots kept in the state, one drawn per iteration).
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from agentsim.envs import make_game
@@ -21,9 +25,9 @@ from agentsim.experiments.config import Config
 from agentsim.experiments.train import arena as A
 from agentsim.experiments.train.devices import jit_seeds, shard_seeds
 from agentsim.experiments.train.evaluate import make_match_eval, playable
-from agentsim.experiments.train.policy import make_policy, policy_at
+from agentsim.experiments.train.policy import NEG, make_policy, policy_at
 from agentsim.experiments.train.trainer import Trainer, traced_at_most
-from agentsim.models.transformer import init_params
+from agentsim.models.transformer import apply, init_params
 
 
 def gae(rewards, values, dones, last_value, gamma: float, lam: float):
@@ -79,7 +83,8 @@ def make_ppo(cfg: Config, layout: Layout, init_from=None, ref_params=None, cache
     game = make_game(cfg.data.game)
     names, weights = A.opponent_pool(cfg)
     arena = A.Arena(game, layout, tuple(make_persona(n, game) for n in names))
-    opp_logits = A.pool_logits(weights)
+    league = p.league > 0  # the agent's past selves join the pool, at index len(names)
+    opp_logits = A.pool_logits(np.append(weights, p.league) if league else weights)
     num_a = game.num_actions
     turns = (game.max_moves + 1) // 2  # most decisions one side makes in a game
     mb_size = p.num_envs // p.minibatches
@@ -93,23 +98,37 @@ def make_ppo(cfg: Config, layout: Layout, init_from=None, ref_params=None, cache
     match_eval = make_match_eval(cfg, layout, graphdef, playable(cfg.data.game, ("random", "perfect")),
                                  t.eval_games_per_cell)
 
+    def past_self(past, env):
+        """A past self's move distribution in one game: its sampling policy, as the agent plays."""
+        obs = A.observe(arena, env)
+        logits = apply(graphdef, past, env.tokens[None]).logits_KxBxTxV[0][0, obs.position, :num_a]
+        return jax.nn.softmax(jnp.where(obs.legal, logits, NEG))
+
     def init(keys):
         params = init_from
         if params is None:
             _, params = init_params(m, layout.vocab_size, layout.seq_len, keys)
 
         def per_seed(key, params):
-            return {"params": params, "opt": tx.init(params),
-                    "key": jax.random.key_data(jax.random.fold_in(key, 2)), "step": jnp.int32(0)}
+            state = {"params": params, "opt": tx.init(params),
+                     "key": jax.random.key_data(jax.random.fold_in(key, 2)), "step": jnp.int32(0)}
+            if league:  # every slot starts as the initial agent
+                state["league"] = jax.tree.map(lambda x: jnp.broadcast_to(x, (p.league_size,) + x.shape), params)
+            return state
 
         return jax.vmap(per_seed)(keys, params)
 
     def iteration(state, ref):
         params = state["params"]
-        key, k_reset, k_play, k_epochs = jax.random.split(jax.random.wrap_key_data(state["key"]), 4)
+        key, k_reset, k_play, k_epochs, k_past = jax.random.split(jax.random.wrap_key_data(state["key"]), 5)
+        pool = arena
+        if league:  # this iteration's games against the league face one past self, drawn uniformly
+            taken = jnp.minimum(state["step"] // p.league_every + 1, p.league_size)
+            past = jax.tree.map(lambda x: x[jax.random.randint(k_past, (), 0, taken)], state["league"])
+            pool = arena._replace(net=partial(past_self, past))
 
         # COLLECT TRAJECTORIES: num_envs whole games, one agent decision per scan step.
-        envs, traj = A.play_games(arena, make_policy(graphdef, params, num_a, cache=cache), k_reset, k_play,
+        envs, traj = A.play_games(pool, make_policy(graphdef, params, num_a, cache=cache), k_reset, k_play,
                                   p.num_envs, opp_logits, o_prob=p.o_fraction)  # [K, E]
         adv, target = gae(traj.reward, traj.value, traj.done | ~traj.live,
                           jnp.zeros(p.num_envs), p.gamma, p.gae_lambda)
@@ -165,6 +184,14 @@ def make_ppo(cfg: Config, layout: Layout, init_from=None, ref_params=None, cache
         metrics["charts/loss_rate"] = (result < 0).mean()
         metrics["charts/agent_steps"] = traj.live.sum().astype(jnp.float32)
         new = dict(state, params=params, opt=opt, key=jax.random.key_data(key), step=state["step"] + 1)
+        if league:
+            vs_past = (envs.opponent == len(names)).astype(jnp.float32)
+            metrics["charts/return_vs_league"] = jnp.sum(result * vs_past) / jnp.maximum(vs_past.sum(), 1.0)
+            # Every league_every iterations the agent as it now is replaces the oldest slot.
+            slot = (new["step"] // p.league_every) % p.league_size
+            snap = new["step"] % p.league_every == 0
+            new["league"] = jax.tree.map(lambda kept, x: jnp.where(snap, kept.at[slot].set(x), kept),
+                                         state["league"], params)
         return new, metrics
 
     @traced_at_most(1)  # a second trace would mean a silent recompile every chunk
