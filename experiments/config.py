@@ -85,6 +85,8 @@ class PPOConfig:
     """Minibatches per epoch."""
     lr: float = 1e-3
     """Adam learning rate (linearly annealed to 0)."""
+    critic_lr_scale: float = 1.0
+    """The critic's and value head's learning rate as a multiple of ``lr`` (annealed alike)."""
     gamma: float = 1.0
     """Discount; 1 because only the final result matters."""
     gae_lambda: float = 0.95
@@ -300,7 +302,7 @@ def validate(cfg: Config) -> None:
         if v <= 0:
             raise ConfigError(f"{name} must be positive, got {v}")
     nonneg = {"train.lr": t.lr, "train.warmup": t.warmup, "train.weight_decay": t.weight_decay,
-              "ppo.lr": p.lr, "ppo.ent_coef": p.ent_coef, "ppo.vf_coef": p.vf_coef,
+              "ppo.lr": p.lr, "ppo.critic_lr_scale": p.critic_lr_scale, "ppo.ent_coef": p.ent_coef, "ppo.vf_coef": p.vf_coef,
               "ppo.kl_coef": p.kl_coef, "ppo.max_grad_norm": p.max_grad_norm, "ppo.clip": p.clip,
               "ppo.league": p.league}
     for name, v in nonneg.items():

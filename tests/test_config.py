@@ -198,6 +198,7 @@ BAD = [
     ("rl_with_persona_prompt", ["train.regime=rl", "data.persona_prompt=true"], "data.persona_prompt"),
     ("unknown_value_head", ["model.value_head=both"], "model.value_head"),
     ("bad_wandb_mode", ["log.wandb=sometimes"], "log.wandb"),
+    ("critic_lr_scale_negative", ["ppo.critic_lr_scale=-1"], "ppo.critic_lr_scale"),
     ("league_negative", ["ppo.league=-1"], "ppo.league"),
     ("league_infinite", ["ppo.league=inf"], "ppo.league"),
     ("league_size_zero", ["ppo.league_size=0"], "ppo.league_size"),

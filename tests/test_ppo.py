@@ -248,6 +248,27 @@ def test_kl_to_pretrained_starts_at_zero_and_grows(pick_start, pick_layout):
 # ---------------------------------------------------------------------------------- options
 
 
+@pytest.mark.slow  # two PPO compiles
+def test_critic_lr_scale_moves_only_the_critic(pick_game, pick_layout):
+    def moved(scale):
+        cfg = load_config("tiny", overrides=PICK_OVERRIDES + [f"ppo.critic_lr_scale={scale}", "train.steps=2",
+                                                              "train.chunk=1"])
+        trainer = make_ppo(cfg, pick_layout)
+        state = trainer.init(seed_keys(cfg))
+        new, _ = trainer.chunk(state)
+        return {k: max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
+                       for a, b in zip(jax.tree.leaves(new["params"][k]), jax.tree.leaves(state["params"][k])))
+                for k in ("trunk", "heads", "critic", "value")}
+
+    frozen, faster, same = moved(0.0), moved(4.0), moved(1.0)
+    assert frozen["critic"] == 0.0 and frozen["value"] == 0.0  # rate 0: the critic stays where it started
+    assert frozen["trunk"] > 0 and frozen["heads"] > 0
+    # Adam's first steps are lr-sized per parameter, so 4× the rate moves the critic about 4× as far
+    # and the policy's parameters as far as at the common rate.
+    assert 3.0 < faster["value"] / same["value"] < 5.0, (faster, same)
+    np.testing.assert_allclose(faster["trunk"], same["trunk"], rtol=1e-3)
+
+
 @pytest.mark.slow  # a PPO compile: ~15 s
 def test_the_league_keeps_the_agents_past_selves_and_plays_them(pick_game, pick_layout):
     cfg = load_config("tiny", overrides=PICK_OVERRIDES + [

@@ -30,6 +30,9 @@ from agentsim.experiments.train.trainer import Trainer, traced_at_most
 from agentsim.models.transformer import apply, init_params
 
 
+CRITIC = ("critic", "value")  # the params the value is read from beside the policy's trunk and heads
+
+
 def gae(rewards, values, dones, last_value, gamma: float, lam: float):
     """Generalised advantage estimation over a [time, env] rollout; returns (adv, targets)."""
 
@@ -89,8 +92,17 @@ def make_ppo(cfg: Config, layout: Layout, init_from=None, ref_params=None, cache
     turns = (game.max_moves + 1) // 2  # most decisions one side makes in a game
     mb_size = p.num_envs // p.minibatches
     total = t.steps * p.epochs * p.minibatches
+    def adam(lr):
+        return optax.adam(optax.linear_schedule(lr, 0.0, max(total, 1)), eps=1e-5)
+
+    def part(params):
+        return jax.tree_util.tree_map_with_path(lambda path, _: "critic" if path[0].key in CRITIC else "policy", params)
+
+    # The critic (and value head) may learn at its own rate, the rest at ppo.lr. At one rate the
+    # optimizer stays a single Adam, so its state (and checkpoints of earlier runs) keep their shape.
     tx = optax.chain(optax.clip_by_global_norm(p.max_grad_norm),
-                     optax.adam(optax.linear_schedule(p.lr, 0.0, max(total, 1)), eps=1e-5))
+                     adam(p.lr) if p.critic_lr_scale == 1 else
+                     optax.multi_transform({"policy": adam(p.lr), "critic": adam(p.lr * p.critic_lr_scale)}, part))
     graphdef, _ = init_params(m, layout.vocab_size, layout.seq_len, jax.random.split(jax.random.key(0), 1))
     if ref_params is None:
         ref_params = init_from
