@@ -71,9 +71,20 @@ def stage_cost(name: str, cfg) -> StageCost:
     fwd_game = (layers * block_flops(m.d_model, m.mlp_ratio, positions + 1).sum()
                 + len(positions) * (2 * m.d_model * vocab + 2 * m.d_model)) / games
     per_iteration = cfg.ppo.num_envs * fwd_game * (1 + 3 * cfg.ppo.epochs)
+    what = f"{cfg.train.steps} iterations × {cfg.ppo.num_envs} games × (rollout + {cfg.ppo.epochs} epochs × 3)"
+    if cfg.ppo.league > 0:
+        # The past self reads every game's whole token buffer, uncached, before each opponent
+        # move (the opening and every turn), in every game: the arena computes it for all of them.
+        from agentsim.envs import make_game
+        from agentsim.envs.tokens import Layout
+
+        seq_len, moves = Layout.for_config(cfg.data).seq_len, (make_game(cfg.data.game).max_moves + 1) // 2 + 1
+        full = layers * block_flops(m.d_model, m.mlp_ratio, np.arange(1, seq_len + 1)).sum() \
+            + seq_len * (2 * m.d_model * vocab + 2 * m.d_model)
+        per_iteration += cfg.ppo.num_envs * moves * full
+        what += f" + the league's {moves} uncached forwards a game"
     flops = per_iteration * cfg.train.steps * seeds
-    return StageCost(name, regime, float(flops),
-                     f"{cfg.train.steps} iterations × {cfg.ppo.num_envs} games × (rollout + {cfg.ppo.epochs} epochs × 3)")
+    return StageCost(name, regime, float(flops), what)
 
 
 def preset_cost(preset: str, overrides: tuple[str, ...] = ()) -> list[StageCost]:

@@ -2,10 +2,11 @@
 ≥ 10× the games of every trained stage), what `agentsim cost` counts, and (slow) that every
 stage trains and is measured at tiny size through `reproduce`."""
 
+import numpy as np
 import pytest
 
 from agentsim.experiments import cost
-from agentsim.experiments.bench import next_token_flops
+from agentsim.experiments.bench import block_flops, next_token_flops
 from agentsim.experiments.config import load_config
 from agentsim.experiments.presets import BASE_PRESET, PRESET_SEEDS, SIZES, STAGES
 
@@ -46,6 +47,14 @@ def test_cost_counts_next_token_as_bench_does_and_ppo_per_game():
     one, two = cost.stage_cost("rl", rl).flops, cost.stage_cost("rl", double).flops
     assert one > 0 and two == pytest.approx(2 * one)
     assert cost.stage_cost("random_init", load_config("quick", overrides=["train.regime='random_init'"])).flops == 0
+    # The league's past self reads each game's whole buffer before each of the opponent's moves:
+    # on tic-tac-toe the opening and 5 turns, 6 uncached forwards over BOS + 9 moves.
+    league = load_config("quick", overrides=["train.regime='rl'", "train.steps=3", "train.chunk=1", "ppo.num_envs=4",
+                                             "ppo.epochs=2", "ppo.league=1.0"])
+    m = league.model
+    layers = m.num_layers + m.critic_layers
+    full = layers * block_flops(m.d_model, m.mlp_ratio, np.arange(1, 11)).sum() + 10 * (2 * m.d_model * vocab + 2 * m.d_model)
+    assert cost.stage_cost("rl", league).flops - one == pytest.approx(3 * 4 * 6 * full * len(league.train.seeds))
 
 
 def test_cost_of_a_long_preset_exceeds_its_short_one_by_more_than_the_games():
