@@ -75,12 +75,13 @@ def stage_cost(name: str, cfg) -> StageCost:
     if cfg.ppo.league > 0:
         # The past self reads every game's whole token buffer, uncached, before each opponent
         # move (the opening and every turn), in every game: the arena computes it for all of them.
+        # Only its policy trunk and next-move head: nothing reads its value, so XLA drops the critic.
         from agentsim.envs import make_game
         from agentsim.envs.tokens import Layout
 
         seq_len, moves = Layout.for_config(cfg.data).seq_len, (make_game(cfg.data.game).max_moves + 1) // 2 + 1
-        full = layers * block_flops(m.d_model, m.mlp_ratio, np.arange(1, seq_len + 1)).sum() \
-            + seq_len * (2 * m.d_model * vocab + 2 * m.d_model)
+        full = m.num_layers * block_flops(m.d_model, m.mlp_ratio, np.arange(1, seq_len + 1)).sum() \
+            + seq_len * 2 * m.d_model * vocab
         per_iteration += cfg.ppo.num_envs * moves * full
         what += f" + the league's {moves} uncached forwards a game"
     flops = per_iteration * cfg.train.steps * seeds

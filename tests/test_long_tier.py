@@ -48,12 +48,12 @@ def test_cost_counts_next_token_as_bench_does_and_ppo_per_game():
     assert one > 0 and two == pytest.approx(2 * one)
     assert cost.stage_cost("random_init", load_config("quick", overrides=["train.regime='random_init'"])).flops == 0
     # The league's past self reads each game's whole buffer before each of the opponent's moves:
-    # on tic-tac-toe the opening and 5 turns, 6 uncached forwards over BOS + 9 moves.
+    # on tic-tac-toe the opening and 5 turns, 6 uncached forwards over BOS + 9 moves, through the
+    # policy trunk and next-move head only (its value is never read, so the critic never runs).
     league = load_config("quick", overrides=["train.regime='rl'", "train.steps=3", "train.chunk=1", "ppo.num_envs=4",
                                              "ppo.epochs=2", "ppo.league=1.0"])
     m = league.model
-    layers = m.num_layers + m.critic_layers
-    full = layers * block_flops(m.d_model, m.mlp_ratio, np.arange(1, 11)).sum() + 10 * (2 * m.d_model * vocab + 2 * m.d_model)
+    full = m.num_layers * block_flops(m.d_model, m.mlp_ratio, np.arange(1, 11)).sum() + 10 * 2 * m.d_model * vocab
     assert cost.stage_cost("rl", league).flops - one == pytest.approx(3 * 4 * 6 * full * len(league.train.seeds))
 
 
