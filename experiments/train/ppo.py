@@ -92,6 +92,7 @@ def make_ppo(cfg: Config, layout: Layout, init_from=None, ref_params=None, cache
     turns = (game.max_moves + 1) // 2  # most decisions one side makes in a game
     mb_size = p.num_envs // p.minibatches
     total = t.steps * p.epochs * p.minibatches
+
     def adam(lr):
         return optax.adam(optax.linear_schedule(lr, 0.0, max(total, 1)), eps=1e-5)
 
@@ -132,9 +133,10 @@ def make_ppo(cfg: Config, layout: Layout, init_from=None, ref_params=None, cache
 
     def iteration(state, ref):
         params = state["params"]
-        key, k_reset, k_play, k_epochs, k_past = jax.random.split(jax.random.wrap_key_data(state["key"]), 5)
+        key, k_reset, k_play, k_epochs = jax.random.split(jax.random.wrap_key_data(state["key"]), 4)
         pool = arena
         if league:  # this iteration's games against the league face one past self, drawn uniformly
+            k_past = jax.random.fold_in(k_reset, 1)  # a stream of its own; runs without a league draw as before
             taken = jnp.minimum(state["step"] // p.league_every + 1, p.league_size)
             past = jax.tree.map(lambda x: x[jax.random.randint(k_past, (), 0, taken)], state["league"])
             pool = arena._replace(net=partial(past_self, past))
