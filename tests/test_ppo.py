@@ -181,6 +181,18 @@ def pick_layout(pick_game):
     return Layout.for_config(cfg.data)
 
 
+def _pick_trainer(layout, *overrides, init_from=None):
+    """(config, trainer, initial seed-stacked state) of PPO on the pick game with `overrides`."""
+    cfg = load_config("tiny", overrides=PICK_OVERRIDES + list(overrides))
+    trainer = make_ppo(cfg, layout, init_from=init_from)
+    return cfg, trainer, trainer.init(seed_keys(cfg))
+
+
+def _kernel(params):
+    """The first block's up-projection, seed-stacked: a cheap fingerprint of a network."""
+    return np.asarray(params["trunk"]["blocks"][0]["up"]["kernel"].value)
+
+
 def _target_prob(trainer, params, layout):
     """Seed-stacked P(TARGET) of the policy at the opening (the agent as X)."""
     tokens = jnp.full((1, layout.seq_len), layout.pad, jnp.int32).at[:, 0].set(layout.bos)
@@ -197,15 +209,13 @@ def _target_prob(trainer, params, layout):
 @pytest.fixture(scope="module")
 def pick_start(pick_game, pick_layout):
     """(config, trainer, initial seed-stacked state) of PPO on the pick game."""
-    cfg = load_config("tiny", overrides=PICK_OVERRIDES + ["train.steps=30", "train.chunk=10"])
-    trainer = make_ppo(cfg, pick_layout)
-    return cfg, trainer, trainer.init(seed_keys(cfg))
+    return _pick_trainer(pick_layout, "train.steps=30", "train.chunk=10")
 
 
 @pytest.mark.slow
 def test_ppo_learns_the_winning_move_with_vmapped_seeds(pick_start, pick_layout):
     cfg, trainer, state = pick_start
-    kernel = np.asarray(state["params"]["trunk"]["blocks"][0]["up"]["kernel"].value)
+    kernel = _kernel(state["params"])
     assert not np.allclose(kernel[0], kernel[1]), "vmapped seeds must start from different nets"
     p0 = _target_prob(trainer, state["params"], pick_layout)
     assert np.all(p0 < 0.8) and not np.allclose(p0[0], p0[1])
@@ -231,11 +241,8 @@ def test_ppo_learns_the_winning_move_with_vmapped_seeds(pick_start, pick_layout)
 def test_kl_to_pretrained_starts_at_zero_and_grows(pick_start, pick_layout):
     _, _, start = pick_start
     # One epoch of one minibatch: the first update's loss is computed at the reference params.
-    cfg = load_config("tiny", overrides=PICK_OVERRIDES + [
-        "ppo.kl_coef=0.5", "ppo.epochs=1", "ppo.minibatches=1", "train.steps=20", "train.chunk=1",
-        "ppo.lr=3e-3"])
-    trainer = make_ppo(cfg, pick_layout, init_from=start["params"])
-    state = trainer.init(seed_keys(cfg))
+    _, trainer, state = _pick_trainer(pick_layout, "ppo.kl_coef=0.5", "ppo.epochs=1", "ppo.minibatches=1",
+                                      "train.steps=20", "train.chunk=1", "ppo.lr=3e-3", init_from=start["params"])
     kls = []
     for _ in range(5):
         state, metrics = trainer.chunk(state)
@@ -251,10 +258,8 @@ def test_kl_to_pretrained_starts_at_zero_and_grows(pick_start, pick_layout):
 @pytest.mark.slow  # two PPO compiles
 def test_critic_lr_scale_moves_only_the_critic(pick_game, pick_layout):
     def moved(scale):
-        cfg = load_config("tiny", overrides=PICK_OVERRIDES + [f"ppo.critic_lr_scale={scale}", "train.steps=2",
-                                                              "train.chunk=1"])
-        trainer = make_ppo(cfg, pick_layout)
-        state = trainer.init(seed_keys(cfg))
+        _, trainer, state = _pick_trainer(pick_layout, f"ppo.critic_lr_scale={scale}", "train.steps=2",
+                                          "train.chunk=1")
         new, _ = trainer.chunk(state)
         return {k: max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
                        for a, b in zip(jax.tree.leaves(new["params"][k]), jax.tree.leaves(state["params"][k])))
@@ -271,25 +276,19 @@ def test_critic_lr_scale_moves_only_the_critic(pick_game, pick_layout):
 
 @pytest.mark.slow  # a PPO compile: ~15 s
 def test_the_league_keeps_the_agents_past_selves_and_plays_them(pick_game, pick_layout):
-    cfg = load_config("tiny", overrides=PICK_OVERRIDES + [
-        "ppo.league=1.0", "ppo.league_size=2", "ppo.league_every=2", "train.steps=6", "train.chunk=1"])
-    trainer = make_ppo(cfg, pick_layout)
-    state = trainer.init(seed_keys(cfg))
-
-    def kernel(params):
-        return np.asarray(params["trunk"]["blocks"][0]["up"]["kernel"].value)
-
-    start = kernel(state["params"])
-    np.testing.assert_array_equal(kernel(state["league"])[:, 0], start)  # every slot starts as the agent
-    np.testing.assert_array_equal(kernel(state["league"])[:, 1], start)
+    _, trainer, state = _pick_trainer(pick_layout, "ppo.league=1.0", "ppo.league_size=2", "ppo.league_every=2",
+                                      "train.steps=6", "train.chunk=1")
+    start = _kernel(state["params"])
+    np.testing.assert_array_equal(_kernel(state["league"])[:, 0], start)  # every slot starts as the agent
+    np.testing.assert_array_equal(_kernel(state["league"])[:, 1], start)
     params_at = {0: start}
     for step in range(1, 7):
         state, metrics = trainer.chunk(state)
-        params_at[step] = kernel(state["params"])
+        params_at[step] = _kernel(state["params"])
         assert np.all(np.isfinite(np.asarray(metrics["charts/return_vs_league"])))
     # A snapshot every 2 iterations into 2 slots: step 2's agent into slot 1, step 4's into slot 0
     # (replacing the start), step 6's into slot 1.
-    league = kernel(state["league"])
+    league = _kernel(state["league"])
     np.testing.assert_array_equal(league[:, 0], params_at[4])
     np.testing.assert_array_equal(league[:, 1], params_at[6])
     assert not np.allclose(params_at[4], params_at[6])
@@ -314,10 +313,8 @@ def test_o_fraction_sets_the_share_of_games_played_as_o():
 
 @pytest.mark.slow  # a PPO compile: ~15 s
 def test_ent_decay_anneals_the_entropy_bonus_to_zero(pick_game, pick_layout):
-    cfg = load_config("tiny", overrides=PICK_OVERRIDES + [
-        "train.steps=4", "train.chunk=1", "ppo.ent_coef=0.1", "ppo.ent_decay=true", "ppo.epochs=1"])
-    trainer = make_ppo(cfg, pick_layout)
-    state = trainer.init(seed_keys(cfg))
+    _, trainer, state = _pick_trainer(pick_layout, "train.steps=4", "train.chunk=1", "ppo.ent_coef=0.1",
+                                      "ppo.ent_decay=true", "ppo.epochs=1")
     coefs = []
     for _ in range(4):
         state, metrics = trainer.chunk(state)
