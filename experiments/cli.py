@@ -28,7 +28,7 @@ EPILOG_CONFIG = """\
 config: start from --preset, then --config FILE.toml, then --set section.field=value
 (repeatable), e.g. --set model.num_layers=4 --set train.seeds=[0,1,2,3,4]
 --set 'data.mixture={random=1.0, perfect=2.0}'. Sections: data, model, train, ppo, log.
-`agentsim config --preset quick` prints every field with its documentation."""
+`agentsim config --preset quick > my.toml` writes every field, documented, as a file --config reads."""
 
 
 class UserError(Exception):
@@ -577,9 +577,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_config(args) -> int:
-    from dataclasses import fields
-
-    from agentsim.experiments.config import Config, field_docs, load_config
+    from agentsim.experiments.config import load_config
     from agentsim.experiments.presets import BASE_PRESET, PRESET_SEEDS, PRESETS, STAGES
 
     if args.preset in STAGES:
@@ -594,13 +592,7 @@ def cmd_config(args) -> int:
         print()
     else:
         cfg = _config(args)
-    for section in fields(Config):
-        obj = getattr(cfg, section.name)
-        docs = field_docs(type(obj))
-        print(f"[{section.name}]")
-        for f in fields(obj):
-            print(f"{f.name} = {json.dumps(getattr(obj, f.name))}    # {docs.get(f.name, '')}")
-        print()
+    print(cfg.to_toml(docs=True))  # a file --config reads back
     return 0
 
 
@@ -839,7 +831,8 @@ COMMANDS = (
                      "win_vs_random (the report's subjects table)"),
                 _arg("--target", type=float, required=True, help="the bar, e.g. 0.02 (gap) or 0.01 (loss rate)"),
                 _arg("--out", help="JSON path; the figure goes beside it (default scaling_MEASURE.json)"))),
-    Command("config", cmd_config, "print the resolved config with every field documented", None, (
+    Command("config", cmd_config, "print the resolved config, every field documented, as a TOML file --config reads",
+            None, (
         _arg("--preset", default="quick", help="named base config (quick, tiny, paper, c4-quick, c4, c4-tiny, long, "
              "c4-long) or a preset only reproduce knows (depth: its base config and stages)"),
         *_config_args()[1:])),

@@ -87,6 +87,11 @@ class PPOConfig:
     """Adam learning rate (linearly annealed to 0)."""
     critic_lr_scale: float = 1.0
     """The critic's and value head's learning rate as a multiple of ``lr`` (annealed alike)."""
+    critic_warmup: int = 0
+    """The first N of the run's iterations train only the critic and value head (the policy is
+    held where it started, e.g. at the simulator for pretrain_rl), so the policy's first
+    gradients use advantages from a critic fitted to its own returns. The policy's rate then
+    anneals over the remaining iterations."""
     gamma: float = 1.0
     """Discount; 1 because only the final result matters."""
     gae_lambda: float = 0.95
@@ -137,11 +142,15 @@ class Config:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def to_toml(self) -> str:
+    def to_toml(self, docs: bool = False) -> str:
+        """The config as a TOML file ``--config`` reads back; ``docs``: each field's
+        documentation above it as comments."""
         lines = []
         for section, values in self.to_dict().items():
             lines.append(f"[{section}]")
+            notes = field_docs(type(getattr(self, section))) if docs else {}
             for k, v in values.items():
+                lines += [f"# {line.strip()}".rstrip() for line in notes.get(k, "").strip().splitlines()]
                 if isinstance(v, dict):
                     inner = ", ".join(f"{json.dumps(a, ensure_ascii=False)} = {_toml_value(b)}" for a, b in v.items())
                     lines.append(f"{k} = {{ {inner} }}")
@@ -308,6 +317,8 @@ def validate(cfg: Config) -> None:
     for name, v in nonneg.items():
         if not v >= 0:
             raise ConfigError(f"{name} must be >= 0, got {v}")
+    if not 0 <= p.critic_warmup < t.steps:
+        raise ConfigError(f"ppo.critic_warmup must lie in [0, train.steps) ({t.steps}), got {p.critic_warmup}")
     if not math.isfinite(p.league):
         raise ConfigError(f"ppo.league must be a finite weight, got {p.league}")
     for name, v in {"ppo.gamma": p.gamma, "ppo.gae_lambda": p.gae_lambda, "ppo.o_fraction": p.o_fraction}.items():

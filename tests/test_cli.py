@@ -222,6 +222,18 @@ def test_config_prints_every_section(capsys):
     assert "d_model = 16" in out
 
 
+@pytest.mark.parametrize("preset, seeds", [("quick", "[0, 1, 2]"), ("c4", "[0, 1, 2, 3, 4]")])
+def test_config_prints_a_file_config_reads_back(capsys, tmp_path, preset, seeds):
+    """Every field's documentation rides along as comments, multi-line ones included; a reproduce
+    preset's config is its runs' (c4's 5 seeds, not its base preset's 3)."""
+    assert cli.main(["config", "--preset", preset, "--set", "ppo.critic_warmup=3"]) == 0
+    out = capsys.readouterr().out
+    assert "# The first N of the run's iterations train only the critic" in out
+    (tmp_path / "c.toml").write_text(out)
+    assert load_config(file=tmp_path / "c.toml") == load_config(preset, overrides=["ppo.critic_warmup=3",
+                                                                                   f"train.seeds={seeds}"])
+
+
 def _subcommands():
     parser = cli.build_parser()
     (action,) = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]

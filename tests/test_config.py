@@ -203,6 +203,8 @@ BAD = [
     ("league_infinite", ["ppo.league=inf"], "ppo.league"),
     ("league_size_zero", ["ppo.league_size=0"], "ppo.league_size"),
     ("league_every_zero", ["ppo.league_every=0"], "ppo.league_every"),
+    ("critic_warmup_negative", ["ppo.critic_warmup=-1"], "ppo.critic_warmup"),
+    ("critic_warmup_whole_run", ["train.steps=4", "ppo.critic_warmup=4"], "ppo.critic_warmup"),
 ]
 
 

@@ -1,10 +1,12 @@
 """PPO pieces on hand-computed numbers, and the whole trainer learning a one-move game."""
 
 import math
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import agentsim.envs as envs
@@ -255,15 +257,20 @@ def test_kl_to_pretrained_starts_at_zero_and_grows(pick_start, pick_layout):
 # ---------------------------------------------------------------------------------- options
 
 
+def _moved(start, now, part: str) -> float:
+    """How far one part of the params (trunk, heads, critic, value) moved: the largest absolute
+    change over seeds and parameters."""
+    return max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
+               for a, b in zip(jax.tree.leaves(now[part]), jax.tree.leaves(start[part])))
+
+
 @pytest.mark.slow  # two PPO compiles
 def test_critic_lr_scale_moves_only_the_critic(pick_game, pick_layout):
     def moved(scale):
         _, trainer, state = _pick_trainer(pick_layout, f"ppo.critic_lr_scale={scale}", "train.steps=2",
                                           "train.chunk=1")
         new, _ = trainer.chunk(state)
-        return {k: max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
-                       for a, b in zip(jax.tree.leaves(new["params"][k]), jax.tree.leaves(state["params"][k])))
-                for k in ("trunk", "heads", "critic", "value")}
+        return {k: _moved(state["params"], new["params"], k) for k in ("trunk", "heads", "critic", "value")}
 
     frozen, faster, same = moved(0.0), moved(4.0), moved(1.0)
     assert frozen["critic"] == 0.0 and frozen["value"] == 0.0  # rate 0: the critic stays where it started
@@ -272,6 +279,31 @@ def test_critic_lr_scale_moves_only_the_critic(pick_game, pick_layout):
     # and the policy's parameters as far as at the common rate.
     assert 3.0 < faster["value"] / same["value"] < 5.0, (faster, same)
     np.testing.assert_allclose(faster["trunk"], same["trunk"], rtol=1e-3)
+
+
+@pytest.mark.slow  # a PPO compile
+def test_critic_warmup_holds_the_policy_then_starts_it_afresh(pick_game, pick_layout):
+    cfg, trainer, state = _pick_trainer(pick_layout, "ppo.critic_warmup=1", "train.steps=2", "train.chunk=1")
+    start = state["params"]
+    moved = partial(_moved, start)
+
+    def policy_adam(state):  # the policy's Adam inside its mask: (counts of Adam and schedule, moments)
+        inner = state["opt"][1].inner_states["policy"].inner_state.inner_state
+        counts = [np.asarray(c) for _, c in optax.tree_utils.tree_get_all_with_path(inner, "count")]
+        return counts, jax.tree.leaves(optax.tree_utils.tree_get(inner, "mu"))
+
+    held, _ = trainer.chunk(state)  # iteration 1: the critic alone learns
+    assert moved(held["params"], "trunk") == 0.0 and moved(held["params"], "heads") == 0.0
+    assert moved(held["params"], "critic") > 0 and moved(held["params"], "value") > 0
+    # The policy's Adam is untouched while held, so its bias correction and its rate's schedule
+    # start at its first real update (a count left running would shrink that update ~2×).
+    counts, mu = policy_adam(held)
+    assert len(counts) == 2 and all(np.all(c == 0) for c in counts), counts
+    assert all(np.all(np.asarray(m) == 0) for m in mu)
+    after, _ = trainer.chunk(held)
+    assert moved(after["params"], "trunk") > 0 and moved(after["params"], "heads") > 0
+    counts, _ = policy_adam(after)
+    assert all(np.all(c == cfg.ppo.epochs * cfg.ppo.minibatches) for c in counts), counts
 
 
 @pytest.mark.slow  # a PPO compile: ~15 s

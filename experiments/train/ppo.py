@@ -4,7 +4,8 @@ PureJaxRL's skeleton: one jitted chunk = ``scan`` over iterations, each = ``scan
 rollout steps (games vmapped, same-step autoreset) then ``scan`` over epochs ⊃ minibatches;
 seeds are vmapped around it. The policy is the transformer's next-move head masked to legal
 moves; the value comes from the separate critic (default) or the shared head. ``pretrain_rl``
-may add ``kl_coef × KL(π ‖ π_pretrained)`` to the loss (the RLHF analogue). With ``ppo.league``
+may add ``kl_coef × KL(π ‖ π_pretrained)`` to the loss (the RLHF analogue) and start with
+``ppo.critic_warmup`` iterations that train the critic alone. With ``ppo.league``
 the pool also holds the agent's past selves (snapshots kept in the state, one drawn per iteration).
 """
 
@@ -93,17 +94,24 @@ def make_ppo(cfg: Config, layout: Layout, init_from=None, ref_params=None, cache
     mb_size = p.num_envs // p.minibatches
     total = t.steps * p.epochs * p.minibatches
 
-    def adam(lr):
-        return optax.adam(optax.linear_schedule(lr, 0.0, max(total, 1)), eps=1e-5)
+    def adam(lr, updates):  # annealed linearly to 0 over its `updates`
+        return optax.adam(optax.linear_schedule(lr, 0.0, max(updates, 1)), eps=1e-5)
 
     def part(params):
         return jax.tree_util.tree_map_with_path(lambda path, _: "critic" if path[0].key in CRITIC else "policy", params)
 
-    # The critic (and value head) may learn at its own rate, the rest at ppo.lr. At one rate the
-    # optimizer stays a single Adam, so its state (and checkpoints of earlier runs) keep their shape.
+    # The critic (and value head) may learn at its own rate, the rest at ppo.lr, and alone for the
+    # first ppo.critic_warmup iterations: the policy's Adam is masked (updates 0, its state and
+    # count untouched, so its schedule starts when it does). Otherwise the optimizer stays a
+    # single Adam, so its state (and checkpoints of earlier runs) keep their shape.
+    held = p.critic_warmup * p.epochs * p.minibatches  # updates in which the policy is held
+    policy_tx = adam(p.lr, total - held)
+    if held:
+        policy_tx = optax.transforms.conditionally_mask(policy_tx, lambda count: count >= held)
     tx = optax.chain(optax.clip_by_global_norm(p.max_grad_norm),
-                     adam(p.lr) if p.critic_lr_scale == 1 else
-                     optax.multi_transform({"policy": adam(p.lr), "critic": adam(p.lr * p.critic_lr_scale)}, part))
+                     adam(p.lr, total) if p.critic_lr_scale == 1 and not held else
+                     optax.multi_transform({"policy": policy_tx, "critic": adam(p.lr * p.critic_lr_scale, total)},
+                                           part))
     graphdef, _ = init_params(m, layout.vocab_size, layout.seq_len, jax.random.split(jax.random.key(0), 1))
     if ref_params is None:
         ref_params = init_from
