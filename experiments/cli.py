@@ -834,7 +834,7 @@ COMMANDS = (
     Command("config", cmd_config, "print the resolved config, every field documented, as a TOML file --config reads",
             None, (
         _arg("--preset", default="quick", help="named base config (quick, tiny, paper, c4-quick, c4, c4-tiny, long, "
-             "c4-long) or a preset only reproduce knows (depth: its base config and stages)"),
+             "c4-long) or a preset only reproduce knows (paper-long, depth, depth-tiny: its base config and stages)"),
         *_config_args()[1:])),
 )
 

@@ -90,8 +90,9 @@ class PPOConfig:
     critic_warmup: int = 0
     """The first N of the run's iterations train only the critic and value head (the policy is
     held where it started, e.g. at the simulator for pretrain_rl), so the policy's first
-    gradients use advantages from a critic fitted to its own returns. The policy's rate then
-    anneals over the remaining iterations."""
+    gradients use advantages from a critic fitted to its own returns. The policy's rate and
+    entropy bonus then anneal over the remaining iterations. With ``model.value_head='shared'``
+    only the value head learns (on the held trunk)."""
     gamma: float = 1.0
     """Discount; 1 because only the final result matters."""
     gae_lambda: float = 0.95

@@ -164,6 +164,24 @@ def test_train_resume_refuses_overrides_that_would_change_the_saved_config(capsy
     assert snapshot(run) == before
 
 
+def test_a_run_saved_before_a_field_existed_resumes_and_compares_as_today(tmp_path):
+    """Fields added since a run was saved take their defaults (the old behaviour): --resume with
+    the same settings passes the check, and the run groups with today's runs of its config."""
+    from agentsim.experiments.runs.store import flat_config, flatten, group_key
+
+    cfg = load_config("tiny", overrides=["train.regime='rl'"])
+    old = cfg.to_dict()
+    del old["ppo"]["critic_warmup"], old["ppo"]["league"]
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text(json.dumps(old))
+    cli._check_resume_config(cfg, tmp_path / "old")  # no error: nothing the run saved would change
+    assert flat_config(tmp_path / "old")["ppo.critic_warmup"] == 0
+    assert group_key(flat_config(tmp_path / "old")) == group_key(flatten(cfg.to_dict()))
+    with pytest.raises(cli.UserError, match=r"ppo.critic_warmup \(saved 0, given 2\)"):
+        cli._check_resume_config(load_config("tiny", overrides=["train.regime='rl'", "ppo.critic_warmup=2"]),
+                                 tmp_path / "old")
+
+
 def test_train_resume_on_an_empty_dir(capsys, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

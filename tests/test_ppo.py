@@ -281,9 +281,38 @@ def test_critic_lr_scale_moves_only_the_critic(pick_game, pick_layout):
     np.testing.assert_allclose(faster["trunk"], same["trunk"], rtol=1e-3)
 
 
+def test_the_optimizer_holds_the_policy_through_the_warmup_then_anneals_it_over_the_rest():
+    """Constant gradients, so each Adam update is its learning rate in size: 2 iterations × 4
+    updates with 1 of warm-up hold the policy for 4 updates, then anneal its rate from ppo.lr to 0
+    over the other 4; the critic anneals over all 8. At warm-up 0 it is one Adam on everything."""
+    from agentsim.experiments.train.ppo import optimizer
+
+    params = {"trunk": jnp.zeros(3), "heads": jnp.zeros(2), "critic": jnp.zeros(3), "value": jnp.zeros(1)}
+    grads = jax.tree.map(jnp.ones_like, params)  # clipped to norm 0.5: ~0.17 each, far above Adam's eps
+
+    def steps(*overrides):
+        cfg = load_config("tiny", overrides=["ppo.epochs=1", "ppo.minibatches=4", "train.steps=2", "ppo.lr=0.01",
+                                             *overrides])
+        tx = optimizer(cfg.ppo, cfg.train.steps)
+        state, sizes = tx.init(params), []
+        for _ in range(8):
+            updates, state = tx.update(grads, state, params)
+            sizes.append({k: float(np.abs(np.asarray(u)).max()) for k, u in updates.items()})
+        return sizes
+
+    warm, plain = steps("ppo.critic_warmup=1"), steps()
+    policy = [0, 0, 0, 0, 0.01, 0.0075, 0.005, 0.0025]
+    critic = [0.01 * (1 - k / 8) for k in range(8)]
+    for k in range(8):
+        np.testing.assert_allclose([warm[k]["trunk"], warm[k]["heads"]], policy[k], atol=1e-5)
+        np.testing.assert_allclose([warm[k]["critic"], warm[k]["value"], plain[k]["trunk"], plain[k]["critic"]],
+                                   critic[k], atol=1e-5)
+
+
 @pytest.mark.slow  # a PPO compile
 def test_critic_warmup_holds_the_policy_then_starts_it_afresh(pick_game, pick_layout):
-    cfg, trainer, state = _pick_trainer(pick_layout, "ppo.critic_warmup=1", "train.steps=2", "train.chunk=1")
+    cfg, trainer, state = _pick_trainer(pick_layout, "ppo.critic_warmup=1", "train.steps=2", "train.chunk=1",
+                                        "ppo.ent_decay=true")
     start = state["params"]
     moved = partial(_moved, start)
 
@@ -296,12 +325,14 @@ def test_critic_warmup_holds_the_policy_then_starts_it_afresh(pick_game, pick_la
     assert moved(held["params"], "trunk") == 0.0 and moved(held["params"], "heads") == 0.0
     assert moved(held["params"], "critic") > 0 and moved(held["params"], "value") > 0
     # The policy's Adam is untouched while held, so its bias correction and its rate's schedule
-    # start at its first real update (a count left running would shrink that update ~2×).
+    # start at its first real update (a count left running would distort it: here ~2× smaller).
     counts, mu = policy_adam(held)
     assert len(counts) == 2 and all(np.all(c == 0) for c in counts), counts
     assert all(np.all(np.asarray(m) == 0) for m in mu)
-    after, _ = trainer.chunk(held)
+    after, m2 = trainer.chunk(held)
     assert moved(after["params"], "trunk") > 0 and moved(after["params"], "heads") > 0
+    # The entropy bonus decays over the policy's own iterations too: its first one has it whole.
+    np.testing.assert_allclose(np.asarray(m2["charts/ent_coef"]), cfg.ppo.ent_coef, rtol=1e-6)
     counts, _ = policy_adam(after)
     assert all(np.all(c == cfg.ppo.epochs * cfg.ppo.minibatches) for c in counts), counts
 

@@ -59,7 +59,15 @@ def find_runs(patterns: list[str]) -> list[Path]:
 
 
 def flat_config(path: Path) -> dict:
-    return flatten(json.loads((path / "config.json").read_text()))
+    """A run's saved config, flattened, with the fields added since it was saved at their defaults
+    (which keep the old behaviour), so it compares equal to the same config written today. A
+    config this version cannot read (a field since removed) is kept as saved."""
+    saved = json.loads((path / "config.json").read_text())
+    try:
+        saved = config_from_dict(saved).to_dict()
+    except ConfigError:
+        pass
+    return flatten(saved)
 
 
 def flatten(cfg: dict) -> dict:

@@ -22,7 +22,7 @@ import optax
 from agentsim.envs import make_game
 from agentsim.envs.personas import make_persona
 from agentsim.envs.tokens import Layout
-from agentsim.experiments.config import Config
+from agentsim.experiments.config import Config, PPOConfig
 from agentsim.experiments.train import arena as A
 from agentsim.experiments.train.devices import jit_seeds, shard_seeds
 from agentsim.experiments.train.evaluate import make_match_eval, playable
@@ -32,6 +32,30 @@ from agentsim.models.transformer import apply, init_params
 
 
 CRITIC = ("critic", "value")  # the params the value is read from beside the policy's trunk and heads
+
+
+def optimizer(p: PPOConfig, steps: int) -> optax.GradientTransformation:
+    """Adam on the global-norm-clipped gradient, annealed linearly to 0 over the run. The critic
+    (and value head) may learn at its own rate, and alone for the first ``p.critic_warmup``
+    iterations: the policy's Adam is then masked (updates 0, its state and count untouched, so
+    its bias correction and its schedule, over the remaining updates, start when it does).
+    Otherwise it stays a single Adam, so its state (and checkpoints of earlier runs) keep their shape."""
+    per_iteration = p.epochs * p.minibatches
+    total, held = steps * per_iteration, p.critic_warmup * per_iteration
+
+    def adam(lr, updates):
+        return optax.adam(optax.linear_schedule(lr, 0.0, max(updates, 1)), eps=1e-5)
+
+    def part(params):
+        return jax.tree_util.tree_map_with_path(lambda path, _: "critic" if path[0].key in CRITIC else "policy", params)
+
+    if p.critic_lr_scale == 1 and not held:
+        return optax.chain(optax.clip_by_global_norm(p.max_grad_norm), adam(p.lr, total))
+    policy = adam(p.lr, total - held)
+    if held:
+        policy = optax.transforms.conditionally_mask(policy, lambda count: count >= held)
+    return optax.chain(optax.clip_by_global_norm(p.max_grad_norm),
+                       optax.multi_transform({"policy": policy, "critic": adam(p.lr * p.critic_lr_scale, total)}, part))
 
 
 def gae(rewards, values, dones, last_value, gamma: float, lam: float):
@@ -92,26 +116,7 @@ def make_ppo(cfg: Config, layout: Layout, init_from=None, ref_params=None, cache
     num_a = game.num_actions
     turns = (game.max_moves + 1) // 2  # most decisions one side makes in a game
     mb_size = p.num_envs // p.minibatches
-    total = t.steps * p.epochs * p.minibatches
-
-    def adam(lr, updates):  # annealed linearly to 0 over its `updates`
-        return optax.adam(optax.linear_schedule(lr, 0.0, max(updates, 1)), eps=1e-5)
-
-    def part(params):
-        return jax.tree_util.tree_map_with_path(lambda path, _: "critic" if path[0].key in CRITIC else "policy", params)
-
-    # The critic (and value head) may learn at its own rate, the rest at ppo.lr, and alone for the
-    # first ppo.critic_warmup iterations: the policy's Adam is masked (updates 0, its state and
-    # count untouched, so its schedule starts when it does). Otherwise the optimizer stays a
-    # single Adam, so its state (and checkpoints of earlier runs) keep their shape.
-    held = p.critic_warmup * p.epochs * p.minibatches  # updates in which the policy is held
-    policy_tx = adam(p.lr, total - held)
-    if held:
-        policy_tx = optax.transforms.conditionally_mask(policy_tx, lambda count: count >= held)
-    tx = optax.chain(optax.clip_by_global_norm(p.max_grad_norm),
-                     adam(p.lr, total) if p.critic_lr_scale == 1 and not held else
-                     optax.multi_transform({"policy": policy_tx, "critic": adam(p.lr * p.critic_lr_scale, total)},
-                                           part))
+    tx = optimizer(p, t.steps)
     graphdef, _ = init_params(m, layout.vocab_size, layout.seq_len, jax.random.split(jax.random.key(0), 1))
     if ref_params is None:
         ref_params = init_from
@@ -165,8 +170,11 @@ def make_ppo(cfg: Config, layout: Layout, init_from=None, ref_params=None, cache
         chex.assert_shape(per_game["legal"], (p.num_envs, turns, num_a))
         chex.assert_shape(per_game["tokens"], (p.num_envs, layout.seq_len))
 
-        # The entropy bonus, decayed to 0 over the run as the learning rate is (ppo.ent_decay).
-        ent_coef = p.ent_coef * (1.0 - state["step"] / max(t.steps, 1)) if p.ent_decay else jnp.float32(p.ent_coef)
+        # The entropy bonus, decayed to 0 over the policy's iterations as its learning rate is
+        # (ppo.ent_decay; after the critic's warm-up).
+        policy_step = jnp.maximum(state["step"] - p.critic_warmup, 0)
+        ent_coef = (p.ent_coef * (1.0 - policy_step / max(t.steps - p.critic_warmup, 1)) if p.ent_decay
+                    else jnp.float32(p.ent_coef))
 
         def minibatch_update(carry, mb):
             params, opt = carry
