@@ -152,9 +152,10 @@ STAGES["c4"] = [
     ("rl", ["train.regime='rl'", "train.steps=100", "train.chunk=10", "train.log_checkpoints=6", *C4_STAGE_PPO]),
     ("next_token_of_rl", ["train.regime='next_token'", "train.steps=2000", "train.chunk=50",
                           "train.checkpoint_every=50", "train.eval_every=4", "data.source='{run:rl}'"]),
-    # Its first 10 iterations train the critic alone (STUDIES.md, "Connect four at 4 layers": over 6
-    # seeds from the same simulators it lost 3.2 % against perfect play, no seed above 6.6 %,
-    # against 13.5 % with two seeds above 30 % without; against random play no worse).
+    # Its first 10 iterations train the critic alone (STUDIES.md, "Connect four at 4 layers": 6 seeds
+    # from the same simulators lost 2.4 % against perfect play, none more than 5.1 %; without, 13.5 %,
+    # two seeds above 30 %, a difference 6 seeds do not resolve (Welch p = 0.17); against random
+    # play the same).
     ("pretrain_rl", ["train.regime='pretrain_rl'", "train.steps=100", "train.chunk=10",
                      "train.log_checkpoints=6", "ppo.pretrained='{run:next_token}'", *C4_STAGE_PPO,
                      "ppo.critic_warmup=10"]),
