@@ -669,11 +669,12 @@ COMMANDS = (
             "loss, run the probe suite, timeline, weight/CKA change, layer reset, steering and behaviour analyses, "
             "and write OUT/figures (F1-F9), OUT/results.json and OUT/REPORT.md with a verdict per claim.", (
                 _arg("--preset", default="quick",
-                     help="quick: 3 seeds, every figure but F8 at reduced size, ~8 min on 2 CPU cores; paper: 5 seeds, all "
-                     "figures, ~30 min; tiny: smoke test, nothing is learnt; c4-quick, c4, c4-tiny: the same on "
-                     "connect-four 5x4 (c4-tiny: 4x4); depth: the quick preset's four runs at 2, 4 and 8 layers, claims 1, 3, 4 and "
-                     "5 at each depth and claim D (do the layer claims grow with depth?), see README for its cost; "
-                     "depth-tiny: its smoke test"),
+                     help="quick: 3 seeds, every figure but F8 at reduced size, 8-10 min on 2 CPU cores; paper: 5 "
+                     "seeds, 4 layers, all figures, ~50 min; tiny: smoke test, nothing is learnt; c4-quick, c4, "
+                     "c4-tiny: the same on connect-four 5x4 (c4-tiny: 4x4; c4: about 2 h); paper-long, c4-long: 8 "
+                     "layers, for a GPU or a night (`agentsim cost` first); depth: the quick preset's four runs at 2, "
+                     "4 and 8 layers, claims 1, 3, 4 and 5 at each depth and claim D (do the layer claims grow with "
+                     "depth?), see README for its cost; depth-tiny: its smoke test"),
                 _arg("--out", required=True, help="output directory (must be new or empty)"),
                 _arg("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                      help="override a config field in every regime"),
