@@ -578,7 +578,7 @@ def cmd_bench(args) -> int:
 
 def cmd_config(args) -> int:
     from agentsim.experiments.config import load_config
-    from agentsim.experiments.presets import BASE_PRESET, PRESET_SEEDS, PRESETS, STAGES
+    from agentsim.experiments.presets import BASE_PRESET, PRESET_SEEDS, STAGES
 
     if args.preset in STAGES:
         # A reproduce preset: its runs start from its own config (or, for one only `reproduce` knows,
