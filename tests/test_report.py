@@ -80,6 +80,9 @@ def test_preset_targets_come_out_met_and_missed():
     strict = {**TARGETS, "runs": {"rl": (("loss_vs_perfect", "at_most", 0.003),)}}
     assert not claims.targets_met(strict, q, total_s=10)["bars"][0]["meets"]
     assert claims.targets_met(None, q, total_s=10) == {}
+    # A resumed reproduction's wall leaves out the stages trained before it: not measured, not met.
+    resumed = claims.targets_met(TARGETS, q, total_s=600, carried=("next_token",))["wall"]
+    assert resumed["meets"] is None and resumed["carried"] == ["next_token"]
 
 
 def test_report_states_targets_and_the_machine():
@@ -94,6 +97,12 @@ def test_report_states_targets_and_the_machine():
     assert "| reproduce | wall ≤ 40 min | 36.7 min | yes |" in section
     assert "2 × Test CPU" in section and "1.9 at the end" in section
     assert "preset's targets" not in report(_results())  # none given, no section
+    res["targets"] = claims.targets_met(TARGETS, res["quality"], res["total_s"], carried=("next_token", "rl"))
+    res["carried"] = ["next_token", "rl"]
+    text = report(res)
+    assert ("| reproduce | wall ≤ 40 min | 36.7 min (resumed; `next_token`, `rl` trained before, not counted) "
+            "| not measured |") in text
+    assert "Resumed: `next_token`, `rl` trained (in part) before" in text
 
 
 def test_report_reads_the_gap_against_the_no_inference_reference():

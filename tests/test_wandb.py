@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from agentsim.experiments.config import load_config
+from agentsim.experiments.presets import STAGES
 from agentsim.experiments.report import reproduce as reproduce_module
 from agentsim.experiments.runs.run import Run, read_metrics
 from agentsim.experiments.runs.wandb_log import IDS_FILE, log_analysis
@@ -291,6 +292,7 @@ def test_reproduce_logs_its_figures_as_one_analysis_run(tmp_path, monkeypatch, m
     out = tmp_path / "out"
     results = reproduce_module.reproduce("tiny", out, overrides=(f"log.wandb='{mode}'",), on_message=lambda m: None)
     assert trained and results["figures"] == ["figures/f0_value.png", "figures/f9_behaviour.png"]
+    assert results["carried"] == []  # every stage trained by this invocation: its wall is the whole
     if mode == "disabled":
         assert not (out / "wandb").exists()
         return
@@ -298,5 +300,7 @@ def test_reproduce_logs_its_figures_as_one_analysis_run(tmp_path, monkeypatch, m
     assert run["summary"]["claims/1/verdict"] == results["claims"]["1"]["verdict"]
     assert run["summary"]["quality/rl/loss_vs_random/mean"] == pytest.approx(0.25)
     # a reproduction folder holding its wandb mirror is still one `reproduce --resume` accepts
-    reproduce_module.reproduce("tiny", out, resume=True, overrides=(f"log.wandb='{mode}'",), on_message=lambda m: None)
+    again = reproduce_module.reproduce("tiny", out, resume=True, overrides=(f"log.wandb='{mode}'",),
+                                       on_message=lambda m: None)
     assert len(offline_runs(out)) == 2
+    assert again["carried"] == [name for name, _ in STAGES["tiny"]] and again["targets"] == {}

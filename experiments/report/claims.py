@@ -678,10 +678,12 @@ def quality(finals: dict[str, dict], game: str = "tictactoe") -> dict:
     return out
 
 
-def targets_met(targets: dict | None, quality_: dict, total_s: float | None) -> dict:
+def targets_met(targets: dict | None, quality_: dict, total_s: float | None, carried: tuple[str, ...] = ()) -> dict:
     """A preset's targets (``presets.TARGETS``) against its subjects table and wall time: each bar
     with the measured seed mean and whether it is met (a run or measure the reproduction lacks is
-    missed, with a nan mean), and the wall time against its limit."""
+    missed, with a nan mean), and the wall time against its limit. ``carried``: stages trained (in
+    part or whole) before this invocation of ``reproduce``; their time is not in ``total_s``, so
+    the wall is then not measured (``meets`` None) rather than met by a resumed run."""
     if not targets:
         return {}
     rows = []
@@ -692,8 +694,9 @@ def targets_met(targets: dict | None, quality_: dict, total_s: float | None) -> 
             meets = bool(mean <= value) if way == "at_most" else bool(mean >= value)  # nan meets nothing
             rows.append({"run": run, "measure": key, way: value, "mean": mean, "meets": meets,
                          "text": bar_text(key, way, value)})
-    wall = {"minutes": None if total_s is None else total_s / 60, "limit_minutes": targets["wall_minutes"]}
-    wall["meets"] = wall["minutes"] is not None and wall["minutes"] <= wall["limit_minutes"]
+    wall = {"minutes": None if total_s is None else total_s / 60, "limit_minutes": targets["wall_minutes"],
+            "carried": list(carried)}
+    wall["meets"] = None if carried else wall["minutes"] is not None and wall["minutes"] <= wall["limit_minutes"]
     return {"bars": rows, "wall": wall}
 
 

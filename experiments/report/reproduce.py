@@ -77,10 +77,12 @@ def reproduce(preset: str, out: str | Path, *, force: bool = False, resume: bool
         raise ConfigError(f"reproduce needs exact values on {game}, which has too many positions to solve here "
                           "(claims 1, 2, 5 and 6 read the solver's table); use a board of at most 6x4 or 5x5")
     started, started_load = time.time(), os.getloadavg()[0]
-    timings, finals, dirs = {}, {}, {}
+    timings, finals, dirs, carried = {}, {}, {}, []
     for name, stage in STAGES[preset]:
         run_dir = out / "runs" / name
         dirs[name] = run_dir
+        if (run_dir / "config.json").exists():  # trained (in part) by an earlier invocation
+            carried.append(name)
         extra = [_resolve(o, out) for o in stage]
         if seeds:
             extra.append(f"train.seeds={seeds}")
@@ -110,9 +112,9 @@ def reproduce(preset: str, out: str | Path, *, force: bool = False, resume: bool
     if preset in DEPTHS:
         figures += F.claims_by_depth(results, out / "figures")
     timings["analyses"] = round(time.time() - t0, 1)
-    results.update(timings=timings, total_s=round(time.time() - started, 1),
+    results.update(timings=timings, total_s=round(time.time() - started, 1), carried=carried,
                    figures=[str(p.relative_to(out)) for p in figures], machine=machine(started_load))
-    results["targets"] = targets_met(TARGETS.get(preset), results["quality"], results["total_s"])
+    results["targets"] = targets_met(TARGETS.get(preset), results["quality"], results["total_s"], tuple(carried))
     strict_json.write(out / "results.json", results)
     (out / "REPORT.md").write_text(report(results))
     log = read_config(dirs[next(iter(dirs))]).log  # the runs' own setting (tests: disabled)
