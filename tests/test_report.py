@@ -83,6 +83,8 @@ def test_preset_targets_come_out_met_and_missed():
     # A resumed reproduction's wall leaves out the stages trained before it: not measured, not met.
     resumed = claims.targets_met(TARGETS, q, total_s=600, carried=("next_token",))["wall"]
     assert resumed["meets"] is None and resumed["carried"] == ["next_token"]
+    # ...unless this invocation alone took longer than the limit: a lower bound that misses it.
+    assert claims.targets_met(TARGETS, q, total_s=2401, carried=("next_token",))["wall"]["meets"] is False
 
 
 def test_report_states_targets_and_the_machine():
@@ -100,9 +102,10 @@ def test_report_states_targets_and_the_machine():
     res["targets"] = claims.targets_met(TARGETS, res["quality"], res["total_s"], carried=("next_token", "rl"))
     res["carried"] = ["next_token", "rl"]
     text = report(res)
-    assert ("| reproduce | wall ≤ 40 min | 36.7 min (resumed; `next_token`, `rl` trained before, not counted) "
+    assert ("| reproduce | wall ≤ 40 min | 36.7 min (resumed: `next_token`, `rl` trained before, not counted) "
             "| not measured |") in text
     assert "Resumed: `next_token`, `rl` trained (in part) before" in text
+    assert "resumed, so a lower bound on the whole" in text and "s (this invocation; stages trained" in text
 
 
 def test_report_reads_the_gap_against_the_no_inference_reference():

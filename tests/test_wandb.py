@@ -304,3 +304,18 @@ def test_reproduce_logs_its_figures_as_one_analysis_run(tmp_path, monkeypatch, m
                                        on_message=lambda m: None)
     assert len(offline_runs(out)) == 2
     assert again["carried"] == [name for name, _ in STAGES["tiny"]] and again["targets"] == {}
+
+
+def test_a_stage_counts_as_trained_before_only_once_it_has_work_to_keep(tmp_path):
+    """A resumed reproduction's wall leaves out what earlier invocations trained; a stage created
+    but killed before its first checkpoint starts over, so its time is all in this invocation."""
+    run_dir = tmp_path / "rl"
+    run = Run(run_dir, load_config("tiny"))
+    assert not reproduce_module._trained_before(run_dir)  # config.json and status 'created' only
+    (run_dir / "checkpoints" / "step_0").mkdir(parents=True)
+    assert not reproduce_module._trained_before(run_dir)
+    (run_dir / "checkpoints" / "step_50").mkdir()
+    assert reproduce_module._trained_before(run_dir)
+    other = tmp_path / "random_init"
+    Run(other, load_config("tiny")).set_status("finished")
+    assert reproduce_module._trained_before(other) and run.path == run_dir

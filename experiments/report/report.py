@@ -187,7 +187,7 @@ def target_lines(targets: dict | None, machine: dict | None, preset: str) -> lis
     carried = wall.get("carried") or []
     took = "–" if wall["minutes"] is None else f"{sig3(wall['minutes'])} min"
     if carried:
-        took += " (resumed; " + ", ".join(f"`{c}`" for c in carried) + " trained before, not counted)"
+        took += " (resumed: " + ", ".join(f"`{c}`" for c in carried) + " trained before, not counted)"
     rows.append(["reproduce", f"wall ≤ {wall['limit_minutes']} min", took, met(wall["meets"])])
     lines = [f"## The `{preset}` preset's targets", ""]
     lines += markdown_table(["run", "target", "measured (seed mean)", "met"], rows)
@@ -196,7 +196,8 @@ def target_lines(targets: dict | None, machine: dict | None, preset: str) -> lis
         lines += ["", f"Measured on {machine['cpus']} × {machine['cpu']} ({device}, JAX {machine['jax']}); load "
                   f"average {machine['load_average_start']} at the start, "
                   f"{machine['load_average_end']} at the end. The wall time is `reproduce`'s own (training, evaluation "
-                  "and analyses; not the install). A missed target is a fact about these subjects, not a reason to "
+                  "and analyses; not the install)" + ("; resumed, so a lower bound on the whole" if carried else "")
+                  + ". A missed target is a fact about these subjects, not a reason to "
                   "measure them less."]
     return lines + [""]
 
@@ -229,8 +230,9 @@ def report(results: dict) -> str:
     lines = ["# agentsim reproduction report", ""]
     if results.get("game"):
         lines += [game_line(results["game"]), ""]
+    resumed = " (this invocation; stages trained before it are not counted)" if results.get("carried") else ""
     lines += [f"Preset `{results['preset']}`; {'/'.join(map(str, sorted(seeds)))} seeds per run; total "
-              f"{sig3(results['total_s'])} s. Every number is recomputed from the run directories under `runs/` and "
+              f"{sig3(results['total_s'])} s{resumed}. Every number is recomputed from the run directories under `runs/` and "
               "listed in `results.json`; numbers are rounded to 3 significant digits.", ""]
     lines += markdown_table(["claim", "verdict", "statistic (95% interval)", "figure"],
                             [[f"{number}. {TITLES[number]}", f"**{c['verdict']}**", interval_text(c["interval"]),

@@ -37,7 +37,7 @@ from agentsim.experiments.report import figures as F
 from agentsim.experiments.report.claims import (claim_depth, flags, judge_all, judge_depth, lookahead_evidence, quality,
                                                 targets_met)
 from agentsim.experiments.report.report import report
-from agentsim.experiments.runs import strict_json
+from agentsim.experiments.runs import checkpoints, strict_json
 from agentsim.experiments.runs.run import RunError, read_config, read_status
 from agentsim.experiments.runs.wandb_log import log_analysis
 from agentsim.experiments.train.loop import train
@@ -81,7 +81,7 @@ def reproduce(preset: str, out: str | Path, *, force: bool = False, resume: bool
     for name, stage in STAGES[preset]:
         run_dir = out / "runs" / name
         dirs[name] = run_dir
-        if (run_dir / "config.json").exists():  # trained (in part) by an earlier invocation
+        if _trained_before(run_dir):
             carried.append(name)
         extra = [_resolve(o, out) for o in stage]
         if seeds:
@@ -189,6 +189,13 @@ def describe(game) -> str:
     if game.name == "tictactoe":
         return "tic-tac-toe (3×3)"
     return f"connect-four {game.width}×{game.height} ({game.k} in a row)"
+
+
+def _trained_before(run_dir: Path) -> bool:
+    """Whether an earlier invocation did some of this stage's work (finished it, or saved a
+    checkpoint past step 0): a stage created but killed before its first checkpoint starts over."""
+    return (read_status(run_dir).get("status") == "finished"
+            or any(step > 0 for step in checkpoints.steps(run_dir / "checkpoints")))
 
 
 def _is_reproduction(out: Path) -> bool:
