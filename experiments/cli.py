@@ -260,7 +260,8 @@ def cmd_reproduce(args) -> int:
 
     for number, claim in results["claims"].items():
         print(f"claim {number} ({TITLES[number]}): {claim['verdict']}")
-    resumed = f" (resumed: {', '.join(results['carried'])} trained before, not counted)" if results.get("carried") else ""
+    carried = results.get("carried")
+    resumed = f" (resumed: {', '.join(carried)} trained before, not counted)" if carried else ""
     print(f"wrote {args.out}/REPORT.md, results.json, figures/ in {results['total_s']:.0f} s{resumed}")
     return 0
 

@@ -232,8 +232,8 @@ def report(results: dict) -> str:
         lines += [game_line(results["game"]), ""]
     resumed = " (this invocation; stages trained before it are not counted)" if results.get("carried") else ""
     lines += [f"Preset `{results['preset']}`; {'/'.join(map(str, sorted(seeds)))} seeds per run; total "
-              f"{sig3(results['total_s'])} s{resumed}. Every number is recomputed from the run directories under `runs/` and "
-              "listed in `results.json`; numbers are rounded to 3 significant digits.", ""]
+              f"{sig3(results['total_s'])} s{resumed}. Every number is recomputed from the run directories under "
+              "`runs/` and listed in `results.json`; numbers are rounded to 3 significant digits.", ""]
     lines += markdown_table(["claim", "verdict", "statistic (95% interval)", "figure"],
                             [[f"{number}. {TITLES[number]}", f"**{c['verdict']}**", interval_text(c["interval"]),
                               f"`{c['figure']}`" if c["figure"] not in ("", "–") else "–"]
