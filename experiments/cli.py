@@ -234,7 +234,8 @@ def cmd_probe(args) -> int:
     if simulator and list(read_config(simulator).train.seeds) != list(cfg.train.seeds):
         raise UserError(f"{simulator} has other seeds than {args.run}; the comparison is paired by seed")
     res = measure_value(LoadedModel.from_run(args.run) if agent else None,
-                        LoadedModel.from_run(simulator if agent else args.run), num_games=args.games)
+                        LoadedModel.from_run(simulator if agent else args.run), num_games=args.games,
+                        num_rollouts=args.rollouts, decisions_per_game=args.decisions_per_game)
     out = Path(args.run) / "value_probes.json"
     strict_json.write(out, res, indent=None)
     for dataset, d in res["datasets"].items():
@@ -702,7 +703,8 @@ COMMANDS = (
                 _arg("--quiet", action="store_true", help="no progress bar")), epilog=EPILOG_CONFIG),
     Command("probe", cmd_probe, "claim 1's value probes where the value lives (or --suite, --timeline)",
             "Per-layer ridge value probes with ceilings and random-init controls. For an agent (rl, pretrain_rl): "
-            "on each seed's own games at its decisions against its own exact V^π, probing the policy trunk, the "
+            "on each seed's own games at its decisions against its own V^π (exact on tic-tac-toe's game tree, "
+            "Monte Carlo play of the agent elsewhere), probing the policy trunk, the "
             "critic trunk, the value head and the simulator of the same seed on the same tokens, then on persona "
             "games (transfer). For a next_token run: on persona games against its own value (the Bayes expected "
             "result). Writes RUN/value_probes.json.", (
@@ -710,6 +712,12 @@ COMMANDS = (
                 _arg("--simulator", metavar="DIR", help="the next_token run an agent is compared with (same seeds; "
                      "default for pretrain_rl: the run it started from)"),
                 _games(2000, 50, "games per seed (own games and persona games)"),
+                _arg("--rollouts", type=_at_least(2), default=32, help="Monte Carlo games of the agent per probed "
+                     "history where V^π is not exact (connect-four: no game tree); label error about 0.8/sqrt(K)"),
+                _arg("--decisions-per-game", type=_at_least(1), metavar="N",
+                     help="probe N rows of each game, drawn at random before any label is computed (default: every "
+                     "decision): where labels cost rollouts, more games with fewer rows each buy more independent "
+                     "evidence per rollout"),
                 _arg("--suite", action="store_true",
                      help="every target (value, minimax, outcome, persona, board; both frames), linear and small-MLP "
                      "probes, with random-init, step-0, shuffled and control-task controls -> RUN/probe_suite.json"),

@@ -249,6 +249,8 @@ class AnalysisSizes:
     """RL checkpoints at which claim 5 repeats the value measure (log-spaced, first and last included)."""
     value_rollouts: int = 32
     """Monte Carlo games per probed history where V^π is not exact (no game tree: connect-four)."""
+    value_decisions: int | None = None
+    """Rows per game in the agents' value measure (drawn at random before labelling; None: all)."""
 
 
 SIZES = {

@@ -13,10 +13,13 @@ from agentsim.envs.dataset import generate
 from agentsim.envs.tokens import Layout
 from agentsim.experiments.analysis import agent_value as AV
 from agentsim.experiments.analysis.model import LoadedModel
+from agentsim.experiments.analysis import value_probes as VP
 from agentsim.experiments.analysis.value_probes import (
     Rows,
+    agent_rows,
     checkpoints_read,
     measure_value,
+    sample_per_game,
     score_layers,
     score_output,
 )
@@ -187,6 +190,64 @@ def test_probe_finds_the_planted_layer_and_the_head_is_scored_as_it_is():
     assert abs(np.mean(np.asarray(s.boot_r2)[:, 2]) - s.test_r2[2]) < 0.01
     head = score_output(y, y, rows)
     assert head.test_r2 == [1.0] and head.layer == 0
+
+
+def test_a_sample_keeps_k_rows_of_every_game_each_row_equally_likely():
+    lengths = np.random.default_rng(0).integers(1, 8, 300)
+    game = np.random.default_rng(1).permutation(np.repeat(np.arange(300), lengths))  # a game's rows need not touch
+    keep = sample_per_game(game, 2, seed=4)
+    assert np.array_equal(np.bincount(game[keep], minlength=300), np.minimum(lengths, 2))
+    assert np.array_equal(keep, sample_per_game(game, 2, seed=4))
+    assert not np.array_equal(keep, sample_per_game(game, 2, seed=5))
+    assert sample_per_game(game, None, seed=4).all() and sample_per_game(game, 9, seed=4).all()
+    # Each of a 5-row game's rows is kept 2/5 of the time, wherever it stands (SE 0.008 over 4000 draws).
+    five = np.tile(np.arange(3), 5)
+    freq = np.mean([sample_per_game(five, 2, seed=k) for k in range(4000)], axis=0)
+    assert np.all(np.abs(freq - 0.4) < 0.04), freq
+    with pytest.raises(ValueError, match="at least 1"):
+        sample_per_game(game, 0, seed=0)
+
+
+@pytest.fixture(scope="module")
+def own_games(agent):
+    return AV.agent_games(agent, 3000, seed=3)  # the same games (and compile) as the tests above
+
+
+def test_sampled_decisions_keep_every_game_its_split_and_its_labels(agent, tree, own_games):
+    games = own_games
+    full, full_index = agent_rows(agent, agent.cfg, games, tree, 4, seed=0)
+    part, part_index = agent_rows(agent, agent.cfg, games, tree, 4, seed=0, decisions_per_game=2)
+    for a, b, (ga, ta), (gb, tb) in zip(full, part, full_index, part_index):
+        assert len(b.move) < len(a.move) and np.bincount(b.game).max() == 2
+        for k in range(3):  # the same games in train, val and test
+            assert set(a.game[a.splits[k]]) == set(b.game[b.splits[k]])
+        at = {(g, t): i for i, (g, t) in enumerate(zip(ga, ta))}
+        i = np.array([at[(g, t)] for g, t in zip(gb, tb)])
+        for target in a.y:
+            np.testing.assert_array_equal(b.y[target], a.y[target][i])
+
+
+def test_monte_carlo_labels_are_paid_for_the_sampled_rows_only(agent, own_games, monkeypatch):
+    asked = []
+
+    def fake(model, moves_SxRxM, side_SxR, posterior_SxRxP, num_rollouts, seed):
+        asked.append(moves_SxRxM.shape[1])
+        shape = moves_SxRxM.shape[:2]
+        return np.zeros(shape), np.full(shape, 0.1)
+
+    def labels(data_cfg, moves_NxM):  # the replayed labels' shapes, without compiling the replay
+        player = np.broadcast_to(np.arange(moves_NxM.shape[1]) % 2, moves_NxM.shape)
+        zeros = np.zeros(moves_NxM.shape)
+        return {"move_mask": moves_NxM >= 0, "player": player, "bayes_x": zeros, "minimax_x": zeros,
+                "position": zeros.astype(np.int64)}
+
+    monkeypatch.setattr(VP, "rollout_values", fake)
+    monkeypatch.setattr(VP, "replay", labels)
+    games = own_games.moves.shape[1]
+    rows, _ = agent_rows(agent, agent.cfg, own_games, None, 4, seed=0, decisions_per_game=1)
+    assert asked == [games] and all(len(r.move) == games for r in rows)  # one history per game, not every decision
+    agent_rows(agent, agent.cfg, own_games, None, 4, seed=0)
+    assert asked[1] > 2 * games
 
 
 def test_the_result_names_the_checkpoint_step_of_each_network():

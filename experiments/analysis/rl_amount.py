@@ -41,7 +41,7 @@ def pick_steps(steps: list[int], count: int) -> list[int]:
 
 
 def value_over_checkpoints(run_dir, num_games: int = 1000, max_checkpoints: int = 4, seed: int = 0,
-                           num_rollouts: int = ROLLOUTS) -> dict:
+                           num_rollouts: int = ROLLOUTS, decisions_per_game: int | None = None) -> dict:
     """The claim-1 measure at several checkpoints of an RL run: at each, the policy's own V^π on
     its own games, probed at every block of the policy trunk beside the random-init network, as
     the fraction of the achievable gap (ceiling − control; the ceiling of V^π is 1), with the
@@ -55,7 +55,8 @@ def value_over_checkpoints(run_dir, num_games: int = 1000, max_checkpoints: int 
     for step in steps:
         model = LoadedModel.from_run(run_dir, step=step)
         games = agent_games(model, num_games, seed)
-        rows_by_seed, index = agent_rows(model, final.cfg, games, tree, num_rollouts, seed)
+        rows_by_seed, index = agent_rows(model, final.cfg, games, tree, num_rollouts, seed,
+                                         decisions_per_game=decisions_per_game)
         resid = model.run_with_cache(games.tokens, ("resid",))["resid"]
         ctrl = control.run_with_cache(games.tokens, ("resid",))["resid"]
         f_s, b_s = [], []
@@ -72,4 +73,4 @@ def value_over_checkpoints(run_dir, num_games: int = 1000, max_checkpoints: int 
         boot.append(b_s)
     return {"steps": steps, "fraction_of_gap_by_block": np.asarray(frac).tolist(),  # [ckpt, seed, block]
             "boot_fraction_of_gap_by_block": np.asarray(boot).tolist(),  # [ckpt, seed, B, block]
-            "num_games": num_games}
+            "num_games": num_games, "decisions_per_game": decisions_per_game}

@@ -201,6 +201,36 @@ def _replayed_own_rows(sim_cfg, games: AgentGames, s: int, seed: int):
     return Rows.make(y, t, g, side[g], seed + s), (g, t), data["position"][g, t]
 
 
+def sample_per_game(game_R: np.ndarray, per_game: int | None, seed: int) -> np.ndarray:
+    """bool[R]: at most ``per_game`` rows of each game, drawn uniformly without replacement
+    (every row where ``per_game`` is None). Rows of one game share its opening and its result,
+    so where each label costs Monte Carlo games, a few decisions from each of more games buy more
+    independent evidence per label than every decision of fewer games."""
+    keep = np.ones(len(game_R), bool)
+    if per_game is None:
+        return keep
+    if per_game < 1:
+        raise ValueError(f"decisions per game must be at least 1 (or None for all), got {per_game}")
+    order = np.random.default_rng(seed).permutation(len(game_R))  # a random order within each game
+    by_game = order[np.argsort(game_R[order], kind="stable")]
+    g = game_R[by_game]
+    rank = np.arange(len(g)) - np.searchsorted(g, g, side="left")
+    keep[:] = False
+    keep[by_game[rank < per_game]] = True
+    return keep
+
+
+def _sampled(built, per_game: int | None, seed: int):
+    """``built`` (per seed: rows, (g, t), positions) cut to ``per_game`` rows per game."""
+    if per_game is None:
+        return built
+    out = []
+    for s, (rows, (g, t), pos) in enumerate(built):
+        keep = sample_per_game(rows.game, per_game, seed + s)
+        out.append((rows.keep(keep, seed + s), (g[keep], t[keep]), pos[keep]))
+    return out
+
+
 def _histories(moves_NxM: np.ndarray, g: np.ndarray, t: np.ndarray) -> np.ndarray:
     """int32[R, M]: game g's moves before move t (-1 from t on)."""
     hist = moves_NxM[g].copy()
@@ -235,19 +265,21 @@ def _with_rollouts(agent: LoadedModel, moves_by_seed, built, num_rollouts: int, 
 
 
 def agent_rows(agent: LoadedModel, sim_cfg, games: AgentGames, tree: GameTree | None, num_rollouts: int,
-               seed: int, train_positions: np.ndarray | None = None,
-               values: np.ndarray | None = None) -> tuple[list[Rows], list[tuple]]:
-    """Per seed: the agent's decisions in its own games with every value target and, when
-    ``train_positions`` is given, which positions were seen in training; and the (game, move)
-    index of each row. V^π exact on the tree when there is one (``values``: ``agent_values`` of
-    this agent on it, when the caller already has them), else Monte Carlo."""
+               seed: int, train_positions: np.ndarray | None = None, values: np.ndarray | None = None,
+               decisions_per_game: int | None = None) -> tuple[list[Rows], list[tuple]]:
+    """Per seed: the agent's decisions in its own games (``decisions_per_game`` of each, drawn at
+    random, or all) with every value target and, when ``train_positions`` is given, which
+    positions were seen in training; and the (game, move) index of each row. V^π exact on the
+    tree when there is one (``values``: ``agent_values`` of this agent on it, when the caller
+    already has them), else Monte Carlo, on the drawn rows only."""
     if tree is not None:
         values = agent_values(agent, tree) if values is None else values
         mixture = mixture_values(tree, sim_cfg.data)
         built = [own_game_rows(tree, games, s, values, mixture, seed) for s in range(agent.num_seeds)]
+        built = _sampled(built, decisions_per_game, seed)
     else:
         built = [_replayed_own_rows(sim_cfg, games, s, seed) for s in range(agent.num_seeds)]
-        built = _with_rollouts(agent, games.moves, built, num_rollouts, seed)
+        built = _with_rollouts(agent, games.moves, _sampled(built, decisions_per_game, seed), num_rollouts, seed)
     return _marked(built, train_positions)
 
 
@@ -297,11 +329,14 @@ def checkpoints_read(agent: LoadedModel | None, simulator: LoadedModel) -> dict:
 
 
 def measure_value(agent: LoadedModel | None, simulator: LoadedModel, num_games: int = 2000,
-                  seed: int = 0, num_rollouts: int = ROLLOUTS, agent_simulator: LoadedModel | None = None) -> dict:
+                  seed: int = 0, num_rollouts: int = ROLLOUTS, agent_simulator: LoadedModel | None = None,
+                  decisions_per_game: int | None = None) -> dict:
     """Claim 1's numbers for one agent run beside the simulator run of the same seeds (or, with
     ``agent=None``, the simulator alone on persona games): see the module docstring.
     ``agent_simulator``: a next_token run trained on this agent's own games (``data.source``),
-    probed beside the others on the agent's own games (``simulator_of_agent``)."""
+    probed beside the others on the agent's own games (``simulator_of_agent``).
+    ``decisions_per_game``: probe that many rows of each game (own and persona games), drawn at
+    random before any label is computed, instead of all (``sample_per_game``)."""
     if agent is not None and list(agent.cfg.train.seeds) != list(simulator.cfg.train.seeds):
         raise ValueError(f"agent and simulator must share seeds to be paired: {agent.cfg.train.seeds} vs "
                          f"{simulator.cfg.train.seeds}")
@@ -317,6 +352,7 @@ def measure_value(agent: LoadedModel | None, simulator: LoadedModel, num_games: 
     tree = exact_tree(simulator.cfg.data.game)
     train_positions = training_positions(simulator.cfg, simulator.run_dir)
     result: dict = {"seeds": list(simulator.cfg.train.seeds), "num_games": num_games, "targets": TARGETS,
+                    "decisions_per_game": decisions_per_game,
                     **checkpoints_read(agent, simulator),
                     "regime": agent.cfg.train.regime if agent else simulator.cfg.train.regime, "datasets": {}}
     control = (agent or simulator).at_init()
@@ -326,7 +362,8 @@ def measure_value(agent: LoadedModel | None, simulator: LoadedModel, num_games: 
     # OWN GAMES: each agent seed's rollouts, at its decisions.
     if agent is not None:
         games = agent_games(agent, num_games, seed)
-        rows, index = agent_rows(agent, simulator.cfg, games, tree, num_rollouts, seed, train_positions, values)
+        rows, index = agent_rows(agent, simulator.cfg, games, tree, num_rollouts, seed, train_positions, values,
+                                 decisions_per_game)
         nets = {"policy": (agent, "policy"), "simulator": (simulator, "policy"), "random_init": (control, "policy")}
         if agent_simulator is not None:  # the same games and seeds it learnt from the agent's (other) games
             nets["simulator_of_agent"] = (agent_simulator, "policy")
@@ -343,7 +380,8 @@ def measure_value(agent: LoadedModel | None, simulator: LoadedModel, num_games: 
 
     # PERSONA GAMES: held-out games of the mixture, a fresh set per seed.
     datas = [generate(held_out_data(simulator.cfg, num_games, index=1 + s)) for s in range(num_s)]
-    built = [_persona_rows(tree, d, values, s, seed) for s, d in enumerate(datas)]
+    built = _sampled([_persona_rows(tree, d, values, s, seed) for s, d in enumerate(datas)], decisions_per_game,
+                     seed + 1)
     if agent is not None and tree is None:
         built = _with_rollouts(agent, [d["moves"] for d in datas], built, num_rollouts, seed + 1)
     rows, index = _marked(built, train_positions)

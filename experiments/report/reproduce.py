@@ -264,7 +264,7 @@ def run_analyses(dirs: dict[str, Path], fig_dir: Path, sizes, on_message=print, 
                 of_agent = model(f"next_token_of_{agent}") if f"next_token_of_{agent}" in have else None
                 value["agents"][agent] = relative_paths(
                     measure_value(model(agent), simulator, sizes.value_games, num_rollouts=sizes.value_rollouts,
-                                  agent_simulator=of_agent), root)
+                                  agent_simulator=of_agent, decisions_per_game=sizes.value_decisions), root)
         for name in ("next_token", "next_token_mtp"):
             if name in have and "simulator_value" in only:
                 value["simulators"][name] = relative_paths(measure_value(None, model(name), sizes.value_games), root)
@@ -312,7 +312,8 @@ def run_analyses(dirs: dict[str, Path], fig_dir: Path, sizes, on_message=print, 
         amount = analyse_rl_amount(have["next_token"], have["pretrain_rl"])
         # As many games as claim 1's (one compiled rollout for both; the games cost little beside V^π).
         amount["value"] = value_over_checkpoints(have["pretrain_rl"], sizes.value_games, sizes.rl_checkpoints,
-                                                 num_rollouts=sizes.value_rollouts)
+                                                 num_rollouts=sizes.value_rollouts,
+                                                 decisions_per_game=sizes.value_decisions)
         results["rl_amount"] = amount
         paths += F.rl_amount(amount, fig_dir)
         lap("rl_amount")
