@@ -12,8 +12,8 @@ import pytest
 from agentsim.envs.dataset import generate
 from agentsim.envs.tokens import Layout
 from agentsim.experiments.analysis import agent_value as AV
-from agentsim.experiments.analysis.model import LoadedModel
 from agentsim.experiments.analysis import value_probes as VP
+from agentsim.experiments.analysis.model import LoadedModel
 from agentsim.experiments.analysis.value_probes import (
     Rows,
     agent_rows,
