@@ -375,6 +375,7 @@ def test_a_broken_pipe_that_is_not_stdout_keeps_its_traceback(monkeypatch):
     ["steer", "a", "--layer", "2", "--probe-run", "p", "--games", "100", "--games-per-cell", "2", "--out", "x.json"],
     ["behaviour", "a", "b", "--pretrained", "p", "--games", "60", "--out", "x.json"],
     ["probe", "a", "--simulator", "s", "--games", "50", "--suite", "--timeline"],
+    ["probe", "a", "--games", "300", "--rollouts", "8", "--decisions-per-game", "3"],
 ])
 def test_analysis_commands_keep_every_flag(argv):
     args = cli.build_parser().parse_args(argv)
@@ -389,6 +390,8 @@ def test_analysis_commands_keep_every_flag(argv):
     (["steer", "a", "--layer", "-1"], "argument --layer: must be at least 0, got -1"),
     (["behaviour", "a", "--games", "ten"], "argument --games: expected an integer, got 'ten'"),
     (["probe", "a", "--games", "49"], "must be at least 50"),
+    (["probe", "a", "--decisions-per-game", "0"], "argument --decisions-per-game: must be at least 1, got 0"),
+    (["probe", "a", "--rollouts", "1"], "argument --rollouts: must be at least 2, got 1"),
 ])
 def test_analysis_sizes_too_small_are_one_line_before_any_work(capsys, argv, match):
     with pytest.raises(SystemExit) as e:
