@@ -250,6 +250,28 @@ def test_monte_carlo_labels_are_paid_for_the_sampled_rows_only(agent, own_games,
     assert asked[1] > 2 * games
 
 
+def test_an_agent_and_its_control_are_read_in_one_forward_each_with_the_same_compile(agent, own_games, monkeypatch):
+    control = agent.at_init()
+    nets = {"policy": (agent, "policy"), "critic": (agent, "critic"), "value_head": (agent, "head"),
+            "random_init": (control, "policy"), "random_init_critic": (control, "critic")}
+    tokens = own_games.tokens[:, :100]
+    expected = {name: m.run_with_cache(tokens, (VP.READS[which],))[VP.READS[which]]
+                for name, (m, which) in nets.items()}
+    calls = []
+    run = LoadedModel.run_with_cache
+
+    def counted(self, tokens, names, *args, **kwargs):
+        calls.append((id(self), names))
+        return run(self, tokens, names, *args, **kwargs)
+
+    monkeypatch.setattr(LoadedModel, "run_with_cache", counted)
+    acts = VP.activations(nets, tokens)
+    assert sorted(i for i, _ in calls) == sorted([id(agent), id(control)])  # one pass per model
+    assert calls[0][1] == calls[1][1] == ("critic_resid", "resid", "value")  # one names set: one compile
+    for name in nets:
+        np.testing.assert_allclose(acts[name], expected[name], rtol=1e-5, atol=1e-5)
+
+
 def test_the_result_names_the_checkpoint_step_of_each_network():
     agent = SimpleNamespace(run_dir=Path("runs/rl"), step=400)
     simulator = SimpleNamespace(run_dir=Path("runs/next_token"), step=1000)

@@ -299,17 +299,32 @@ def label_info(rows: list[Rows], tree: GameTree | None, num_rollouts: int) -> di
 # ---------------------------------------------------------------------------------- measurement
 
 
-def _activations(model: LoadedModel, tokens_SxNxT, which: str) -> np.ndarray:
-    name = {"policy": "resid", "critic": "critic_resid", "head": "value"}[which]
-    return model.run_with_cache(tokens_SxNxT, (name,))[name]
+READS = {"policy": "resid", "critic": "critic_resid", "head": "value"}
+
+
+def activations(networks: dict[str, tuple[LoadedModel, str]], tokens_SxNxT) -> dict[str, np.ndarray]:
+    """{network: its activations} with one forward per model: every activation a model is read
+    at is asked for in one pass, and models of one architecture (an agent and its random-init
+    control) ask for the same set, so that they share one compiled forward."""
+    by_arch: dict = {}
+    for model, which in networks.values():
+        by_arch.setdefault(model.graphdef, set()).add(READS[which])
+    cache: dict[int, dict] = {}
+    out = {}
+    for name, (model, which) in networks.items():
+        if id(model) not in cache:
+            cache[id(model)] = model.run_with_cache(tokens_SxNxT, tuple(sorted(by_arch[model.graphdef])))
+        out[name] = cache[id(model)][READS[which]]
+    return out
 
 
 def _measure(networks: dict[str, tuple[LoadedModel, str]], tokens_SxNxT, rows_by_seed, index_by_seed,
              targets) -> dict:
     """{target: {network: [Scores per seed]}} plus the ceilings, on one dataset."""
     out: dict = {t: {} for t in targets}
+    every = activations(networks, tokens_SxNxT)
     for name, (model, which) in networks.items():
-        acts = _activations(model, tokens_SxNxT, which)  # [S, L, N, M, D] or [S, N, M]
+        acts = every[name]  # [S, L, N, M, D] or [S, N, M]
         for s, (rows, (g, t)) in enumerate(zip(rows_by_seed, index_by_seed)):
             x = acts[s][g, t] if which == "head" else acts[s][:, g, t]
             for target in targets:
