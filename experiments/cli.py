@@ -716,8 +716,7 @@ COMMANDS = (
                      "history where V^π is not exact (connect-four: no game tree); label error about 0.8/sqrt(K)"),
                 _arg("--decisions-per-game", type=_at_least(1), metavar="N",
                      help="probe N rows of each game, drawn at random before any label is computed (default: every "
-                     "decision): where labels cost rollouts, more games with fewer rows each buy more independent "
-                     "evidence per rollout"),
+                     "decision); pair it with more --games, as fewer rows train weaker probes"),
                 _arg("--suite", action="store_true",
                      help="every target (value, minimax, outcome, persona, board; both frames), linear and small-MLP "
                      "probes, with random-init, step-0, shuffled and control-task controls -> RUN/probe_suite.json"),

@@ -204,8 +204,9 @@ def _replayed_own_rows(sim_cfg, games: AgentGames, s: int, seed: int):
 def sample_per_game(game_R: np.ndarray, per_game: int | None, seed: int) -> np.ndarray:
     """bool[R]: at most ``per_game`` rows of each game, drawn uniformly without replacement
     (every row where ``per_game`` is None). Rows of one game share its opening and its result,
-    so where each label costs Monte Carlo games, a few decisions from each of more games buy more
-    independent evidence per label than every decision of fewer games."""
+    so where each label costs Monte Carlo games, a few decisions from each of more games may buy
+    more independent evidence per label; fewer rows also train weaker probes (on 5×4 that cost
+    more than it bought: STUDIES.md, "Claim 1's value measure on connect four")."""
     keep = np.ones(len(game_R), bool)
     if per_game is None:
         return keep
