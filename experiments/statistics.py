@@ -57,7 +57,7 @@ class Interval(NamedTuple):
     low: float
     high: float
     n_seeds: int
-    seed_half: float  # half-width the seed-to-seed spread alone would give
+    seed_half: float  # half-width of the seed spread (each seed on its own games: the part beyond the game noise)
     game_half: float  # half-width the sampling of held-out games alone would give
 
     def as_dict(self) -> dict:
