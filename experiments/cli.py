@@ -218,7 +218,7 @@ def cmd_probe(args) -> int:
             print(f"wrote {Path(args.run) / 'timeline.json'}")
         return 0
     from agentsim.experiments.analysis.model import LoadedModel
-    from agentsim.experiments.analysis.value_probes import measure_value
+    from agentsim.experiments.analysis.value_probes import ROLLOUTS, measure_value
     from agentsim.experiments.runs.run import read_config
 
     _require_table("probe (claim 1's value measure)", args.run)
@@ -235,7 +235,7 @@ def cmd_probe(args) -> int:
         raise UserError(f"{simulator} has other seeds than {args.run}; the comparison is paired by seed")
     res = measure_value(LoadedModel.from_run(args.run) if agent else None,
                         LoadedModel.from_run(simulator if agent else args.run), num_games=args.games,
-                        num_rollouts=args.rollouts, decisions_per_game=args.decisions_per_game)
+                        num_rollouts=args.rollouts or ROLLOUTS, decisions_per_game=args.decisions_per_game)
     out = Path(args.run) / "value_probes.json"
     strict_json.write(out, res, indent=None)
     for dataset, d in res["datasets"].items():
@@ -712,8 +712,9 @@ COMMANDS = (
                 _arg("--simulator", metavar="DIR", help="the next_token run an agent is compared with (same seeds; "
                      "default for pretrain_rl: the run it started from)"),
                 _games(2000, 50, "games per seed (own games and persona games)"),
-                _arg("--rollouts", type=_at_least(2), default=32, help="Monte Carlo games of the agent per probed "
-                     "history where V^π is not exact (connect-four: no game tree); label error about 0.8/sqrt(K)"),
+                _arg("--rollouts", type=_at_least(2), metavar="K", help="Monte Carlo games of the agent per probed "
+                     "history where V^π is not exact (connect-four: no game tree); label error about 0.8/sqrt(K) "
+                     "(default: the value measure's, 32)"),
                 _arg("--decisions-per-game", type=_at_least(1), metavar="N",
                      help="probe N rows of each game, drawn at random before any label is computed (default: every "
                      "decision); pair it with more --games, as fewer rows train weaker probes"),

@@ -41,6 +41,12 @@ def tree():
     return AV.game_tree("tictactoe")
 
 
+@pytest.fixture(scope="module")
+def own_games(agent):
+    """The agent's own games, played once for every test that reads them."""
+    return AV.agent_games(agent, 3000, seed=3)
+
+
 def test_tree_policy_is_the_networks_own_move_distribution(agent, tree):
     probs = AV.tree_policy(agent, tree)
     nodes = np.random.default_rng(0).choice(np.flatnonzero(~tree.terminal), 50)
@@ -98,11 +104,11 @@ def test_agent_values_are_computed_once_per_params(agent, tree):
     assert not first.flags.writeable
 
 
-def test_exact_value_agrees_with_monte_carlo_play_of_the_agent(agent, tree):
+def test_exact_value_agrees_with_monte_carlo_play_of_the_agent(agent, tree, own_games):
     """The agent's own games, played by the arena as in training, against V^π from the tree: at the
     root for each side, and at every decision it reaches (the tower property)."""
     values = AV.agent_values(agent, tree)
-    games = AV.agent_games(agent, 3000, seed=3)
+    games = own_games
     for s in range(agent.num_seeds):
         nodes = tree.find(games.moves[s])
         for side in (0, 1):
@@ -117,12 +123,11 @@ def test_exact_value_agrees_with_monte_carlo_play_of_the_agent(agent, tree):
             assert abs(r.mean() - v.mean()) < 4 * r.std() / np.sqrt(ok.sum()) + 1e-3, (s, t)
 
 
-def test_own_games_play_o_as_often_as_training_did(agent):
+def test_own_games_play_o_as_often_as_training_did(agent, own_games):
     """The agent's own games are its training games: O in ``ppo.o_fraction`` of them (0.75 by
     default), not half (the measure once played both sides equally)."""
     assert agent.cfg.ppo.o_fraction == 0.75
-    games = AV.agent_games(agent, 3000, seed=3)  # the same games (and compile) as the test above
-    share_o = games.side.mean(-1)
+    share_o = own_games.side.mean(-1)
     assert np.all(np.abs(share_o - 0.75) < 4 * np.sqrt(0.75 * 0.25 / 3000)), share_o
 
 
@@ -206,11 +211,6 @@ def test_a_sample_keeps_k_rows_of_every_game_each_row_equally_likely():
     assert np.all(np.abs(freq - 0.4) < 0.04), freq
     with pytest.raises(ValueError, match="at least 1"):
         sample_per_game(game, 0, seed=0)
-
-
-@pytest.fixture(scope="module")
-def own_games(agent):
-    return AV.agent_games(agent, 3000, seed=3)  # the same games (and compile) as the tests above
 
 
 def test_sampled_decisions_keep_every_game_its_split_and_its_labels(agent, tree, own_games):

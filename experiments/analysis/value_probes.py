@@ -207,16 +207,15 @@ def sample_per_game(game_R: np.ndarray, per_game: int | None, seed: int) -> np.n
     so where each label costs Monte Carlo games, a few decisions from each of more games may buy
     more independent evidence per label; fewer rows also train weaker probes (on 5×4 that cost
     more than it bought: STUDIES.md, "Claim 1's value measure on connect four")."""
-    keep = np.ones(len(game_R), bool)
     if per_game is None:
-        return keep
+        return np.ones(len(game_R), bool)
     if per_game < 1:
         raise ValueError(f"decisions per game must be at least 1 (or None for all), got {per_game}")
     order = np.random.default_rng(seed).permutation(len(game_R))  # a random order within each game
     by_game = order[np.argsort(game_R[order], kind="stable")]
     g = game_R[by_game]
-    rank = np.arange(len(g)) - np.searchsorted(g, g, side="left")
-    keep[:] = False
+    rank = np.arange(len(g)) - np.searchsorted(g, g, side="left")  # place within its game
+    keep = np.zeros(len(game_R), bool)
     keep[by_game[rank < per_game]] = True
     return keep
 
@@ -324,7 +323,7 @@ def _measure(networks: dict[str, tuple[LoadedModel, str]], tokens_SxNxT, rows_by
     """{target: {network: [Scores per seed]}} plus the ceilings, on one dataset."""
     out: dict = {t: {} for t in targets}
     every = activations(networks, tokens_SxNxT)
-    for name, (model, which) in networks.items():
+    for name, (_, which) in networks.items():
         acts = every[name]  # [S, L, N, M, D] or [S, N, M]
         for s, (rows, (g, t)) in enumerate(zip(rows_by_seed, index_by_seed)):
             x = acts[s][g, t] if which == "head" else acts[s][:, g, t]
