@@ -536,23 +536,27 @@ def cmd_scaling(args) -> int:
     from dataclasses import asdict
 
     from agentsim.experiments.report.figures import scaling
-    from agentsim.experiments.scaling import MEASURES, compute_to_reach, read_point
+    from agentsim.experiments.scaling import MEASURES, label_series, reach_by_series, read_point
 
     if args.measure not in MEASURES:
         raise UserError(f"unknown --measure {args.measure!r}; known: {', '.join(MEASURES)}")
     _require_runs(*args.runs)
-    points = sorted((read_point(r, args.measure) for r in args.runs), key=lambda p: p.flops)
+    points = label_series(sorted((read_point(r, args.measure) for r in args.runs), key=lambda p: p.flops))
     higher = args.measure.startswith("win")
-    reach = compute_to_reach(points, args.target, higher_is_better=higher)
+    reach = reach_by_series(points, args.target, higher_is_better=higher)
     out = _output(args.out, Path(f"scaling_{args.measure}.json"))
-    print(f"{'run':40s} {'TFLOP/seed':>11s} {args.measure:>22s}  per seed")
-    for p in points:
-        print(f"{p.run[-40:]:40s} {p.flops / 1e12:11.3f} {p.mean:22.4f}  " + ", ".join(f"{v:.4f}" for v in p.values))
-    if reach["fit"]:
-        print(f"power law over the finals: {args.measure} ∝ FLOPs^{reach['fit']['slope']:.3f}")
-    print(f"bar {'≥' if higher else '≤'} {args.target:g}: {reach['note']}"
-          + (f" ({reach['needed_flops'] / 1e12:.3g} TFLOP per seed)" if reach["needed_flops"] else ""))
-    result = {"measure": args.measure, "points": [asdict(p) | {"mean": p.mean} for p in points], "reach": reach}
+    for name, series_reach in reach.items():
+        if name:
+            print(f"series {name}")
+        print(f"  {'run':40s} {'TFLOP/seed':>11s} {args.measure:>22s}  per seed")
+        for p in (p for p in points if p.series == name):
+            print(f"  {p.run[-40:]:40s} {p.flops / 1e12:11.3f} {p.mean:22.4f}  "
+                  + ", ".join(f"{v:.4f}" for v in p.values))
+        if series_reach["fit"]:
+            print(f"  power law over the finals: {args.measure} ∝ FLOPs^{series_reach['fit']['slope']:.3f}")
+        print(f"  bar {'≥' if higher else '≤'} {args.target:g}: {series_reach['note']}"
+              + (f" ({series_reach['needed_flops'] / 1e12:.3g} TFLOP per seed)" if series_reach["needed_flops"] else ""))
+    result = {"measure": args.measure, "points": [asdict(p) | {"mean": p.mean} for p in points], "series": reach}
     _save_analysis(result, out, lambda r, d: scaling(points, reach, args.measure, d, name=out.stem))
     return 0
 
@@ -831,11 +835,14 @@ COMMANDS = (
                 _arg("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                      help="override a config field in every stage"))),
     Command("scaling", cmd_scaling, "a measure against training compute over runs, and the compute a bar needs",
-            "For finished runs of one regime trained for different lengths (or sizes): each run's training model "
+            "For finished runs of one regime trained for different lengths: each run's training model "
             "FLOPs per seed (as `agentsim cost` counts them) and its final measure (final.json, mean over seeds); a "
             "power law fitted over the runs' finals; and, if no run meets the bar, the compute where the fit "
-            "crosses it, marked as an extrapolation. Writes a JSON and a log-log figure with each run's validation "
-            "curve. Example: agentsim scaling runs/s250 runs/s500 runs/s1000 --measure simulator_gap --target 0.02", (
+            "crosses it, marked as an extrapolation. Runs of several settings (model sizes, learning rates) form "
+            "one series per setting, each with its own fit, named by the config fields that differ (runs that "
+            "differ only in length, logging and seeds share a series). Writes a JSON and a log-log figure with each "
+            "run's validation curve. Example: agentsim scaling runs/s250 runs/s500 runs/s1000 --measure "
+            "simulator_gap --target 0.02", (
                 _arg("runs", nargs="+", help="run directories (finished)"),
                 _arg("--measure", default="simulator_gap",
                      help="simulator_gap, simulator_gap_unseen, loss_vs_perfect, loss_vs_random, loss_vs_greedy or "

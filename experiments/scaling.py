@@ -8,24 +8,33 @@ curve, are fitted: under a cosine schedule a run's middle is not what a run of t
 reach. The fit is a power law, log(measure) = a + b·log(FLOPs), by least squares over the runs'
 seed means; the compute a bar needs is where that line crosses it. It is an extrapolation, and
 says so: it holds only while the fall goes on as measured.
+
+Runs of several settings (a grid of model sizes, learning rates, ...) form one series per
+setting: runs whose configs differ only in their length (``LENGTH_FIELDS``) share a series, each
+series gets its own fit, and the fields that tell series apart name them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from agentsim.experiments.cost import stage_cost
 from agentsim.experiments.runs.run import RunError, read_config, read_metrics
-from agentsim.experiments.runs.store import FINAL, final_metrics
+from agentsim.experiments.runs.store import FINAL, final_metrics, flat_config
 
 MEASURES = ("simulator_gap", "simulator_gap_unseen", "loss_vs_perfect", "loss_vs_random", "loss_vs_greedy",
             "win_vs_random")
 """What a point can measure: the subjects table's columns (final.json)."""
 FLOOR = 1e-4
 """A measure of 0 (no game lost) is fitted as this: a power law has no zero."""
+LENGTH_FIELDS = ("train.steps", "train.chunk", "train.eval_every", "train.checkpoint_every", "train.log_checkpoints",
+                 "train.seeds", "log.")
+"""Config fields (or section prefixes) that set how long a run trains, how often it logs and which
+seeds it runs, not what a run of a given length learns: runs differing only here share a series."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,7 @@ class Point:
     flops: float  # training model FLOPs per seed
     values: tuple[float, ...]  # the final measure, per seed
     curve: tuple[tuple[float, float], ...]  # (FLOPs so far, seed-mean validation value) from metrics.jsonl
+    series: str = ""  # the setting it belongs to (``label_series``); "" when all runs share one
 
     @property
     def mean(self) -> float:
@@ -68,6 +78,28 @@ def validation_curve(run_dir: Path, measure: str, flops_per_step: float) -> list
         if value is not None and np.isfinite(value):
             by_step.setdefault(int(row["step"]), []).append(float(value))
     return [(step * flops_per_step, float(np.mean(v))) for step, v in sorted(by_step.items())]
+
+
+def label_series(points: list[Point]) -> list[Point]:
+    """The points with their series: runs whose configs agree outside ``LENGTH_FIELDS`` form one,
+    named by the fields whose values differ between series (e.g. "model.num_layers=4")."""
+    settings = []
+    for p in points:
+        flat = flat_config(Path(p.run))
+        settings.append({k: json.dumps(v, sort_keys=True) for k, v in flat.items()
+                         if not k.startswith(LENGTH_FIELDS)})
+    keys = sorted(set().union(*settings))
+    varying = [k for k in keys if len({s.get(k) for s in settings}) > 1]
+    return [replace(p, series=", ".join(f"{k}={s.get(k, 'unset')}" for k in varying))
+            for p, s in zip(points, settings, strict=True)]
+
+
+def reach_by_series(points: list[Point], target: float, higher_is_better: bool = False) -> dict[str, dict]:
+    """``compute_to_reach`` for each series on its own points (a fit across settings would mix
+    two curves into a line neither follows)."""
+    names = list(dict.fromkeys(p.series for p in points))
+    return {name: compute_to_reach([p for p in points if p.series == name], target, higher_is_better)
+            for name in names}
 
 
 @dataclass(frozen=True)

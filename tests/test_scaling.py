@@ -1,6 +1,7 @@
 """`agentsim scaling`: the compute a bar needs, from runs' finals. Synthetic run directories with a
 planted power law: the fit recovers its exponent and the crossing exactly; a measure that does not
-fall gives no extrapolation; a run that meets the bar is named as meeting it."""
+fall gives no extrapolation; a run that meets the bar is named as meeting it; runs of two settings
+are fitted apart."""
 
 import json
 
@@ -11,12 +12,12 @@ from agentsim.experiments import cli
 from agentsim.experiments.config import load_config
 from agentsim.experiments.cost import stage_cost
 from agentsim.experiments.runs import strict_json
-from agentsim.experiments.scaling import compute_to_reach, read_point
+from agentsim.experiments.scaling import compute_to_reach, label_series, reach_by_series, read_point
 
 
-def fake_run(path, steps: int, gaps: list[float], losses=None):
+def fake_run(path, steps: int, gaps: list[float], losses=None, extra=()):
     """A finished next_token run directory (quick config, ``steps`` steps) with these final gaps."""
-    cfg = load_config("quick", overrides=["train.regime='next_token'", f"train.steps={steps}", "train.chunk=1"])
+    cfg = load_config("quick", overrides=["train.regime='next_token'", f"train.steps={steps}", "train.chunk=1", *extra])
     path.mkdir(parents=True)
     strict_json.write(path / "config.json", cfg.to_dict())
     (path / "status.json").write_text(json.dumps({"status": "finished", "step": steps}))
@@ -59,6 +60,7 @@ def test_cli_table_figure_and_bad_input(tmp_path, capsys):
     assert "FLOPs^-0.500" in text and "extrapolated: 4× the largest run's compute" in text
     res = json.loads(out.read_text())
     assert [p["mean"] for p in res["points"]] == pytest.approx([0.04, 0.02])
+    assert list(res["series"]) == [""] and res["series"][""]["fit"]["slope"] == pytest.approx(-0.5)
     assert (tmp_path / "s.png").exists() and (tmp_path / "s.pdf").exists()
     assert cli.main(["scaling", str(a), "--target", "0.01", "--measure", "bogus"]) == 2
     assert "unknown --measure" in capsys.readouterr().err
@@ -67,3 +69,26 @@ def test_cli_table_figure_and_bad_input(tmp_path, capsys):
     assert "has no final simulator_gap_unseen" in capsys.readouterr().err
     losses = compute_to_reach([read_point(a, "loss_vs_perfect"), read_point(b, "loss_vs_perfect")], 0.01)
     assert np.isfinite(losses["fit"]["slope"]) and "not falling" in losses["note"]  # 0.5 at both sizes
+
+
+def test_two_settings_are_two_series(tmp_path, capsys):
+    # 2 layers: gap ∝ F^-0.5; 4 layers: ∝ F^-0.25. Runs that differ in length, chunk, logging or
+    # seeds share a series; one fit across both settings would give neither exponent.
+    two = [fake_run(tmp_path / "a", 100, [0.04] * 3, extra=["train.eval_every=3"])[0],
+           fake_run(tmp_path / "b", 400, [0.02] * 3, extra=["train.chunk=4", "train.seeds=[5,6,7]"])[0]]
+    four = [fake_run(tmp_path / "c", 100, [0.08] * 3, extra=["model.num_layers=4"])[0],
+            fake_run(tmp_path / "d", 1600, [0.04] * 3, extra=["model.num_layers=4", "train.log_checkpoints=3"])[0]]
+    points = label_series([read_point(r, "simulator_gap") for r in two + four])
+    assert [p.series for p in points] == ["model.num_layers=2"] * 2 + ["model.num_layers=4"] * 2
+    reach = reach_by_series(points, 0.01)
+    assert reach["model.num_layers=2"]["fit"]["slope"] == pytest.approx(-0.5)
+    assert reach["model.num_layers=4"]["fit"]["slope"] == pytest.approx(-0.25)
+    f4 = points[2].flops * 8 ** 4  # 0.08 falls to 0.01 over 8⁴ of its compute
+    assert reach["model.num_layers=4"]["needed_flops"] == pytest.approx(f4)
+    assert label_series([read_point(r, "simulator_gap") for r in two])[0].series == ""
+    out = tmp_path / "grid.json"
+    assert cli.main(["scaling", *map(str, two + four), "--target", "0.01", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "series model.num_layers=4" in text and "FLOPs^-0.250" in text and "FLOPs^-0.500" in text
+    assert set(json.loads(out.read_text())["series"]) == {"model.num_layers=2", "model.num_layers=4"}
+    assert (tmp_path / "grid.png").exists()

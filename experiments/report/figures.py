@@ -659,33 +659,43 @@ def claims_by_depth(results: dict, out_dir: Path, name: str = "fd_claims_by_dept
     return save_figure(fig, out_dir, name)
 
 
-def scaling(points, reach: dict, measure: str, out_dir: Path, name: str = "fs_scaling") -> list[Path]:
-    """FS (``agentsim scaling``): a measure against training compute per seed, log-log: each
-    run's validation curve (thin), its final seed mean with the seed range (points), the fitted
-    power law over the finals extended to the bar (dashed) and the bar (dotted)."""
+def scaling(points, reach: dict[str, dict], measure: str, out_dir: Path, name: str = "fs_scaling") -> list[Path]:
+    """FS (``agentsim scaling``): a measure against training compute per seed, log-log, one colour
+    per series (setting): each run's validation curve (thin), its final seed mean with the seed
+    range (points), the series' power law over its finals extended to the bar (dashed) and the
+    bar (dotted)."""
     fig, ax = plt.subplots(figsize=(5.4, 3.8), layout="constrained")
-    for i, p in enumerate(points):
-        color = plt.cm.viridis(i / max(len(points) - 1, 1))
-        if p.curve:
-            x, y = np.array(p.curve).T
-            ok = (x > 0) & (y > 0)
-            ax.plot(x[ok], y[ok], color=color, lw=0.8, alpha=0.6)
-        lo, hi = min(p.values), max(p.values)
-        ax.errorbar([p.flops], [p.mean], yerr=[[p.mean - lo], [hi - p.mean]], fmt="o", color=color, capsize=3,
-                    label=Path(p.run).name if len({Path(q.run).name for q in points}) == len(points) else p.run)
-    fit = reach.get("fit")
     higher = measure.startswith("win")
-    if fit and not higher:
-        x_end = max(reach["largest_flops"], reach.get("needed_flops") or 0)
-        x = np.geomspace(min(p.flops for p in points), x_end, 50)
-        ax.plot(x, np.exp(fit["intercept"] + fit["slope"] * np.log(x)), "k--", lw=1,
-                label=f"power law fit (exponent {fit['slope']:.2f})")
-    ax.axhline(reach["target"], color="tab:red", ls=":", label=f"bar {reach['target']:g}")
+    several = len(reach) > 1
+    for j, (series, series_reach) in enumerate(reach.items()):
+        members = [p for p in points if p.series == series]
+        fit = series_reach.get("fit")
+        series_label = f"{series} (exponent {fit['slope']:.2f})" if fit else series
+        for i, p in enumerate(members):
+            color = plt.cm.tab10(j % 10) if several else plt.cm.viridis(i / max(len(members) - 1, 1))
+            if p.curve:
+                x, y = np.array(p.curve).T
+                ok = (x > 0) & (y > 0)
+                ax.plot(x[ok], y[ok], color=color, lw=0.8, alpha=0.6)
+            lo, hi = min(p.values), max(p.values)
+            label = (series_label if i == 0 else None) if several else \
+                (Path(p.run).name if len({Path(q.run).name for q in points}) == len(points) else p.run)
+            ax.errorbar([p.flops], [p.mean], yerr=[[p.mean - lo], [hi - p.mean]], fmt="o", color=color, capsize=3,
+                        label=label)
+        if fit and not higher:
+            x_end = max(series_reach["largest_flops"], series_reach.get("needed_flops") or 0)
+            x = np.geomspace(min(p.flops for p in members), x_end, 50)
+            ax.plot(x, np.exp(fit["intercept"] + fit["slope"] * np.log(x)), "--", lw=1,
+                    color=plt.cm.tab10(j % 10) if several else "k",
+                    label=f"power law fit (exponent {fit['slope']:.2f})" if not several else None)
+    target = next(iter(reach.values()))["target"]
+    ax.axhline(target, color="tab:red", ls=":", label=f"bar {target:g}")
     ax.set_xscale("log")
     ax.set_yscale("linear" if higher else "log")
     ax.set_xlabel("training compute per seed [model FLOPs]")
     ax.set_ylabel(measure.replace("_", " "))
-    ax.set_title(reach["note"], fontsize=8)
+    if not several:
+        ax.set_title(next(iter(reach.values()))["note"], fontsize=8)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=6)
     return save_figure(fig, out_dir, name)
