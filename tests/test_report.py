@@ -52,7 +52,7 @@ def _results() -> dict:
 
 def test_report_rounds_clips_rates_and_drops_empty_columns():
     text = report(_results())
-    assert "0.0243 [0.00220, 0.0464]" in text and "seeds 0.0212, from the held-out games 0.00712" in text
+    assert "0.0243 [0.00220, 0.0464]" in text and "game noise 0.0212, from the held-out games alone 0.00712" in text
     assert "0.0243219" not in text and "0.024 [" not in text
     subjects = text[text.index("## The subjects"):text.index("Loss and win rates")]
     header = subjects.splitlines()[2]

@@ -34,7 +34,8 @@ def _claim_lines(number: str, c: dict) -> list[str]:
     if c["statistic"]:
         lines.append(f"Statistic: {c['statistic']}.")
         lines.append(f"Value: {interval_text(i)} over {i['n_seeds']} seeds (95% t-interval; half-width from the "
-                     f"seeds {sig3(i['seed_half'])}, from the held-out games {sig3(i['game_half'])}); smallest "
+                     f"seeds' spread beyond the game noise {sig3(i['seed_half'])}, from the held-out games alone "
+                     f"{sig3(i['game_half'])}); smallest "
                      f"effect worth the name δ = {c['smallest_effect']}.")
         if c["rule_gives"] != c["verdict"]:
             lines.append(f"The interval alone would give '{c['rule_gives']}', but a verdict needs at least 5 seeds.")
