@@ -697,5 +697,5 @@ def scaling(points, reach: dict[str, dict], measure: str, out_dir: Path, name: s
     if not several:
         ax.set_title(next(iter(reach.values()))["note"], fontsize=8)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=6, loc="upper right" if several else "best")
     return save_figure(fig, out_dir, name)
