@@ -2,7 +2,8 @@
 # The simulator's scaling grid on tic-tac-toe (issue 17): next_token at 2 and 4 layers × width 64
 # and 128 × 500, 1000 and 2000 steps of 128 games (3 seeds, lr 3e-3, 100,000 persona games), then
 # one figure of the gap against training FLOPs with a power law per size (STUDIES.md, "The
-# simulator's size"). About 40 minutes on 2 CPU cores. Usage: scripts/scaling_simulator.sh [DIR]
+# simulator's size"). 50 minutes on 2 CPU cores beside another job (2026-12-08).
+# Usage: scripts/scaling_simulator.sh [DIR]
 set -euo pipefail
 out="${1:-runs/scaling}"
 for size in "2 64 4" "4 64 4" "2 128 8" "4 128 8"; do
