@@ -91,17 +91,28 @@ def test_forward_pads_short_sets_and_drops_the_padding(agent, tree):
     np.testing.assert_allclose(logits, agent.logits(tokens), atol=1e-5)
 
 
-def test_agent_values_are_computed_once_per_params(agent, tree):
+def test_agent_values_are_computed_once_per_params(agent, tree, monkeypatch):
     """Claims 1 and 5 read the same checkpoint's V^π from separate loads: the second read is the
-    first's array; other params (the same architecture at other seeds) are computed afresh."""
+    first's array; other params (the same architecture at other seeds) are computed afresh. The
+    cache is what is tested, so the fresh computation is counted, not paid (the real one is
+    checked against Monte Carlo play below)."""
     first = AV.agent_values(agent, tree)
+    calls = []
+
+    def counted(model, tree_, *a, **k):
+        calls.append(model)
+        return np.zeros((model.num_seeds, tree_.num_nodes, tree_.solved.game.num_actions))
+
+    monkeypatch.setattr(AV, "tree_policy", counted)
+    monkeypatch.setattr(AV, "policy_value", lambda tree_, *a: np.full((tree_.num_nodes, 2), 7.0))
     again = LoadedModel(agent.cfg, agent.layout, agent.graphdef, jax.tree.map(np.array, agent.params))
-    assert AV.agent_values(again, tree) is first
+    assert AV.agent_values(again, tree) is first and not calls
     _, params = init_params(agent.cfg.model, agent.layout.vocab_size, agent.layout.seq_len,
                             jax.random.split(jax.random.key(9), agent.num_seeds))
     fresh = AV.agent_values(agent.with_params(params), tree)
-    assert fresh is not first and not np.allclose(fresh, first)
-    assert not first.flags.writeable
+    assert len(calls) == 1 and fresh is not first and np.all(fresh == 7.0)
+    assert AV.agent_values(agent.with_params(params), tree) is fresh and len(calls) == 1
+    assert not first.flags.writeable and not fresh.flags.writeable
 
 
 def test_exact_value_agrees_with_monte_carlo_play_of_the_agent(agent, tree, own_games):
