@@ -554,8 +554,10 @@ def cmd_scaling(args) -> int:
                   + ", ".join(f"{v:.4f}" for v in p.values))
         if series_reach["fit"]:
             print(f"  power law over the finals: {args.measure} ∝ FLOPs^{series_reach['fit']['slope']:.3f}")
+        steps = f", train.steps ≈ {series_reach['needed_steps']:,}" if series_reach["needed_steps"] else ""
         print(f"  bar {'≥' if higher else '≤'} {args.target:g}: {series_reach['note']}"
-              + (f" ({series_reach['needed_flops'] / 1e12:.3g} TFLOP per seed)" if series_reach["needed_flops"] else ""))
+              + (f" ({series_reach['needed_flops'] / 1e12:.3g} TFLOP per seed{steps})"
+                 if series_reach["needed_flops"] else ""))
     result = {"measure": args.measure, "points": [asdict(p) | {"mean": p.mean} for p in points], "series": reach}
     _save_analysis(result, out, lambda r, d: scaling(points, reach, args.measure, d, name=out.stem))
     return 0

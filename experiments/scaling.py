@@ -44,6 +44,7 @@ class Point:
     values: tuple[float, ...]  # the final measure, per seed
     curve: tuple[tuple[float, float], ...]  # (FLOPs so far, seed-mean validation value) from metrics.jsonl
     series: str = ""  # the setting it belongs to (``label_series``); "" when all runs share one
+    steps: int = 0  # its length: next-token steps or PPO iterations (train.steps)
 
     @property
     def mean(self) -> float:
@@ -66,7 +67,7 @@ def read_point(run_dir: str | Path, measure: str) -> Point:
         raise RunError(f"{run_dir} ({cfg.train.regime}) has no final {measure}")
     flops = stage_cost(run_dir.name, cfg).flops / len(cfg.train.seeds)
     return Point(str(run_dir), flops, tuple(map(float, values)),
-                 tuple(validation_curve(run_dir, measure, flops / max(cfg.train.steps, 1))))
+                 tuple(validation_curve(run_dir, measure, flops / max(cfg.train.steps, 1))), steps=cfg.train.steps)
 
 
 def validation_curve(run_dir: Path, measure: str, flops_per_step: float) -> list[tuple[float, float]]:
@@ -124,11 +125,14 @@ def power_fit(points: list[Point], higher_is_better: bool = False) -> Fit | None
 
 def compute_to_reach(points: list[Point], target: float, higher_is_better: bool = False) -> dict:
     """Where the bar stands against the measured points and, if no run meets it, the fitted
-    compute that would: {met_at, fit, needed_flops, times_largest, note}."""
+    compute that would: {met_at, fit, needed_flops, times_largest, needed_steps, note}.
+    ``needed_steps``: the largest run's length scaled as its compute (within a series a run's
+    FLOPs are proportional to its steps), the number a config takes."""
     meets = [p for p in points if (p.mean >= target if higher_is_better else p.mean <= target)]
-    largest = max(p.flops for p in points)
+    top = max(points, key=lambda p: p.flops)
+    largest = top.flops
     out = {"target": target, "met_at": min((p.flops for p in meets), default=None), "fit": None,
-           "needed_flops": None, "times_largest": None, "largest_flops": largest}
+           "needed_flops": None, "times_largest": None, "needed_steps": None, "largest_flops": largest}
     fit = power_fit(points, higher_is_better)
     if fit is not None:
         out["fit"] = {"intercept": fit.intercept, "slope": fit.slope}
@@ -142,6 +146,7 @@ def compute_to_reach(points: list[Point], target: float, higher_is_better: bool 
         goal = np.log(max(1 - target if higher_is_better else target, FLOOR))
         needed = float(np.exp((goal - fit.intercept) / fit.slope))
         out.update(needed_flops=needed, times_largest=needed / largest,
+                   needed_steps=round(top.steps * needed / largest) if top.steps else None,
                    note=f"extrapolated: {needed / largest:.3g}× the largest run's compute, "
                         "if the measured power law held")
     return out

@@ -38,6 +38,7 @@ def test_planted_power_law_is_recovered(tmp_path):
     reach = compute_to_reach(points, 0.01)
     assert reach["fit"]["slope"] == pytest.approx(-0.5)
     assert reach["needed_flops"] == pytest.approx(16 * f0) and reach["times_largest"] == pytest.approx(4)
+    assert reach["needed_steps"] == 1600  # the 400-step run's length, scaled as its compute
     assert reach["met_at"] is None and "extrapolated" in reach["note"]
     met = compute_to_reach(points, 0.03)  # the 4x run meets it
     assert met["met_at"] == pytest.approx(f1) and met["needed_flops"] is None and met["note"] == "met by a measured run"
@@ -57,7 +58,7 @@ def test_cli_table_figure_and_bad_input(tmp_path, capsys):
     out = tmp_path / "s.json"
     assert cli.main(["scaling", str(a), str(b), "--target", "0.01", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "FLOPs^-0.500" in text and "extrapolated: 4× the largest run's compute" in text
+    assert "FLOPs^-0.500" in text and "extrapolated: 4× the largest run's compute" in text and "train.steps ≈ 1,600" in text
     res = json.loads(out.read_text())
     assert [p["mean"] for p in res["points"]] == pytest.approx([0.04, 0.02])
     assert list(res["series"]) == [""] and res["series"][""]["fit"]["slope"] == pytest.approx(-0.5)
