@@ -842,7 +842,7 @@ COMMANDS = (
             "power law fitted over the runs' finals; and, if no run meets the bar, the compute where the fit "
             "crosses it, marked as an extrapolation. Runs of several settings (model sizes, learning rates) form "
             "one series per setting, each with its own fit, named by the config fields that differ (runs that "
-            "differ only in length, logging and seeds share a series). Writes a JSON and a log-log figure with each "
+            "agentsim compare would pool and that differ only in length share a series). Writes a JSON and a log-log figure with each "
             "run's validation curve. Example: agentsim scaling runs/s250 runs/s500 runs/s1000 --measure "
             "simulator_gap --target 0.02", (
                 _arg("runs", nargs="+", help="run directories (finished)"),

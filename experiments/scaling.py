@@ -10,13 +10,12 @@ seed means; the compute a bar needs is where that line crosses it. It is an extr
 says so: it holds only while the fall goes on as measured.
 
 Runs of several settings (a grid of model sizes, learning rates, ...) form one series per
-setting: runs whose configs differ only in their length (``LENGTH_FIELDS``) share a series, each
-series gets its own fit, and the fields that tell series apart name them.
+setting: runs whose configs differ only in their length (``LENGTH_FIELDS``), seeds or logging share
+a series, each series gets its own fit, and the fields that tell series apart name them.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,17 +23,16 @@ import numpy as np
 
 from agentsim.experiments.cost import stage_cost
 from agentsim.experiments.runs.run import RunError, read_config, read_metrics
-from agentsim.experiments.runs.store import FINAL, final_metrics, flat_config
+from agentsim.experiments.runs.store import FINAL, describe_differences, final_metrics, flat_config, group_key
 
 MEASURES = ("simulator_gap", "simulator_gap_unseen", "loss_vs_perfect", "loss_vs_random", "loss_vs_greedy",
             "win_vs_random")
 """What a point can measure: the subjects table's columns (final.json)."""
 FLOOR = 1e-4
 """A measure of 0 (no game lost) is fitted as this: a power law has no zero."""
-LENGTH_FIELDS = ("train.steps", "train.chunk", "train.eval_every", "train.checkpoint_every", "train.log_checkpoints",
-                 "train.seeds", "log.")
-"""Config fields (or section prefixes) that set how long a run trains, how often it logs and which
-seeds it runs, not what a run of a given length learns: runs differing only here share a series."""
+LENGTH_FIELDS = ("train.steps", "train.chunk")
+"""How long a run trains (and in what jitted pieces): runs of one config group (``store.group_key``:
+seeds, logging and checkpointing aside) that differ only here share a series."""
 
 
 @dataclass(frozen=True)
@@ -82,17 +80,14 @@ def validation_curve(run_dir: Path, measure: str, flops_per_step: float) -> list
 
 
 def label_series(points: list[Point]) -> list[Point]:
-    """The points with their series: runs whose configs agree outside ``LENGTH_FIELDS`` form one,
-    named by the fields whose values differ between series (e.g. "model.num_layers=4")."""
-    settings = []
-    for p in points:
-        flat = flat_config(Path(p.run))
-        settings.append({k: json.dumps(v, sort_keys=True) for k, v in flat.items()
-                         if not k.startswith(LENGTH_FIELDS)})
-    keys = sorted(set().union(*settings))
-    varying = [k for k in keys if len({s.get(k) for s in settings}) > 1]
-    return [replace(p, series=", ".join(f"{k}={s.get(k, 'unset')}" for k in varying))
-            for p, s in zip(points, settings, strict=True)]
+    """The points with their series: the config groups ``agentsim compare`` pools runs by
+    (``store.group_key``), here also blind to a run's length (``LENGTH_FIELDS``), each named by
+    the fields that differ between them (``store.describe_differences``; "" for a single series)."""
+    keys = [group_key({k: v for k, v in flat_config(Path(p.run)).items() if k not in LENGTH_FIELDS})
+            for p in points]
+    distinct = list(dict.fromkeys(keys))
+    names = dict(zip(distinct, describe_differences(distinct) if len(distinct) > 1 else [""], strict=True))
+    return [replace(p, series=names[k]) for p, k in zip(points, keys, strict=True)]
 
 
 def reach_by_series(points: list[Point], target: float, higher_is_better: bool = False) -> dict[str, dict]:

@@ -667,27 +667,27 @@ def scaling(points, reach: dict[str, dict], measure: str, out_dir: Path, name: s
     fig, ax = plt.subplots(figsize=(5.4, 3.8), layout="constrained")
     higher = measure.startswith("win")
     several = len(reach) > 1
+    short_names = len({Path(q.run).name for q in points}) == len(points)  # label runs by folder name if unique
     for j, (series, series_reach) in enumerate(reach.items()):
         members = [p for p in points if p.series == series]
         fit = series_reach.get("fit")
         series_label = f"{series} (exponent {fit['slope']:.2f})" if fit else series
+        series_color = plt.cm.tab10(j % 10) if several else "k"  # one series: a colour per run, a black fit
         for i, p in enumerate(members):
-            color = plt.cm.tab10(j % 10) if several else plt.cm.viridis(i / max(len(members) - 1, 1))
+            color = series_color if several else plt.cm.viridis(i / max(len(members) - 1, 1))
             if p.curve:
                 x, y = np.array(p.curve).T
                 ok = (x > 0) & (y > 0)
                 ax.plot(x[ok], y[ok], color=color, lw=0.8, alpha=0.6)
             lo, hi = min(p.values), max(p.values)
-            label = (series_label if i == 0 else None) if several else \
-                (Path(p.run).name if len({Path(q.run).name for q in points}) == len(points) else p.run)
+            label = (series_label if i == 0 else None) if several else (Path(p.run).name if short_names else p.run)
             ax.errorbar([p.flops], [p.mean], yerr=[[p.mean - lo], [hi - p.mean]], fmt="o", color=color, capsize=3,
                         label=label)
         if fit and not higher:
             x_end = max(series_reach["largest_flops"], series_reach.get("needed_flops") or 0)
             x = np.geomspace(min(p.flops for p in members), x_end, 50)
-            ax.plot(x, np.exp(fit["intercept"] + fit["slope"] * np.log(x)), "--", lw=1,
-                    color=plt.cm.tab10(j % 10) if several else "k",
-                    label=f"power law fit (exponent {fit['slope']:.2f})" if not several else None)
+            ax.plot(x, np.exp(fit["intercept"] + fit["slope"] * np.log(x)), "--", lw=1, color=series_color,
+                    label=None if several else f"power law fit (exponent {fit['slope']:.2f})")
     target = next(iter(reach.values()))["target"]
     ax.axhline(target, color="tab:red", ls=":", label=f"bar {target:g}")
     ax.set_xscale("log")
